@@ -1,0 +1,152 @@
+//! The `gcs` role: parse flags, set up logging, then serve the bridge until the UVM is shut
+//! down. This is the only role that builds an async runtime.
+
+use std::fs::OpenOptions;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+use crate::bridge::{Bridge, BridgeConfig, ConnectionEnd};
+use crate::cli::{self, AgentOptions, Parsed};
+use crate::guest::Guest;
+use crate::logging::LogrusLayer;
+use crate::protocol::BRIDGE_PORT;
+use crate::transport::{Dialer, FdStream, Stream, RETRY_INTERVAL};
+
+pub fn main(args: &[String]) -> ExitCode {
+    let opts = match cli::parse(args.get(1..).unwrap_or_default()) {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Help) => {
+            eprint!("{}", cli::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprint!("{}", cli::usage());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&opts) {
+        eprintln!("gcs: cannot set up logging: {e}");
+        return ExitCode::from(1);
+    }
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "GCS started"
+    );
+    if let Some(pattern) = &opts.core_dump_location {
+        if let Err(e) = std::fs::write(
+            "/proc/sys/kernel/core_pattern",
+            pattern.as_os_str().as_encoded_bytes(),
+        ) {
+            warn!(error = %e, "cannot set kernel.core_pattern");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .thread_name("gcs-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(serve(opts));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+fn init_logging(opts: &AgentOptions) -> std::io::Result<()> {
+    let out: Box<dyn std::io::Write + Send> = match &opts.log_file {
+        Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+        None => Box::new(std::io::stderr()),
+    };
+    let layer =
+        LogrusLayer::new(opts.log_format, out).with_filter(LevelFilter::from_level(opts.log_level));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+async fn serve(opts: AgentOptions) -> ExitCode {
+    let (guest, notifications) = Guest::new();
+    let bridge = Bridge::new(
+        Arc::clone(&guest),
+        notifications,
+        BridgeConfig { v4: opts.v4 },
+    );
+    if opts.use_inouterr {
+        let stream = match FdStream::stdio() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot use stdin/stdout as the bridge");
+                return ExitCode::from(1);
+            }
+        };
+        let end = bridge.serve(Stream::Fd(stream)).await;
+        info!(?end, "bridge on stdin/stdout ended");
+        return power_off(&end);
+    }
+    let dialer = Dialer::new(opts.vsock_uds.clone());
+    loop {
+        let stream = dial_bridge(&dialer).await;
+        let end = bridge.serve(stream).await;
+        if let ConnectionEnd::Shutdown = end {
+            return power_off(&end);
+        }
+        warn!(?end, "bridge connection lost, will reconnect");
+        tokio::time::sleep(RETRY_INTERVAL).await;
+    }
+}
+
+/// Dials the bridge port until it answers, every 100 ms, forever: the host may not be
+/// listening yet, or may be reconnecting.
+async fn dial_bridge(dialer: &Dialer) -> Stream {
+    let mut failures = 0u64;
+    loop {
+        match dialer.dial_once(BRIDGE_PORT).await {
+            Ok(s) => return s,
+            Err(e) => {
+                // Log the first failure and then every 10 s, not every 100 ms.
+                if failures % 100 == 0 {
+                    warn!(error = %e, attempts = failures + 1, "cannot dial the bridge, retrying");
+                }
+                failures += 1;
+                tokio::time::sleep(RETRY_INTERVAL).await;
+            }
+        }
+    }
+}
+
+/// Ends the agent. Inside a utility VM whose PID 1 is our own init, a UVM shutdown powers the VM
+/// off; anywhere else (tests, a foreign init) the agent just exits, so that a test run on a
+/// developer machine can never power that machine off.
+fn power_off(end: &ConnectionEnd) -> ExitCode {
+    if matches!(end, ConnectionEnd::Shutdown) && runs_under_our_init() {
+        info!("powering the UVM off");
+        nix::unistd::sync();
+        match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF) {
+            Err(e) => {
+                error!(error = %e, "power off failed");
+                return ExitCode::from(1);
+            }
+            Ok(never) => match never {},
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn runs_under_our_init() -> bool {
+    let parent_is_init = nix::unistd::getppid().as_raw() == 1;
+    let ours = std::fs::read_link("/proc/self/exe").ok();
+    parent_is_init && ours.is_some() && std::fs::read_link("/proc/1/exe").ok() == ours
+}

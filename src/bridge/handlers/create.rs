@@ -1,0 +1,49 @@
+//! Create: validate the container settings and register the container.
+
+use super::{Reply, Request};
+use crate::bridge::BridgeError;
+use crate::guest::GuestError;
+use crate::protocol::json::from_embedded;
+use crate::protocol::messages::{ContainerSettings, CreateRequest, SchemaVersion};
+
+const MIN_SCHEMA: SchemaVersion = SchemaVersion { major: 2, minor: 1 };
+
+/// Decodes and checks what the original dereferences without checking.
+pub fn settings(req: &CreateRequest) -> Result<ContainerSettings, BridgeError> {
+    let settings: ContainerSettings =
+        from_embedded(&req.container_config).map_err(|source| BridgeError::InvalidJson {
+            what: "ContainerConfig",
+            source,
+        })?;
+    if settings.schema_version < MIN_SCHEMA {
+        return Err(BridgeError::InvalidSchemaVersion {
+            major: settings.schema_version.major,
+            minor: settings.schema_version.minor,
+        });
+    }
+    let spec = match &settings.oci_specification {
+        Some(v) if v.is_object() => v,
+        _ => {
+            return Err(BridgeError::InvalidRequest(
+                "OciSpecification is missing or not an object".into(),
+            ))
+        }
+    };
+    for key in ["process", "root", "linux"] {
+        if !spec.get(key).is_some_and(|v| v.is_object()) {
+            return Err(BridgeError::InvalidRequest(format!(
+                "OciSpecification.{key} is missing"
+            )));
+        }
+    }
+    Ok(settings)
+}
+
+pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
+    let create: CreateRequest = req.decode("Create")?;
+    let _settings = settings(&create)?;
+    Err(GuestError::NotImplemented {
+        what: "container creation".into(),
+    }
+    .into())
+}

@@ -1,0 +1,54 @@
+//! ModifySettings: validate the resource and request type, then route by resource.
+
+use super::{Reply, Request};
+use crate::bridge::BridgeError;
+use crate::guest::GuestError;
+use crate::protocol::messages::ModifySettingsRequest;
+
+/// Resource types the Linux guest handles, with the request types each accepts (`None`: any).
+const RESOURCES: &[(&str, Option<&[&str]>)] = &[
+    ("MappedVirtualDisk", Some(&["Add", "Remove"])),
+    ("SCSIDevice", Some(&["Remove"])),
+    ("MappedDirectory", Some(&["Add", "Remove"])),
+    ("VPMemDevice", Some(&["Add", "Remove"])),
+    ("CombinedLayers", Some(&["Add", "Remove"])),
+    ("Network", Some(&["Add", "Remove"])),
+    ("VPCIDevice", Some(&["Add"])),
+    ("ContainerConstraints", None),
+    ("SecurityPolicy", Some(&["Add"])),
+    ("SecurityPolicyFragment", Some(&["Add"])),
+    ("PodCgroupMemoryLimit", Some(&["Update"])),
+];
+
+/// Checks the resource and request types as the original does, in its order: unknown
+/// resource first, then container-scoped requests, then the request type.
+pub fn validate(req: &ModifySettingsRequest) -> Result<(), BridgeError> {
+    let resource = req.request.resource_type.as_str();
+    let Some((_, request_types)) = RESOURCES.iter().find(|(name, _)| *name == resource) else {
+        return Err(BridgeError::InvalidResourceType(resource.to_string()));
+    };
+    if !req.base.targets_uvm() && resource != "ContainerConstraints" {
+        return Err(BridgeError::ResourceNotForContainers(resource.to_string()));
+    }
+    let request_type = req.request.request_type();
+    if let Some(allowed) = request_types {
+        if !allowed.contains(&request_type) {
+            return Err(BridgeError::UnsupportedRequestType(
+                request_type.to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
+    let modify: ModifySettingsRequest = req.decode("ModifySettings")?;
+    validate(&modify)?;
+    if !modify.base.targets_uvm() {
+        req.bridge.guest().container(&modify.base.container_id)?;
+    }
+    Err(GuestError::NotImplemented {
+        what: format!("ModifySettings {}", modify.request.resource_type),
+    }
+    .into())
+}

@@ -1,0 +1,16 @@
+//! gcs: a guest compute service for Linux utility VMs, speaking hcsshim's HCS bridge protocol.
+//!
+//! One static multi-call binary plays `init` (PID 1), `vsockexec` and `gcs` (the agent). Data
+//! flows one way: `transport` → `bridge` → `guest` → storage and runtime. `protocol` is shared
+//! with `host`, the host-side client used by tests and `uvmboot`.
+
+pub mod agent;
+pub mod bridge;
+pub mod cli;
+pub mod guest;
+pub mod host;
+pub mod init;
+pub mod logging;
+pub mod protocol;
+pub mod sys;
+pub mod transport;

@@ -1,0 +1,60 @@
+//! The HCS bridge wire protocol: frame header, message identifiers, HRESULTs and the JSON
+//! message types of both directions.
+//!
+//! This module performs no I/O and depends on nothing guest-only: the guest's `bridge` and the
+//! host-side `host` client compile the same types, so the two sides cannot drift apart.
+
+pub mod header;
+pub mod hresult;
+pub mod ids;
+pub mod json;
+pub mod messages;
+
+pub use header::{FrameError, MessageHeader, HEADER_LEN, HOST_MAX_MESSAGE, MAX_FRAME};
+pub use hresult::Hresult;
+pub use ids::MessageType;
+
+/// The container id that addresses the utility VM itself.
+pub const NULL_CONTAINER_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The only protocol version that exists.
+pub const PROTOCOL_V4: u32 = 4;
+
+/// vsock port of the bridge (the host listens, the guest dials CID 2).
+pub const BRIDGE_PORT: u32 = 0x4000_0000;
+/// vsock port of the boot entropy stream.
+pub const ENTROPY_PORT: u32 = 1;
+/// vsock port of the agent's log stream.
+pub const LOG_PORT: u32 = 109;
+/// vsock port of the host's Plan9 server.
+pub const PLAN9_PORT: u32 = 564;
+/// First port the host hands out for stdio relays.
+pub const FIRST_STDIO_PORT: u32 = 0x4000_0001;
+/// `TimeoutInMs` value meaning "wait forever".
+pub const INFINITE_WAIT: u32 = u32::MAX;
+
+/// Returns true when `s` is a GUID in its canonical 8-4-4-4-12 hex form, the only form the
+/// host accepts in `ActivityId`.
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_recognition() {
+        assert!(is_guid(NULL_CONTAINER_ID));
+        assert!(is_guid("DF6D0690-79e5-55b6-a5ec-c1e2f77f580a"));
+        assert!(!is_guid(""));
+        assert!(!is_guid("not-a-guid"));
+        assert!(!is_guid("00000000-0000-0000-0000-00000000000g"));
+        assert!(!is_guid("00000000x0000-0000-0000-000000000000"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The only module allowed to use `unsafe`: one small, safe wrapper per raw syscall or ioctl
+//! that `nix` does not cover. Each block states the invariants it relies on.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::errno::Errno;
+
+/// `RNDADDENTROPY` = `_IOW('R', 0x03, int[2])`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+
+/// Feeds `data` into the kernel's entropy pool and credits it (`bytes × 8` bits), as the
+/// original init does with the bytes the host sends on port 1.
+pub fn add_entropy(random: BorrowedFd<'_>, data: &[u8]) -> Result<(), Errno> {
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let len = i32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
+    let bits = len.checked_mul(8).ok_or(Errno::EINVAL)?;
+    let mut info = Vec::with_capacity(8 + data.len());
+    info.extend_from_slice(&bits.to_ne_bytes());
+    info.extend_from_slice(&len.to_ne_bytes());
+    info.extend_from_slice(data);
+    // The kernel copies buf_size bytes after the header; pad to a whole u32 so it never reads
+    // past our allocation.
+    while info.len() % 4 != 0 {
+        info.push(0);
+    }
+    // SAFETY: `info` is a live, initialised buffer laid out as `struct rand_pool_info` whose
+    // `buf_size` (len) never exceeds the bytes that follow the 8-byte header. The kernel only
+    // reads from it during the call. The fd is borrowed, so it stays open for the call.
+    let rc = unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) };
+    Errno::result(rc).map(drop)
+}
+
+/// Sets `IFF_UP | IFF_RUNNING` on the named interface through `SIOCSIFFLAGS` on `socket`
+/// (any AF_INET/AF_INET6 datagram socket).
+pub fn set_link_up(socket: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `ifreq` is a plain C struct for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // SAFETY: `req` is a valid, NUL-terminated `ifreq` that lives across the call; the kernel
+    // writes the flags union member, which is within the struct.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    Errno::result(rc)?;
+    let up =
+        libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: SIOCGIFFLAGS just initialised the `ifru_flags` member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= up };
+    // SAFETY: as above; the kernel only reads `req`.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    Errno::result(rc).map(drop)
+}
+
+/// Asks whether the kernel can query BPF device-cgroup programs on the cgroup directory `dir`
+/// (`bpf(BPF_PROG_QUERY, attach_type = BPF_CGROUP_DEVICE)`). `ENOSYS` or `EINVAL` mean no BPF
+/// device cgroup, which makes cgroup v2 unusable for containers.
+pub fn bpf_query_cgroup_device(dir: BorrowedFd<'_>) -> Result<(), Errno> {
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    // union bpf_attr, query member: target_fd u32, attach_type u32, query_flags u32,
+    // attach_flags u32, prog_ids u64, prog_cnt u32, ... The rest stays zero.
+    let mut attr = [0u32; 32];
+    attr[0] = u32::try_from(dir.as_raw_fd()).map_err(|_| Errno::EBADF)?;
+    attr[1] = BPF_CGROUP_DEVICE;
+    let size = libc::c_uint::try_from(std::mem::size_of_val(&attr)).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `attr` is a zero-initialised, 128-byte buffer (larger than the kernel's query
+    // struct, with zero tail as the kernel requires). prog_ids is NULL and prog_cnt 0, so the
+    // kernel writes only the counters inside the buffer, which outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, attr.as_mut_ptr(), size) };
+    Errno::result(rc).map(drop)
+}
+
+/// Spawns `cmd` as a new session leader with all signals unblocked: the child side of PID 1's
+/// launch. Returns the child's pid; the caller's reaper collects it.
+pub fn spawn_session_leader(cmd: &mut Command) -> io::Result<u32> {
+    // SAFETY: the closure runs in the forked child before exec and only calls the
+    // async-signal-safe functions sigprocmask and setsid through libc, with no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // Dropping a std Child never waits for it; PID 1's reap loop owns the status.
+    Ok(child.id())
+}
+
+/// `fork()` for the single-threaded roles (`vsockexec -r`). The parent gets the child's pid;
+/// the child gets `None`.
+pub fn fork_single_threaded() -> Result<Option<nix::unistd::Pid>, Errno> {
+    // SAFETY: only called from roles chosen in `main` before any thread is started, so the
+    // process is single-threaded and the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
+/// Registers an owned fd with the tokio reactor.
+pub fn register_async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: `OwnedFd` owns an open descriptor that cannot be closed or replaced while the
+    // `AsyncFd` owns it, and its `as_raw_fd` always returns that same descriptor.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Leaves the process at once, without destructors or stdio flushing: for a forked child
+/// whose exec failed.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Number of threads in this process, from `/proc/self/stat` field 20.
+pub fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_comm = stat.rsplit_once(')')?.1;
+    after_comm.split_whitespace().nth(17)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_reads_proc() {
+        assert!(thread_count().unwrap_or(0) >= 1);
+    }
+
+    #[test]
+    fn link_up_rejects_long_names() {
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        use std::os::fd::AsFd;
+        assert_eq!(
+            set_link_up(sock.as_fd(), "a-name-far-too-long-for-linux"),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(set_link_up(sock.as_fd(), "no-such-if0"), Err(Errno::ENODEV));
+    }
+}
