@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian machine. Idempotent; runs
+# non-interactively (CI has no stdin). Needs root for apt.
+set -euo pipefail
+
+need_apt=()
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v unshare >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done

@@ -1,0 +1,145 @@
+//! Host disconnect and reconnect over the hybrid-vsock transport (`-vsock-uds`), and
+//! notifications queued while no host is connected.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gcs::bridge::{Bridge, BridgeConfig, ConnectionEnd};
+use gcs::guest::Guest;
+use gcs::host::{BridgeClient, HybridVsock};
+use gcs::protocol::messages::{ContainerNotification, NotificationType};
+use gcs::protocol::{Hresult, NULL_CONTAINER_ID};
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn accept(host: &HybridVsock) -> BridgeClient {
+    let stream = tokio::time::timeout(Duration::from_secs(10), host.accept_bridge())
+        .await
+        .expect("agent did not dial within 10 s")
+        .unwrap();
+    BridgeClient::new(stream)
+}
+
+#[tokio::test]
+async fn agent_redials_until_a_listener_appears_and_renegotiates_after_a_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("vm.vsock");
+    let log_path = dir.path().join("gcs.log");
+    let _agent = Child(
+        Command::new(common::GCS)
+            .args(["-v4", "-loglevel", "debug", "-vsock-uds"])
+            .arg(&prefix)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // Nobody listens for a while: the agent keeps redialling.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let host = HybridVsock::new(&prefix);
+    let listening = Instant::now();
+    let client = accept(&host).await;
+    // Redial period is 100 ms.
+    assert!(
+        listening.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        listening.elapsed()
+    );
+    client.negotiate().await.unwrap();
+    client.dump_stacks().await.unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("cannot dial the bridge, retrying"), "{log}");
+
+    // The host drops the connection; the agent comes back on a new one with version 0.
+    drop(client);
+    let client = accept(&host).await;
+    let err = client.dump_stacks().await.unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::NOT_IMPL));
+    client.negotiate().await.unwrap();
+    assert!(client.dump_stacks().await.unwrap().contains("threads"));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("bridge connection lost, will reconnect"),
+        "{log}"
+    );
+
+    // And a UVM shutdown ends it for good.
+    client.shutdown_forced(NULL_CONTAINER_ID).await.unwrap();
+}
+
+#[tokio::test]
+async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection() {
+    let (guest, queue) = Guest::new();
+    let bridge = Bridge::new(Arc::clone(&guest), queue, BridgeConfig { v4: true });
+
+    // First connection: a notification goes straight out.
+    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
+    let serving = tokio::spawn({
+        let bridge = Arc::clone(&bridge);
+        async move { bridge.serve(guest_side).await }
+    });
+    let client = BridgeClient::new(host_side);
+    client.negotiate().await.unwrap();
+    guest.notify(ContainerNotification::exited(
+        "c0",
+        NULL_CONTAINER_ID,
+        NotificationType::ForcedExit,
+    ));
+    let n = client
+        .next_notification(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (n.container_id.as_str(), n.notification_type),
+        ("c0", NotificationType::ForcedExit)
+    );
+    drop(client);
+    assert!(matches!(
+        serving.await.unwrap(),
+        ConnectionEnd::Closed | ConnectionEnd::Failed(_)
+    ));
+
+    // No host: notifications queue up, in order.
+    for i in 1..=3 {
+        guest.notify(ContainerNotification::exited(
+            &format!("c{i}"),
+            NULL_CONTAINER_ID,
+            NotificationType::UnexpectedExit,
+        ));
+    }
+    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
+    let serving = tokio::spawn({
+        let bridge = Arc::clone(&bridge);
+        async move { bridge.serve(guest_side).await }
+    });
+    let client = BridgeClient::new(host_side);
+    for i in 1..=3 {
+        let n = client
+            .next_notification(Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(n.container_id, format!("c{i}"));
+        assert_eq!(n.operation, "None");
+    }
+    assert!(client.try_notification().await.is_none());
+    client.negotiate().await.unwrap();
+    guest.request_shutdown();
+    assert!(matches!(serving.await.unwrap(), ConnectionEnd::Shutdown));
+}
