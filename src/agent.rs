@@ -12,7 +12,7 @@ use tracing_subscriber::Layer;
 
 use crate::bridge::{Bridge, BridgeConfig, ConnectionEnd};
 use crate::cli::{self, AgentOptions, Parsed};
-use crate::guest::Guest;
+use crate::guest::{Guest, Reaper};
 use crate::logging::LogrusLayer;
 use crate::protocol::BRIDGE_PORT;
 use crate::transport::{Dialer, FdStream, Stream, RETRY_INTERVAL};
@@ -78,7 +78,13 @@ fn init_logging(opts: &AgentOptions) -> std::io::Result<()> {
 }
 
 async fn serve(opts: AgentOptions) -> ExitCode {
-    let (guest, notifications) = Guest::new();
+    let reaper = Reaper::new();
+    if let Err(e) = reaper.start() {
+        error!(error = %e, "cannot start the child reaper");
+        return ExitCode::from(1);
+    }
+    let dialer = Dialer::new(opts.vsock_uds.clone());
+    let (guest, notifications) = Guest::new(dialer.clone(), reaper);
     let bridge = Bridge::new(
         Arc::clone(&guest),
         notifications,
@@ -96,7 +102,6 @@ async fn serve(opts: AgentOptions) -> ExitCode {
         info!(?end, "bridge on stdin/stdout ended");
         return power_off(&end);
     }
-    let dialer = Dialer::new(opts.vsock_uds.clone());
     loop {
         let stream = dial_bridge(&dialer).await;
         let end = bridge.serve(stream).await;

@@ -124,6 +124,140 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// What to run in a child started by [`spawn`].
+#[derive(Debug)]
+pub struct SpawnRequest {
+    /// Resolved path of the program.
+    pub program: std::ffi::CString,
+    pub argv: Vec<std::ffi::CString>,
+    pub envp: Vec<std::ffi::CString>,
+    pub cwd: Option<std::ffi::CString>,
+    /// The child's fds 0, 1 and 2; `None` leaves that fd closed in the child.
+    pub stdio: [Option<std::os::fd::RawFd>; 3],
+    /// Start a new session and make fd 0 (a pty slave) the controlling terminal.
+    pub controlling_tty: bool,
+}
+
+/// Where in the child a [`spawn`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnStage {
+    Fork,
+    Setup,
+    Chdir,
+    Exec,
+}
+
+/// Forks and execs `req.program` with only raw, async-signal-safe libc calls in the child
+/// (no allocation, no locks), which is what makes forking the multi-threaded agent safe.
+/// Everything the child needs is prepared before the fork. Failures in the child are
+/// reported through a close-on-exec pipe. The child's exit belongs to the agent's reaper,
+/// including when exec fails (the child then exits 127).
+pub fn spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32>)> {
+    let argv: Vec<*const libc::c_char> = req
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = req
+        .envp
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let cwd = req.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| (SpawnStage::Fork, e, None))?;
+    let write_fd = report_write.as_raw_fd();
+    let stdio = req.stdio;
+    let tty = req.controlling_tty;
+    let program = req.program.as_ptr();
+    // SAFETY: after fork the child runs only the async-signal-safe libc calls below on memory
+    // prepared before the fork (argv/envp pointer arrays, CStrings, plain integers), then execs
+    // or `_exit`s; it never returns into Rust code, allocates or takes a lock.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err((SpawnStage::Fork, Errno::last(), None));
+    }
+    if pid == 0 {
+        // SAFETY: see above; every call is async-signal-safe and operates on valid pointers.
+        unsafe {
+            let fail = |stage: i32| -> ! {
+                let report = [stage, *libc::__errno_location()];
+                libc::write(
+                    write_fd,
+                    report.as_ptr().cast(),
+                    std::mem::size_of_val(&report),
+                );
+                libc::_exit(127)
+            };
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            if tty && libc::setsid() < 0 {
+                fail(1);
+            }
+            // Move sources out of the 0..=2 range first so that no dup2 clobbers another source.
+            let mut moved = [-1; 3];
+            for (i, fd) in stdio.iter().enumerate() {
+                if let Some(fd) = fd {
+                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
+                    if moved[i] < 0 {
+                        fail(1);
+                    }
+                }
+            }
+            for (target, fd) in (0..).zip(moved.iter()) {
+                if *fd >= 0 {
+                    if libc::dup2(*fd, target) < 0 {
+                        fail(1);
+                    }
+                } else {
+                    libc::close(target);
+                }
+            }
+            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                fail(1);
+            }
+            if !cwd.is_null() && libc::chdir(cwd) < 0 {
+                fail(2);
+            }
+            libc::execve(program, argv.as_ptr(), envp.as_ptr());
+            fail(3)
+        }
+    }
+    drop(report_write);
+    let mut report = [0u8; 8];
+    let mut file = std::fs::File::from(report_read);
+    let n = std::io::Read::read(&mut file, &mut report).unwrap_or(0);
+    if n == 8 {
+        let stage = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = Errno::from_raw(i32::from_ne_bytes([
+            report[4], report[5], report[6], report[7],
+        ]));
+        let stage = match stage {
+            2 => SpawnStage::Chdir,
+            3 => SpawnStage::Exec,
+            _ => SpawnStage::Setup,
+        };
+        return Err((stage, errno, Some(pid)));
+    }
+    Ok(pid)
+}
+
+/// Sets a terminal's window size (`TIOCSWINSZ`) on a pty master.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `size` is a valid `winsize` that outlives the call; the kernel only reads it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    Errno::result(rc).map(drop)
+}
+
 /// Number of threads in this process, from `/proc/self/stat` field 20.
 pub fn thread_count() -> Option<usize> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;

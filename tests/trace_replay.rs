@@ -18,11 +18,19 @@ use common::{read_trace, Agent};
 use gcs::protocol::header::encode_frame;
 use gcs::protocol::MessageType;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Traces replayed so far, with the request ids left out and why. Container and UVM-process
-/// traces (02–15) need the runtime; they join this list as it lands.
+/// Traces replayed so far, with the request ids left out and why. 05 and 06 signal a pid
+/// written literally in the trace, so they are covered by `tests/uvm_process.rs` instead; 07
+/// needs typed input on its pty (also covered there). Container traces (09–15) join this list
+/// with the runtime.
 const REPLAYED: &[(&str, &[(u64, &str)])] = &[
     ("01-negotiate-dumpstacks.jsonl", &[]),
+    ("02-uvm-cat-stdio.jsonl", &[]),
+    ("03-uvm-exit7-stderr.jsonl", &[]),
+    ("03b-uvm-fd-layout.jsonl", &[]),
+    ("04-uvm-exec-nonexistent.jsonl", &[]),
+    ("08-getproperties-uvm.jsonl", &[]),
     (
         "16-unsupported-and-errors.jsonl",
         &[(7, "PodCgroupMemoryLimit needs the /pods cgroup")],
@@ -39,12 +47,35 @@ fn keys(v: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Acts as the host's stdio listeners for one process: stdin is closed at once (EOF), output
+/// is drained.
+fn serve_stdio(agent: &Agent, ports: &Value) {
+    let host = agent.host();
+    for (key, is_stdin) in [("StdIn", true), ("StdOut", false), ("StdErr", false)] {
+        let Some(port) = ports.get(key).and_then(|p| p.as_u64()) else {
+            continue;
+        };
+        let listener = host.listen(port as u32).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            if is_stdin {
+                let _ = s.shutdown().await;
+            } else {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            }
+        });
+    }
+}
+
 #[tokio::test]
 async fn replay_traces() {
     for (name, skipped) in REPLAYED {
         let agent = Agent::start(&["-v4"]);
         let frames = read_trace(name);
         let mut compared = 0;
+        // The trace's pids and ours differ: map them through the ExecuteProcess responses.
+        let mut pids = std::collections::HashMap::new();
         for request in frames.iter().filter(|f| f.is_host_request()) {
             if skipped.iter().any(|(id, _)| *id == request.id) {
                 continue;
@@ -53,7 +84,16 @@ async fn replay_traces() {
                 .iter()
                 .find(|f| !f.is_host_request() && f.id == request.id && f.type_u32() >> 28 == 2)
                 .unwrap_or_else(|| panic!("{name}: no response to id {}", request.id));
-            let mut payload = serde_json::to_vec(&request.body).unwrap();
+            if request.type_u32() == MessageType::EXECUTE_PROCESS.0 {
+                serve_stdio(&agent, &request.body["Settings"]["VsockStdioRelaySettings"]);
+            }
+            let mut body = request.body.clone();
+            if let Some(pid) = body.get("ProcessId").and_then(|p| p.as_u64()) {
+                if let Some(ours) = pids.get(&pid) {
+                    body["ProcessId"] = Value::from(*ours);
+                }
+            }
+            let mut payload = serde_json::to_vec(&body).unwrap();
             payload.push(b'\n');
             let rx = agent.client.expect(request.id);
             agent
@@ -100,6 +140,11 @@ async fn replay_traces() {
                     assert_eq!(a["Result"], b["Result"]);
                     assert_eq!(a["ModuleName"], b["ModuleName"]);
                 }
+            }
+            if let (Some(theirs), Some(ours)) =
+                (want["ProcessId"].as_u64(), body["ProcessId"].as_u64())
+            {
+                pids.insert(theirs, ours);
             }
             compared += 1;
         }

@@ -53,6 +53,11 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
         BridgeError::Guest(g) => match g {
             GuestError::ContainerNotFound(_) => Hresult::SYSTEM_NOT_FOUND,
             GuestError::ProcessNotFound { .. } => Hresult::NOT_FOUND,
+            GuestError::WaitTimeout { .. } => Hresult::TIMEOUT,
+            GuestError::InvalidRequest(_)
+            | GuestError::StartProcess(_)
+            | GuestError::StdioDial { .. }
+            | GuestError::Io { .. } => Hresult::FAIL,
             GuestError::NotImplemented { .. } => Hresult::NOT_IMPL,
         },
     };

@@ -7,6 +7,25 @@ pub enum GuestError {
     ContainerNotFound(String),
     #[error("process {pid} not found")]
     ProcessNotFound { pid: u32 },
+    #[error("timed out waiting for process {pid}")]
+    WaitTimeout { pid: u32 },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("failed to call Start for external process: {0}")]
+    StartProcess(String),
+    #[error("dial {stream} port {port}")]
+    StdioDial {
+        stream: &'static str,
+        port: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} is not implemented by this agent yet")]
     NotImplemented { what: String },
 }

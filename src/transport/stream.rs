@@ -34,6 +34,26 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Turns the connection into a plain blocking fd, for handing to a child process.
+    pub fn into_blocking_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        let fd: std::os::fd::OwnedFd = match self {
+            Self::Vsock(s) => s.into(),
+            Self::Unix(s) => s.into_std()?.into(),
+            Self::Fd(_) => {
+                return Err(io::Error::other(
+                    "stdin/stdout cannot be handed to a process",
+                ))
+            }
+        };
+        use std::os::fd::AsRawFd;
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        Ok(fd)
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -33,6 +33,8 @@ impl Agent {
         let log = std::fs::File::create(dir.path().join("gcs.log")).unwrap();
         let child = Command::new(GCS)
             .arg("-use-inouterr")
+            .arg("-vsock-uds")
+            .arg(dir.path().join("vm.vsock"))
             .args(args)
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(
                 theirs.try_clone().unwrap(),
@@ -53,6 +55,11 @@ impl Agent {
         let agent = Agent::start(&all);
         agent.client.negotiate().await.unwrap();
         agent
+    }
+
+    /// The host side of the agent's stdio and Plan9 ports.
+    pub fn host(&self) -> gcs::host::HybridVsock {
+        gcs::host::HybridVsock::new(self.dir.path().join("vm.vsock"))
     }
 
     pub fn log(&self) -> String {

@@ -4,7 +4,9 @@ use super::{Reply, Request};
 use crate::bridge::BridgeError;
 use crate::guest::GuestError;
 use crate::protocol::json::from_embedded;
-use crate::protocol::messages::{ExecuteProcessRequest, ProcessParameters};
+use crate::protocol::messages::{
+    ExecuteProcessRequest, ExecuteProcessResponse, ProcessParameters, ResponseBase,
+};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let exec: ExecuteProcessRequest = req.decode("ExecuteProcess")?;
@@ -15,15 +17,19 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
                 source,
             }
         })?;
-    if exec.base.targets_uvm() || params.create_in_utility_vm {
+    let guest = req.bridge.guest();
+    let ports = exec.settings.vsock_stdio_relay_settings;
+    let pid = if exec.base.targets_uvm() || params.create_in_utility_vm {
+        guest.exec_external(&params, ports).await?
+    } else {
+        let container = guest.container(&exec.base.container_id)?;
         return Err(GuestError::NotImplemented {
-            what: "running processes in the UVM".into(),
+            what: format!("processes in container {:?}", container.id),
         }
         .into());
-    }
-    let container = req.bridge.guest().container(&exec.base.container_id)?;
-    Err(GuestError::NotImplemented {
-        what: format!("processes in container {:?}", container.id),
-    }
-    .into())
+    };
+    Reply::new(&ExecuteProcessResponse {
+        base: ResponseBase::ok(&exec.base.activity_id),
+        process_id: pid,
+    })
 }

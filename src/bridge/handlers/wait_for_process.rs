@@ -1,18 +1,27 @@
-//! WaitForProcess: answers when the process has exited and its output has drained.
+//! WaitForProcess: answers when the process has exited and its output has drained. Always
+//! handled in its own task, so it never blocks other requests.
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
 use crate::guest::GuestError;
-use crate::protocol::messages::WaitForProcessRequest;
+use crate::protocol::messages::{ResponseBase, WaitForProcessRequest, WaitForProcessResponse};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let wait: WaitForProcessRequest = req.decode("WaitForProcess")?;
-    if !wait.base.targets_uvm() {
-        req.bridge.guest().container(&wait.base.container_id)?;
-    }
-    // No process can be started yet, so none can be found.
-    Err(GuestError::ProcessNotFound {
-        pid: wait.process_id,
-    }
-    .into())
+    let guest = req.bridge.guest();
+    let exit_code = if wait.base.targets_uvm() {
+        guest
+            .wait_external(wait.process_id, wait.timeout_in_ms)
+            .await?
+    } else {
+        guest.container(&wait.base.container_id)?;
+        return Err(GuestError::ProcessNotFound {
+            pid: wait.process_id,
+        }
+        .into());
+    };
+    Reply::new(&WaitForProcessResponse {
+        base: ResponseBase::ok(&wait.base.activity_id),
+        exit_code,
+    })
 }

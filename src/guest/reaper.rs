@@ -1,0 +1,171 @@
+//! The agent's one reaper. The agent is a child subreaper: every process it starts, and every
+//! container process that is re-parented to it, is collected here with `waitpid(-1)` on each
+//! SIGCHLD, and the status goes to whoever registered for that pid. Nothing else in the agent
+//! waits for children.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code as reported for container processes: the status, or 128 + signal.
+    pub fn container_code(self) -> u32 {
+        match self {
+            Self::Code(c) => u32::try_from(c & 0xff).unwrap_or(255),
+            Self::Signal(s) => 128 + u32::try_from(s & 0x7f).unwrap_or(0),
+        }
+    }
+
+    /// Exit code as reported for UVM processes: Go's `ExitCode()`, -1 when killed by a signal.
+    pub fn external_code(self) -> u32 {
+        match self {
+            Self::Code(c) => u32::try_from(c & 0xff).unwrap_or(255),
+            Self::Signal(_) => u32::MAX,
+        }
+    }
+}
+
+/// Exits of pids nobody registered for yet (a child can exit before its spawner registers),
+/// kept up to this many.
+const UNCLAIMED_LIMIT: usize = 4096;
+
+#[derive(Debug, Default)]
+struct State {
+    watchers: HashMap<i32, oneshot::Sender<ExitStatus>>,
+    unclaimed: HashMap<i32, ExitStatus>,
+    order: VecDeque<i32>,
+}
+
+/// Collects child exits and hands them out by pid.
+#[derive(Debug, Default)]
+pub struct Reaper {
+    state: Mutex<State>,
+}
+
+impl Reaper {
+    /// A reaper that has not started collecting (tests that spawn nothing use it as is).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Becomes a child subreaper and reaps on every SIGCHLD. Must run inside the runtime.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        nix::sys::prctl::set_child_subreaper(true)?;
+        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        let reaper = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                reaper.reap_all();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The exit of `pid`, once it happens (at once if it already happened).
+    pub fn watch(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = state.unclaimed.remove(&pid) {
+            state.order.retain(|p| *p != pid);
+            let _ = tx.send(status);
+        } else {
+            state.watchers.insert(pid, tx);
+        }
+        rx
+    }
+
+    /// Drops a registration or an unclaimed exit (for a child whose exec failed).
+    pub fn forget(&self, pid: i32) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.watchers.remove(&pid);
+        if state.unclaimed.remove(&pid).is_some() {
+            state.order.retain(|p| *p != pid);
+        }
+    }
+
+    fn deliver(&self, pid: i32, status: ExitStatus) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = state.watchers.remove(&pid) {
+            let _ = tx.send(status);
+            return;
+        }
+        debug!(pid, ?status, "reaped a process nobody waits for");
+        if state.order.len() >= UNCLAIMED_LIMIT {
+            if let Some(old) = state.order.pop_front() {
+                state.unclaimed.remove(&old);
+            }
+        }
+        state.unclaimed.insert(pid, status);
+        state.order.push_back(pid);
+    }
+
+    fn reap_all(&self) {
+        loop {
+            match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.deliver(pid.as_raw(), ExitStatus::Code(code))
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.deliver(pid.as_raw(), ExitStatus::Signal(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "waitpid failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(ExitStatus::Code(3).container_code(), 3);
+        assert_eq!(ExitStatus::Signal(9).container_code(), 137);
+        assert_eq!(ExitStatus::Signal(15).container_code(), 143);
+        assert_eq!(ExitStatus::Signal(9).external_code(), 4294967295);
+        assert_eq!(ExitStatus::Code(7).external_code(), 7);
+    }
+
+    #[test]
+    fn exit_before_registration_is_kept() {
+        let r = Reaper::new();
+        r.deliver(42, ExitStatus::Code(1));
+        let mut rx = r.watch(42);
+        assert_eq!(rx.try_recv().unwrap(), ExitStatus::Code(1));
+        let mut rx = r.watch(43);
+        assert!(rx.try_recv().is_err());
+        r.deliver(43, ExitStatus::Signal(9));
+        assert_eq!(rx.try_recv().unwrap(), ExitStatus::Signal(9));
+    }
+
+    #[test]
+    fn unclaimed_is_bounded() {
+        let r = Reaper::new();
+        for pid in 0..(i32::try_from(UNCLAIMED_LIMIT).unwrap() + 10) {
+            r.deliver(pid, ExitStatus::Code(0));
+        }
+        let state = r.state.lock().unwrap();
+        assert_eq!(state.unclaimed.len(), UNCLAIMED_LIMIT);
+        assert!(!state.unclaimed.contains_key(&0));
+    }
+}

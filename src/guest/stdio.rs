@@ -1,0 +1,201 @@
+//! stdio of processes: dialing the host's relay ports, and the relays between those
+//! connections and a process's pipes or pty (spec §7).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::GuestError;
+use crate::protocol::messages::{ProcessParameters, VsockStdioRelaySettings};
+use crate::transport::{Dialer, Stream};
+
+/// The host connections of one process; `None` where the stream was not requested.
+#[derive(Debug, Default)]
+pub struct StdioConnections {
+    pub stdin: Option<Stream>,
+    pub stdout: Option<Stream>,
+    pub stderr: Option<Stream>,
+}
+
+/// Dials the requested streams in the order stdin, stdout, stderr, before the process starts
+/// and before ExecuteProcess is answered. A failure closes what was already connected.
+pub async fn dial(
+    dialer: &Dialer,
+    params: &ProcessParameters,
+    ports: VsockStdioRelaySettings,
+) -> Result<StdioConnections, GuestError> {
+    let mut out = StdioConnections::default();
+    let wanted = [
+        (params.create_std_in_pipe, ports.std_in, "stdin"),
+        (params.create_std_out_pipe, ports.std_out, "stdout"),
+        (params.create_std_err_pipe, ports.std_err, "stderr"),
+    ];
+    for (i, (requested, port, name)) in wanted.into_iter().enumerate() {
+        if !requested {
+            continue;
+        }
+        if port == 0 {
+            return Err(GuestError::InvalidRequest(format!(
+                "{name} requested without a relay port"
+            )));
+        }
+        let stream = dialer
+            .dial(port)
+            .await
+            .map_err(|source| GuestError::StdioDial {
+                stream: name,
+                port,
+                source,
+            })?;
+        match i {
+            0 => out.stdin = Some(stream),
+            1 => out.stdout = Some(stream),
+            _ => out.stderr = Some(stream),
+        }
+    }
+    Ok(out)
+}
+
+/// Opens a pty pair; both ends close on exec.
+pub fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), GuestError> {
+    let pty = nix::pty::openpty(None, None).map_err(|e| GuestError::Io {
+        what: "openpty".into(),
+        source: e.into(),
+    })?;
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| GuestError::Io {
+            what: "pty cloexec".into(),
+            source: e.into(),
+        })?;
+    }
+    if rows > 0 && cols > 0 {
+        let _ = crate::sys::set_window_size(pty.master.as_fd(), rows, cols);
+    }
+    Ok((pty.master, pty.slave))
+}
+
+/// A pty master shared by the relay and ResizeConsole.
+#[derive(Debug, Clone)]
+pub struct PtyMaster(Arc<AsyncFd<OwnedFd>>);
+
+impl PtyMaster {
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), GuestError> {
+        crate::sys::set_window_size(self.0.get_ref().as_fd(), rows, cols).map_err(|e| {
+            GuestError::Io {
+                what: "resize console".into(),
+                source: e.into(),
+            }
+        })
+    }
+}
+
+/// Relays a pty: host stdin → master, master → host stdout. No handshake in tty mode: when
+/// reading the master ends (EIO once every slave holder is gone), all connections close.
+/// stderr is never used; if dialed it is closed at the end. Resolves `done` when the output is
+/// drained.
+pub fn relay_pty(
+    master: OwnedFd,
+    io: StdioConnections,
+) -> Result<(PtyMaster, oneshot::Receiver<()>), GuestError> {
+    let flags =
+        nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(|e| {
+            GuestError::Io {
+                what: "pty flags".into(),
+                source: e.into(),
+            }
+        })?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| {
+        GuestError::Io {
+            what: "pty flags".into(),
+            source: e.into(),
+        }
+    })?;
+    let master = PtyMaster(Arc::new(crate::sys::register_async_fd(master).map_err(
+        |source| GuestError::Io {
+            what: "register pty".into(),
+            source,
+        },
+    )?));
+    let (done_tx, done_rx) = oneshot::channel();
+    let StdioConnections {
+        stdin,
+        stdout,
+        stderr,
+    } = io;
+    let input = stdin.map(|mut stdin| {
+        let m = master.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 || write_all_fd(&m.0, &buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let m = master.clone();
+    tokio::spawn(async move {
+        let mut stdout = stdout;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match read_fd(&m.0, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(out) = stdout.as_mut() {
+                if out.write_all(&buf[..n]).await.is_err() {
+                    stdout = None;
+                }
+            }
+        }
+        if let Some(mut out) = stdout {
+            let _ = out.shutdown().await;
+        }
+        if let Some(task) = input {
+            task.abort();
+        }
+        drop(stderr);
+        debug!("pty relay finished");
+        let _ = done_tx.send(());
+    });
+    Ok((master, done_rx))
+}
+
+async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard
+            .try_io(|f| nix::unistd::read(f.get_ref().as_raw_fd(), buf).map_err(io::Error::from))
+        {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_all_fd(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|f| nix::unistd::write(f.get_ref(), data).map_err(io::Error::from)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// How long output may keep draining after the process exited before the relay is abandoned
+/// (a background child can hold the pty or pipe open forever).
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
