@@ -1,5 +1,12 @@
 //! Processes in the UVM itself (null container id), as in traces 02–07: stdio over the host's
 //! relay ports, exit codes, the child's fd layout, signals, wait timeouts and a pty.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
 
 mod common;
 
