@@ -2,6 +2,7 @@
 //! down. This is the only role that builds an async runtime.
 
 use std::fs::OpenOptions;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -84,7 +85,11 @@ async fn serve(opts: AgentOptions) -> ExitCode {
         return ExitCode::from(1);
     }
     let dialer = Dialer::new(opts.vsock_uds.clone());
-    let (guest, notifications) = Guest::new(dialer.clone(), reaper);
+    let (guest, notifications) = Guest::new(
+        dialer.clone(),
+        reaper,
+        PathBuf::from(crate::runtime::DEFAULT_STATE_ROOT),
+    );
     let bridge = Bridge::new(
         Arc::clone(&guest),
         notifications,

@@ -12,5 +12,7 @@ pub mod host;
 pub mod init;
 pub mod logging;
 pub mod protocol;
+pub mod runtime;
+pub mod storage;
 pub mod sys;
 pub mod transport;

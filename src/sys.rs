@@ -194,6 +194,8 @@ pub fn spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32>)
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            // Rust ignores SIGPIPE in its own processes; an ignored disposition survives exec.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             if tty && libc::setsid() < 0 {
                 fail(1);
             }
@@ -256,6 +258,34 @@ pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), E
     // SAFETY: `size` is a valid `winsize` that outlives the call; the kernel only reads it.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     Errno::result(rc).map(drop)
+}
+
+/// Takes ownership of descriptors the kernel just installed in this process through
+/// `SCM_RIGHTS`.
+pub fn adopt_received_fds(fds: &[std::os::fd::RawFd]) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    fds.iter()
+        // SAFETY: each fd was created for this process by the kernel in the recvmsg that
+        // returned it, and nothing else owns it yet.
+        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) })
+        .collect()
+}
+
+/// Takes ownership of one of this process's inherited descriptors (the runtime helper's
+/// control socket, fd 0).
+pub fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
+    // SAFETY: the fd is open (checked above) and was handed to this process at exec for it to
+    // own; no other object in this process refers to it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Restores the default SIGPIPE disposition (Rust's runtime ignores it, and an ignored signal
+/// is inherited by everything this process execs).
+pub fn default_sigpipe() {
+    // SAFETY: installing SIG_DFL involves no handler code; called before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Number of threads in this process, from `/proc/self/stat` field 20.

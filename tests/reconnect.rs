@@ -86,7 +86,11 @@ async fn agent_redials_until_a_listener_appears_and_renegotiates_after_a_drop() 
 
 #[tokio::test]
 async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection() {
-    let (guest, queue) = Guest::new(gcs::transport::Dialer::new(None), gcs::guest::Reaper::new());
+    let (guest, queue) = Guest::new(
+        gcs::transport::Dialer::new(None),
+        gcs::guest::Reaper::new(),
+        std::env::temp_dir(),
+    );
     let bridge = Bridge::new(Arc::clone(&guest), queue, BridgeConfig { v4: true });
 
     // First connection: a notification goes straight out.

@@ -2,6 +2,7 @@
 
 use crate::guest::GuestError;
 use crate::protocol::{FrameError, Hresult, MessageType};
+use crate::runtime::RuntimeErrorKind;
 
 /// Why a request got an error response.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,19 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
             | GuestError::StdioDial { .. }
             | GuestError::Io { .. } => Hresult::FAIL,
             GuestError::NotImplemented { .. } => Hresult::NOT_IMPL,
+            GuestError::ContainerExists(_) => Hresult::SYSTEM_ALREADY_EXISTS,
+            GuestError::StillCreating(_) | GuestError::Storage(_) => Hresult::FAIL,
+            GuestError::NotRunning(_) => Hresult::SYSTEM_ALREADY_STOPPED,
+            GuestError::InvalidState(_) => Hresult::INVALID_STATE,
+            GuestError::NamespaceNotFound(_) => Hresult::NOT_FOUND,
+            GuestError::Runtime(r) => match r.kind() {
+                RuntimeErrorKind::NotExist => Hresult::SYSTEM_NOT_FOUND,
+                RuntimeErrorKind::AlreadyExists => Hresult::SYSTEM_ALREADY_EXISTS,
+                RuntimeErrorKind::InvalidId => Hresult::INVALID_ARG,
+                RuntimeErrorKind::NotRunning => Hresult::SYSTEM_ALREADY_STOPPED,
+                RuntimeErrorKind::StillRunning => Hresult::INVALID_STATE,
+                RuntimeErrorKind::Other => Hresult::FAIL,
+            },
         },
     };
     let text = chain(err);

@@ -26,6 +26,20 @@ pub enum GuestError {
         #[source]
         source: std::io::Error,
     },
+    #[error("container {0:?} already exists")]
+    ContainerExists(String),
+    #[error("container {0:?} is still being created")]
+    StillCreating(String),
+    #[error("container not running")]
+    NotRunning(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("network namespace {0:?} not found")]
+    NamespaceNotFound(String),
+    #[error("runtime")]
+    Runtime(#[source] crate::runtime::RuntimeError),
+    #[error("storage")]
+    Storage(#[source] crate::storage::StorageError),
     #[error("{what} is not implemented by this agent yet")]
     NotImplemented { what: String },
 }

@@ -1,18 +1,24 @@
-//! UVM-wide state: containers, processes and mounts, and the queue of container notifications.
+//! UVM-wide state: containers, UVM processes, pods and network namespaces, and the queue of
+//! container notifications.
 //!
 //! Lock order: each table has its own `std::sync::Mutex`, held only to look up, insert or
 //! remove, never across an `.await`; no code path holds two of them at once.
 
+pub mod container;
 mod error;
 pub mod external;
+mod lifecycle;
 pub mod reaper;
+pub mod spec;
 pub mod stdio;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
 
+pub use container::Container;
 pub use error::GuestError;
 pub use reaper::{ExitStatus, Reaper};
 
@@ -20,23 +26,33 @@ use crate::protocol::messages::{
     ContainerNotification, ProcessParameters, VsockStdioRelaySettings,
 };
 use crate::protocol::INFINITE_WAIT;
+use crate::runtime::RuntimeClient;
 use crate::transport::Dialer;
 use external::ExternalProcess;
 
-/// A container known to the guest. Its lifecycle (create, start, exec, wait, delete) is built on
-/// the runtime helper; this is the record the bridge looks containers up by.
+/// A slot of the container table: reserved while Create runs, then the container.
 #[derive(Debug)]
-pub struct Container {
-    pub id: String,
+enum Entry {
+    Creating,
+    Ready(Arc<Container>),
 }
+
+/// A network namespace the host told us about (adapters arrive with the networking work).
+#[derive(Debug, Default)]
+struct Namespace {}
 
 /// The utility VM as the agent sees it.
 #[derive(Debug)]
 pub struct Guest {
     dialer: Dialer,
     reaper: Arc<Reaper>,
-    containers: Mutex<HashMap<String, Arc<Container>>>,
+    runtime: RuntimeClient,
+    /// Runtime state, console sockets and exec process files.
+    runtime_dir: PathBuf,
+    containers: Mutex<HashMap<String, Entry>>,
     external: Mutex<HashMap<u32, Arc<ExternalProcess>>>,
+    sandbox_roots: Mutex<HashMap<String, PathBuf>>,
+    namespaces: Mutex<HashMap<String, Namespace>>,
     notifications: mpsc::UnboundedSender<ContainerNotification>,
     shutdown: watch::Sender<bool>,
 }
@@ -45,20 +61,56 @@ pub struct Guest {
 /// and it keeps what arrives while none is.
 pub type NotificationQueue = mpsc::UnboundedReceiver<ContainerNotification>;
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Guest {
-    /// `dialer` reaches the host's stdio ports; `reaper` collects every child.
-    pub fn new(dialer: Dialer, reaper: Arc<Reaper>) -> (Arc<Self>, NotificationQueue) {
+    /// `dialer` reaches the host's stdio ports; `reaper` collects every child; container
+    /// runtime state lives under `runtime_dir`.
+    pub fn new(
+        dialer: Dialer,
+        reaper: Arc<Reaper>,
+        runtime_dir: PathBuf,
+    ) -> (Arc<Self>, NotificationQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (shutdown, _) = watch::channel(false);
+        let runtime = RuntimeClient::new(runtime_dir.join("state"), Arc::clone(&reaper));
         let guest = Arc::new(Self {
             dialer,
             reaper,
+            runtime,
+            runtime_dir,
             containers: Mutex::new(HashMap::new()),
             external: Mutex::new(HashMap::new()),
+            sandbox_roots: Mutex::new(HashMap::new()),
+            namespaces: Mutex::new(HashMap::new()),
             notifications: tx,
             shutdown,
         });
         (guest, rx)
+    }
+
+    fn lock_containers(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        lock(&self.containers)
+    }
+
+    fn lock_sandbox_roots(&self) -> MutexGuard<'_, HashMap<String, PathBuf>> {
+        lock(&self.sandbox_roots)
+    }
+
+    fn namespace_get_or_add(&self, id: &str) {
+        lock(&self.namespaces).entry(id.to_string()).or_default();
+    }
+
+    fn namespace_exists(&self, id: &str) -> bool {
+        lock(&self.namespaces).contains_key(id)
+    }
+
+    /// Drops a namespace record, keyed by the namespace id (the original keys this by the
+    /// container id by mistake, so its records outlive their pods).
+    fn namespace_remove(&self, id: &str) {
+        lock(&self.namespaces).remove(id);
     }
 
     /// Starts a process in the UVM itself; returns its pid.
@@ -69,45 +121,33 @@ impl Guest {
     ) -> Result<u32, GuestError> {
         let process = external::start(&self.dialer, &self.reaper, params, ports).await?;
         let pid = process.pid;
-        self.external
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pid, process);
+        lock(&self.external).insert(pid, process);
         Ok(pid)
     }
 
     /// Waits for a UVM process. The first successful wait removes it from the table.
     pub async fn wait_external(&self, pid: u32, timeout_ms: u32) -> Result<u32, GuestError> {
-        let process = self
-            .external
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let process = lock(&self.external)
             .get(&pid)
             .cloned()
             .ok_or(GuestError::ProcessNotFound { pid })?;
         let status = wait_exit(process.exit(), pid, timeout_ms).await?;
-        self.external
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
+        lock(&self.external).remove(&pid);
         Ok(status.external_code())
     }
 
-    /// Looks a container up by id.
+    /// Looks a container up by id; one still being created is an error.
     pub fn container(&self, id: &str) -> Result<Arc<Container>, GuestError> {
-        let table = self.containers.lock().unwrap_or_else(|p| p.into_inner());
-        table
-            .get(id)
-            .cloned()
-            .ok_or_else(|| GuestError::ContainerNotFound(id.to_string()))
+        match self.lock_containers().get(id) {
+            Some(Entry::Ready(c)) => Ok(Arc::clone(c)),
+            Some(Entry::Creating) => Err(GuestError::StillCreating(id.to_string())),
+            None => Err(GuestError::ContainerNotFound(id.to_string())),
+        }
     }
 
     /// Number of containers in the table (for stack dumps and tests).
     pub fn container_count(&self) -> usize {
-        self.containers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.lock_containers().len()
     }
 
     /// Queues a container notification for the host. It is sent on the current connection, or

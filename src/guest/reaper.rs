@@ -88,6 +88,11 @@ impl Reaper {
         rx
     }
 
+    /// [`watch`](Self::watch) for a pid as the wire carries it.
+    pub fn watch_pid(&self, pid: u32) -> oneshot::Receiver<ExitStatus> {
+        self.watch(i32::try_from(pid).unwrap_or(i32::MAX))
+    }
+
     /// Drops a registration or an unclaimed exit (for a child whose exec failed).
     pub fn forget(&self, pid: i32) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -199,3 +199,133 @@ async fn write_all_fd(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> 
 /// How long output may keep draining after the process exited before the relay is abandoned
 /// (a background child can hold the pty or pipe open forever).
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// How long the clean-close handshake waits for the host to close its side after the guest
+/// half-closed. The original waits forever; a host that never closes must not hold a
+/// WaitForProcess response hostage.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The agent's ends of a container process's three pipes.
+#[derive(Debug)]
+pub struct Pipes {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Creates the three pipes of a container process: the agent's ends, and the process's ends
+/// (stdin read end, stdout and stderr write ends) for the runtime.
+pub fn make_pipes() -> Result<(Pipes, [OwnedFd; 3]), GuestError> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| GuestError::Io {
+            what: "create pipe".into(),
+            source: e.into(),
+        })
+    };
+    let (in_r, in_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    Ok((
+        Pipes {
+            stdin: in_w,
+            stdout: out_r,
+            stderr: err_r,
+        },
+        [in_r, out_w, err_w],
+    ))
+}
+
+fn nonblocking(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>, GuestError> {
+    let io = |source| GuestError::Io {
+        what: "pipe".into(),
+        source,
+    };
+    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| io(e.into()))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| io(e.into()))?;
+    crate::sys::register_async_fd(fd).map_err(io)
+}
+
+/// Relays pipes (spec §7.2). Streams the host did not request get their agent-side end closed
+/// at once, so the process reads EOF or gets EPIPE. Output: pipe → socket until every writer
+/// is gone, then the clean-close handshake (half-close, wait for the host's EOF, bounded by
+/// [`HANDSHAKE_TIMEOUT`], close). Input: socket → pipe; the host's half-close closes the pipe,
+/// and so does the process's exit (`exited`). Resolves the returned receiver when both outputs
+/// are done.
+pub fn relay_pipes(
+    pipes: Pipes,
+    io: StdioConnections,
+    exited: tokio::sync::watch::Receiver<bool>,
+) -> Result<oneshot::Receiver<()>, GuestError> {
+    let StdioConnections {
+        stdin,
+        stdout,
+        stderr,
+    } = io;
+    if let Some(mut sock) = stdin {
+        let pipe = nonblocking(pipes.stdin)?;
+        let mut exited = exited;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = tokio::select! {
+                    r = sock.read(&mut buf) => match r { Ok(n) if n > 0 => n, _ => break },
+                    _ = exited.wait_for(|e| *e) => break,
+                };
+                if write_all_fd(&pipe, &buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping the pipe is the process's EOF.
+        });
+    }
+    let mut outputs = Vec::new();
+    for (pipe, sock, name) in [
+        (pipes.stdout, stdout, "stdout"),
+        (pipes.stderr, stderr, "stderr"),
+    ] {
+        let Some(sock) = sock else { continue };
+        let pipe = nonblocking(pipe)?;
+        outputs.push(tokio::spawn(relay_output(pipe, sock, name)));
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        for task in outputs {
+            let _ = task.await;
+        }
+        let _ = done_tx.send(());
+    });
+    Ok(done_rx)
+}
+
+async fn relay_output(pipe: AsyncFd<OwnedFd>, mut sock: Stream, name: &'static str) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut host_gone = false;
+    loop {
+        let n = match read_fd(&pipe, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Keep draining after the host went away, so the process never blocks on a full pipe.
+        if !host_gone && sock.write_all(&buf[..n]).await.is_err() {
+            host_gone = true;
+        }
+    }
+    if host_gone {
+        return;
+    }
+    let _ = sock.flush().await;
+    if sock.shutdown_write().is_err() {
+        return;
+    }
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.read(&mut byte)).await {
+        Ok(_) => {}
+        Err(_) => tracing::warn!(
+            stream = name,
+            "host did not close its end of the relay; closing ours"
+        ),
+    }
+}

@@ -23,15 +23,54 @@ pub struct Agent {
     pub child: Child,
     pub client: BridgeClient,
     pub dir: tempfile::TempDir,
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Agent {
     /// Starts `gcs -use-inouterr <args>`; logs go to `<dir>/gcs.log`.
     pub fn start(args: &[&str]) -> Agent {
+        Self::spawn(args, None)
+    }
+
+    /// Starts the agent as PID 1 of fresh mount/pid/cgroup namespaces with a private /run and
+    /// cgroupfs (tests/sandbox.sh), with `-v4`, and negotiates. Needs root.
+    pub async fn sandboxed(args: &[&str]) -> Agent {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "container tests need root"
+        );
+        let mut all = vec!["-v4"];
+        all.extend_from_slice(args);
+        let mut agent = Self::spawn(&all, Some(()));
+        agent.client.negotiate().await.unwrap();
+        // The script recorded its cgroups before it started the agent.
+        let text = std::fs::read_to_string(agent.dir.path().join("cgroups")).unwrap();
+        agent.sandbox = Some(Sandbox {
+            cgroups: text.lines().map(PathBuf::from).collect(),
+        });
+        assert!(!agent.sandbox.as_ref().unwrap().cgroups.is_empty());
+        agent
+    }
+
+    fn spawn(args: &[&str], sandboxed: Option<()>) -> Agent {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = StdUnixStream::pair().unwrap();
         let log = std::fs::File::create(dir.path().join("gcs.log")).unwrap();
-        let child = Command::new(GCS)
+        let record = dir.path().join("cgroups");
+        let mut cmd = match sandboxed {
+            Some(()) => {
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut c =
+                    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox.sh"));
+                c.arg(format!("{}-{n}", std::process::id()))
+                    .arg(GCS)
+                    .env("GCS_SANDBOX_RECORD", &record);
+                c
+            }
+            None => Command::new(GCS),
+        };
+        let child = cmd
             .arg("-use-inouterr")
             .arg("-vsock-uds")
             .arg(dir.path().join("vm.vsock"))
@@ -45,7 +84,37 @@ impl Agent {
             .unwrap();
         ours.set_nonblocking(true).unwrap();
         let client = BridgeClient::new(tokio::net::UnixStream::from_std(ours).unwrap());
-        Agent { child, client, dir }
+        let sandbox = sandboxed.map(|()| Sandbox {
+            cgroups: Vec::new(),
+        });
+        Agent {
+            child,
+            client,
+            dir,
+            sandbox,
+        }
+    }
+
+    /// The agent's pid on this machine (the sandbox's PID 1 when sandboxed).
+    pub fn agent_pid(&self) -> u32 {
+        let outer = self.child.id();
+        if self.sandbox.is_none() {
+            return outer;
+        }
+        for _ in 0..500 {
+            let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                return pid.parse().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("sandboxed agent not found");
+    }
+
+    /// The agent's view of the filesystem (its private /run included).
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.agent_pid()))
     }
 
     /// Starts the agent with `-v4` and negotiates.
@@ -89,6 +158,55 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.remove_cgroups();
+        }
+    }
+}
+
+/// The namespaces and cgroups of a sandboxed agent (see tests/sandbox.sh).
+pub struct Sandbox {
+    pub cgroups: Vec<PathBuf>,
+}
+
+impl Sandbox {
+    /// Removes the run's cgroups, deepest first, once their processes are gone.
+    pub fn remove_cgroups(&self) {
+        for root in &self.cgroups {
+            let mut dirs = Vec::new();
+            collect_dirs(root, &mut dirs);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                for _ in 0..100 {
+                    match std::fs::remove_dir(&d) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `<sandbox cgroup>/<rel>` in every hierarchy that has it.
+    pub fn cgroup_dirs(&self, rel: &str) -> Vec<PathBuf> {
+        self.cgroups
+            .iter()
+            .map(|c| c.join(rel.trim_start_matches('/')))
+            .collect()
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+    if dir.exists() {
+        out.push(dir.to_path_buf());
     }
 }
 
@@ -133,4 +251,78 @@ pub fn all_traces() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The host side of one process's stdio: a listener per requested stream.
+pub struct HostStdio {
+    pub ports: gcs::protocol::messages::VsockStdioRelaySettings,
+    listeners: [Option<tokio::net::UnixListener>; 3],
+}
+
+impl HostStdio {
+    /// Listens for the requested streams on fresh ports and sets the matching flags.
+    pub fn listen(
+        agent: &Agent,
+        params: &mut gcs::protocol::messages::ProcessParameters,
+        want: [bool; 3],
+    ) -> HostStdio {
+        static PORTS: std::sync::OnceLock<gcs::host::StdioPorts> = std::sync::OnceLock::new();
+        let ports = PORTS.get_or_init(Default::default);
+        let host = agent.host();
+        let mut out = HostStdio {
+            ports: Default::default(),
+            listeners: [None, None, None],
+        };
+        for (i, w) in want.into_iter().enumerate() {
+            if !w {
+                continue;
+            }
+            let port = ports.allocate();
+            out.listeners[i] = Some(host.listen(port).unwrap());
+            match i {
+                0 => (params.create_std_in_pipe, out.ports.std_in) = (true, port),
+                1 => (params.create_std_out_pipe, out.ports.std_out) = (true, port),
+                _ => (params.create_std_err_pipe, out.ports.std_err) = (true, port),
+            }
+        }
+        out
+    }
+
+    /// Accepts the agent's connections: (stdin, stdout, stderr).
+    pub async fn accept(
+        self,
+    ) -> (
+        Option<tokio::net::UnixStream>,
+        Option<tokio::net::UnixStream>,
+        Option<tokio::net::UnixStream>,
+    ) {
+        let [i, o, e] = self.listeners;
+        (accept(i).await, accept(o).await, accept(e).await)
+    }
+}
+
+async fn accept(l: Option<tokio::net::UnixListener>) -> Option<tokio::net::UnixStream> {
+    match l {
+        Some(l) => Some(
+            tokio::time::timeout(Duration::from_secs(10), l.accept())
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+        ),
+        None => None,
+    }
+}
+
+/// Reads a stream to EOF (the agent's half-close), then closes it as the host does.
+pub async fn read_all(s: Option<tokio::net::UnixStream>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    if let Some(mut s) = s {
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,10 +1,11 @@
-//! Create: validate the container settings and register the container.
+//! Create: validate the container settings, then create the container.
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
 use crate::protocol::json::from_embedded;
-use crate::protocol::messages::{ContainerSettings, CreateRequest, SchemaVersion};
+use crate::protocol::messages::{
+    ContainerSettings, CreateRequest, CreateResponse, ResponseBase, SchemaVersion,
+};
 
 const MIN_SCHEMA: SchemaVersion = SchemaVersion { major: 2, minor: 1 };
 
@@ -41,9 +42,17 @@ pub fn settings(req: &CreateRequest) -> Result<ContainerSettings, BridgeError> {
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let create: CreateRequest = req.decode("Create")?;
-    let _settings = settings(&create)?;
-    Err(GuestError::NotImplemented {
-        what: "container creation".into(),
-    }
-    .into())
+    let settings = settings(&create)?;
+    req.bridge
+        .guest()
+        .create_container(
+            &create.base.container_id,
+            &create.base.activity_id,
+            settings,
+        )
+        .await?;
+    Reply::new(&CreateResponse {
+        base: ResponseBase::ok(&create.base.activity_id),
+        selected_protocol_version: 0,
+    })
 }

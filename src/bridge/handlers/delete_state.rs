@@ -2,14 +2,12 @@
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
-use crate::protocol::messages::RequestBase;
+use crate::protocol::messages::{RequestBase, ResponseBase};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let base: RequestBase = req.decode("DeleteContainerState")?;
-    let container = req.bridge.guest().container(&base.container_id)?;
-    Err(GuestError::NotImplemented {
-        what: format!("deleting container {:?}", container.id),
-    }
-    .into())
+    let guest = req.bridge.guest();
+    let container = guest.container(&base.container_id)?;
+    guest.delete_container(&container).await?;
+    Reply::new(&ResponseBase::ok(&base.activity_id))
 }

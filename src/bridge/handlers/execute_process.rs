@@ -2,7 +2,6 @@
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
 use crate::protocol::json::from_embedded;
 use crate::protocol::messages::{
     ExecuteProcessRequest, ExecuteProcessResponse, ProcessParameters, ResponseBase,
@@ -23,10 +22,11 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
         guest.exec_external(&params, ports).await?
     } else {
         let container = guest.container(&exec.base.container_id)?;
-        return Err(GuestError::NotImplemented {
-            what: format!("processes in container {:?}", container.id),
+        if params.oci_process.is_none() {
+            guest.start_container(&container, &params, ports).await?
+        } else {
+            guest.exec_in_container(&container, &params, ports).await?
         }
-        .into());
     };
     Reply::new(&ExecuteProcessResponse {
         base: ResponseBase::ok(&exec.base.activity_id),

@@ -3,7 +3,8 @@
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
 use crate::guest::GuestError;
-use crate::protocol::messages::ModifySettingsRequest;
+use crate::protocol::messages::{ModifySettingsRequest, ResponseBase};
+use crate::storage::overlay::{self, CombinedLayers};
 
 /// Resource types the Linux guest handles, with the request types each accepts (`None`: any).
 const RESOURCES: &[(&str, Option<&[&str]>)] = &[
@@ -41,11 +42,34 @@ pub fn validate(req: &ModifySettingsRequest) -> Result<(), BridgeError> {
     Ok(())
 }
 
+fn settings<T: serde::de::DeserializeOwned + Default>(
+    req: &ModifySettingsRequest,
+) -> Result<T, BridgeError> {
+    match &req.request.settings {
+        None | Some(serde_json::Value::Null) => Ok(T::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|source| BridgeError::InvalidJson {
+            what: "Settings",
+            source,
+        }),
+    }
+}
+
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let modify: ModifySettingsRequest = req.decode("ModifySettings")?;
     validate(&modify)?;
     if !modify.base.targets_uvm() {
         req.bridge.guest().container(&modify.base.container_id)?;
+    }
+    if modify.request.resource_type == "CombinedLayers" {
+        let layers: CombinedLayers = settings(&modify)?;
+        let result = tokio::task::spawn_blocking(move || match modify.request.request_type() {
+            "Add" => overlay::add(&layers),
+            _ => overlay::remove(&layers),
+        })
+        .await
+        .map_err(|e| BridgeError::InvalidRequest(format!("storage task: {e}")))?;
+        result.map_err(GuestError::Storage)?;
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
     Err(GuestError::NotImplemented {
         what: format!("ModifySettings {}", modify.request.resource_type),

@@ -2,14 +2,12 @@
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
-use crate::protocol::messages::ResizeConsoleRequest;
+use crate::protocol::messages::{ResizeConsoleRequest, ResponseBase};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let resize: ResizeConsoleRequest = req.decode("ResizeConsole")?;
-    req.bridge.guest().container(&resize.base.container_id)?;
-    Err(GuestError::ProcessNotFound {
-        pid: resize.process_id,
-    }
-    .into())
+    let guest = req.bridge.guest();
+    let container = guest.container(&resize.base.container_id)?;
+    guest.resize_console(&container, resize.process_id, resize.height, resize.width)?;
+    Reply::new(&ResponseBase::ok(&resize.base.activity_id))
 }

@@ -3,7 +3,6 @@
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
 use crate::protocol::messages::{RequestBase, ResponseBase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,15 +13,14 @@ pub enum Mode {
 
 pub async fn handle(req: &Request<'_>, mode: Mode) -> Result<Reply, BridgeError> {
     let base: RequestBase = req.decode("Shutdown")?;
+    let mut reply = Reply::new(&ResponseBase::ok(&base.activity_id))?;
     if base.targets_uvm() {
         tracing::info!(?mode, "UVM shutdown requested");
-        let mut reply = Reply::new(&ResponseBase::ok(&base.activity_id))?;
         reply.shutdown_after = true;
         return Ok(reply);
     }
-    let container = req.bridge.guest().container(&base.container_id)?;
-    Err(GuestError::NotImplemented {
-        what: format!("shutdown of container {:?}", container.id),
-    }
-    .into())
+    let guest = req.bridge.guest();
+    let container = guest.container(&base.container_id)?;
+    guest.shutdown_container(&container, mode == Mode::Forced)?;
+    Ok(reply)
 }

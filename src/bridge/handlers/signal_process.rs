@@ -1,15 +1,14 @@
-//! SignalProcess: a real signal to a container process. The null id is not special-cased.
+//! SignalProcess: a real signal to a container process. The null id is not special-cased, so
+//! UVM processes cannot be signalled (as in the original).
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
-use crate::protocol::messages::SignalProcessRequest;
+use crate::protocol::messages::{ResponseBase, SignalProcessRequest};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let signal: SignalProcessRequest = req.decode("SignalProcess")?;
-    req.bridge.guest().container(&signal.base.container_id)?;
-    Err(GuestError::ProcessNotFound {
-        pid: signal.process_id,
-    }
-    .into())
+    let guest = req.bridge.guest();
+    let container = guest.container(&signal.base.container_id)?;
+    guest.signal_container_process(&container, signal.process_id, signal.signal())?;
+    Reply::new(&ResponseBase::ok(&signal.base.activity_id))
 }

@@ -3,7 +3,6 @@
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
-use crate::guest::GuestError;
 use crate::protocol::messages::{ResponseBase, WaitForProcessRequest, WaitForProcessResponse};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
@@ -14,11 +13,10 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
             .wait_external(wait.process_id, wait.timeout_in_ms)
             .await?
     } else {
-        guest.container(&wait.base.container_id)?;
-        return Err(GuestError::ProcessNotFound {
-            pid: wait.process_id,
-        }
-        .into());
+        let container = guest.container(&wait.base.container_id)?;
+        guest
+            .wait_container_process(&container, wait.process_id, wait.timeout_in_ms)
+            .await?
     };
     Reply::new(&WaitForProcessResponse {
         base: ResponseBase::ok(&wait.base.activity_id),

@@ -1,0 +1,731 @@
+//! Container operations of the guest, in request order: create, start of init, exec, wait,
+//! signal, shutdown, resize, properties, delete.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use super::container::{Container, ContainerProcess, InitIo, State};
+use super::spec::{self, Kind};
+use super::stdio;
+use super::{Entry, Guest, GuestError};
+use crate::protocol::messages::{
+    ContainerNotification, ContainerSettings, NotificationType, ProcessParameters,
+    VsockStdioRelaySettings,
+};
+use crate::runtime::{HelperRequest, HelperResponse};
+
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(0);
+
+fn io(what: impl Into<String>, source: std::io::Error) -> GuestError {
+    GuestError::Io {
+        what: what.into(),
+        source,
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), GuestError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|e| io(format!("create {}", path.display()), e))
+}
+
+/// Accepts only absolute, normalised paths under /run (where the host puts bundles).
+fn bundle_path(p: &str) -> Result<PathBuf, GuestError> {
+    crate::storage::checked_path(Path::new(p), &[])
+        .map(Path::to_path_buf)
+        .map_err(|e| GuestError::InvalidRequest(format!("OciBundlePath: {e}")))
+}
+
+/// A console socket the runtime connects to once to hand over the pty master.
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    fn new(dir: &Path) -> Result<Self, GuestError> {
+        mkdir(dir, 0o700)?;
+        let path = dir.join(format!(
+            "console-{}-{}.sock",
+            std::process::id(),
+            NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener =
+            std::os::unix::net::UnixListener::bind(&path).map_err(|e| io("console socket", e))?;
+        Ok(Self { path, listener })
+    }
+
+    /// Receives the pty master the runtime sent (it is already queued once create returned).
+    async fn receive(self) -> Result<OwnedFd, GuestError> {
+        let listener = self.listener;
+        let received = tokio::task::spawn_blocking(move || -> Result<OwnedFd, GuestError> {
+            listener
+                .set_nonblocking(false)
+                .map_err(|e| io("console socket", e))?;
+            let (conn, _) = listener
+                .accept()
+                .map_err(|e| io("accept console socket", e))?;
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| io("console socket", e))?;
+            let mut buf = [0u8; 64];
+            use std::os::fd::AsRawFd;
+            let (_, fds) = crate::runtime::channel::recv(conn.as_raw_fd(), &mut buf)
+                .map_err(|e| io("receive pty master", e.into()))?
+                .ok_or_else(|| {
+                    GuestError::InvalidRequest("runtime closed the console socket".into())
+                })?;
+            fds.into_iter()
+                .next()
+                .ok_or_else(|| GuestError::InvalidRequest("no pty master received".into()))
+        })
+        .await
+        .map_err(|e| GuestError::InvalidRequest(format!("console socket task: {e}")))?;
+        let _ = std::fs::remove_file(&self.path);
+        received
+    }
+}
+
+impl Guest {
+    /// Create (§6.3): rewrite the spec, write the bundle, create through the runtime. The
+    /// container's init waits for its start; one exit notification will follow its first wait.
+    pub async fn create_container(
+        self: &Arc<Self>,
+        id: &str,
+        activity_id: &str,
+        settings: ContainerSettings,
+    ) -> Result<(), GuestError> {
+        {
+            let mut table = self.lock_containers();
+            if table.contains_key(id) {
+                return Err(GuestError::ContainerExists(id.to_string()));
+            }
+            table.insert(id.to_string(), Entry::Creating);
+        }
+        match self.create_inner(id, activity_id, settings.clone()).await {
+            Ok(container) => {
+                self.lock_containers()
+                    .insert(id.to_string(), Entry::Ready(container));
+                info!(container_id = id, "container created");
+                Ok(())
+            }
+            Err(e) => {
+                self.lock_containers().remove(id);
+                if let Ok(bundle) = bundle_path(&settings.oci_bundle_path) {
+                    let _ = std::fs::remove_file(bundle.join("config.json"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_inner(
+        self: &Arc<Self>,
+        id: &str,
+        activity_id: &str,
+        settings: ContainerSettings,
+    ) -> Result<Arc<Container>, GuestError> {
+        let mut spec = settings.oci_specification.clone().unwrap_or(Value::Null);
+        let kind = spec::classify(id, &spec)?;
+        let bundle = bundle_path(&settings.oci_bundle_path)?;
+        let namespace = spec
+            .pointer("/windows/network/networkNamespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_lowercase();
+        let sandbox_root = match &kind {
+            Kind::Sandbox => {
+                let root =
+                    match spec::annotation(&spec, spec::VIRTUAL_POD_ID).filter(|v| !v.is_empty()) {
+                        Some(vpod) => bundle
+                            .parent()
+                            .unwrap_or(&bundle)
+                            .join("virtual-pods")
+                            .join(vpod),
+                        None => bundle.clone(),
+                    };
+                mkdir(&root, 0o755)?;
+                let hostname = spec::hostname_for(&spec)?;
+                let skip_networking = spec::annotation(&spec, spec::SKIP_POD_NETWORKING)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                if skip_networking {
+                    self.namespace_get_or_add(&namespace);
+                }
+                if !self.namespace_exists(&namespace) && !skip_networking {
+                    return Err(GuestError::NamespaceNotFound(namespace));
+                }
+                spec::write_network_files(
+                    &Value::Null,
+                    &root,
+                    &hostname,
+                    &self.resolv_conf_for(&namespace)?,
+                )?;
+                for dir in ["sandboxMounts", "hugepages", "sandboxTmpfsMounts"] {
+                    let path = root.join(dir);
+                    mkdir(&path, 0o755)?;
+                    self.share_mount(&path, dir == "sandboxTmpfsMounts")?;
+                }
+                mkdir(&root.join("logs"), 0o777)?;
+                spec["linux"]["cgroupsPath"] = json!(format!("/pods/{id}/{id}"));
+                self.lock_sandbox_roots()
+                    .insert(id.to_string(), root.clone());
+                root
+            }
+            Kind::Workload { sandbox_id } => {
+                let root = self
+                    .lock_sandbox_roots()
+                    .get(sandbox_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        GuestError::InvalidRequest(format!(
+                            "pod {sandbox_id} does not exist for workload container {id}"
+                        ))
+                    })?;
+                if spec
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .is_some_and(|h| !h.is_empty())
+                {
+                    return Err(GuestError::InvalidRequest(
+                        "a workload container cannot set a hostname".into(),
+                    ));
+                }
+                spec::rewrite_mount_sources(&mut spec, &root)?;
+                spec::bind_network_files(&mut spec, &root);
+                spec["linux"]["cgroupsPath"] = json!(format!("/pods/{sandbox_id}/{id}"));
+                root
+            }
+            Kind::Standalone => {
+                let hostname = spec::hostname_for(&spec)?;
+                self.namespace_get_or_add(&namespace);
+                mkdir(&bundle, 0o700)?;
+                spec::write_network_files(
+                    &spec,
+                    &bundle,
+                    &hostname,
+                    &self.resolv_conf_for(&namespace)?,
+                )?;
+                spec::bind_network_files(&mut spec, &bundle);
+                spec["linux"]["cgroupsPath"] = json!(format!("/pods/{id}"));
+                bundle.clone()
+            }
+        };
+        if let Some(obj) = spec.as_object_mut() {
+            obj.remove("windows");
+        }
+        spec::apply_annotations(&mut spec)?;
+        spec::enforce_readonly_cgroupfs(&mut spec);
+        let rootfs = match spec.pointer("/root/path").and_then(Value::as_str) {
+            Some(p) if p.starts_with('/') => PathBuf::from(p),
+            Some(p) => bundle.join(p),
+            None => {
+                return Err(GuestError::InvalidRequest(
+                    "OciSpecification.root.path is missing".into(),
+                ))
+            }
+        };
+        if let Some(process) = spec.get_mut("process") {
+            spec::resolve_username(process, &rootfs)?;
+        }
+        if let Some(cwd) = spec
+            .pointer("/process/cwd")
+            .and_then(Value::as_str)
+            .filter(|c| *c != "/")
+        {
+            let _ = std::fs::create_dir_all(rootfs.join(cwd.trim_start_matches('/')));
+        }
+        mkdir(&bundle, 0o700)?;
+        let mut config = serde_json::to_vec(&spec)
+            .map_err(|e| GuestError::InvalidRequest(format!("encode config.json: {e}")))?;
+        config.push(b'\n');
+        std::fs::write(bundle.join("config.json"), config)
+            .map_err(|e| io("write config.json", e))?;
+
+        let terminal = spec
+            .pointer("/process/terminal")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let owns_pid_ns = spec::owns_pid_namespace(&spec);
+        let (pid, pending_io) = if terminal {
+            let console = ConsoleSocket::new(&self.runtime_dir.join("sockets"))?;
+            let request = HelperRequest::Create {
+                id: id.into(),
+                bundle: bundle.clone(),
+                stdio: [false; 3],
+                console_socket: Some(console.path.clone()),
+            };
+            let pid = helper_pid(self.runtime.call(&request, Vec::new()).await?)?;
+            (pid, PendingIo::Pty(console.receive().await?))
+        } else {
+            let (pipes, child_ends) = stdio::make_pipes()?;
+            let request = HelperRequest::Create {
+                id: id.into(),
+                bundle: bundle.clone(),
+                stdio: [true; 3],
+                console_socket: None,
+            };
+            let pid = helper_pid(self.runtime.call(&request, child_ends.into()).await?)?;
+            (pid, PendingIo::Pipes(pipes))
+        };
+        let (init, tracker, slot) = ContainerProcess::new(pid, true);
+        let init_io = match pending_io {
+            PendingIo::Pty(master) => InitIo::Pty(master, slot),
+            PendingIo::Pipes(pipes) => InitIo::Pipes(pipes, slot, tracker.reaped()),
+        };
+        let container = Arc::new(Container {
+            id: id.to_string(),
+            activity_id: activity_id.to_string(),
+            bundle,
+            scratch: settings.scratch_dir_path.clone(),
+            rootfs,
+            kind,
+            sandbox_root,
+            network_namespace: namespace,
+            spec_process: spec.get("process").cloned().unwrap_or(Value::Null),
+            init: Arc::clone(&init),
+            state: std::sync::Mutex::new(State::Created),
+            init_io: std::sync::Mutex::new(Some(init_io)),
+            processes: std::sync::Mutex::new(Default::default()),
+            exit_type: std::sync::Mutex::new(NotificationType::UnexpectedExit),
+        });
+        let weak: Weak<Container> = Arc::downgrade(&container);
+        let guest = Arc::clone(self);
+        tracker.track(self.reaper.watch_pid(pid), move |status| {
+            let Some(c) = weak.upgrade() else { return };
+            c.set_state(State::Terminated);
+            debug!(container_id = %c.id, ?status, "container init exited");
+            // Without a pid namespace of its own the kernel does not kill the rest when init
+            // dies; do it as runc kill --all does.
+            if !owns_pid_ns {
+                tokio::spawn(async move { guest.kill_all(&c).await });
+            }
+        });
+        // Exactly one notification, after init exited and its first wait completed.
+        let guest = Arc::clone(self);
+        let weak = Arc::downgrade(&container);
+        let mut waited = init.waited();
+        tokio::spawn(async move {
+            if waited.wait_for(|w| *w).await.is_err() {
+                return;
+            }
+            if let Some(c) = weak.upgrade() {
+                guest.notify(ContainerNotification::exited(
+                    &c.id,
+                    &c.activity_id,
+                    c.exit_type(),
+                ));
+            }
+        });
+        Ok(container)
+    }
+
+    /// Makes `path` a shared (rshared) mount point, a tmpfs when `tmpfs`.
+    fn share_mount(&self, path: &Path, tmpfs: bool) -> Result<(), GuestError> {
+        use nix::mount::{mount, MsFlags};
+        let err = |e: nix::errno::Errno| io(format!("mount {}", path.display()), e.into());
+        if tmpfs {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(err)?;
+        } else {
+            mount(
+                Some(path),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(err)?;
+        }
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(err)
+    }
+
+    async fn kill_all(&self, c: &Container) {
+        if let Ok(HelperResponse::Pids(pids)) = self
+            .runtime
+            .call(&HelperRequest::Pids { id: c.id.clone() }, Vec::new())
+            .await
+        {
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    /// Starts a created container's init (ExecuteProcess without `OciProcess`).
+    pub async fn start_container(
+        &self,
+        c: &Arc<Container>,
+        params: &ProcessParameters,
+        ports: VsockStdioRelaySettings,
+    ) -> Result<u32, GuestError> {
+        if c.state() != State::Created {
+            return Err(GuestError::InvalidState(format!(
+                "container {} is not in the created state",
+                c.id
+            )));
+        }
+        let io = stdio::dial(&self.dialer, params, ports).await?;
+        let Some(init_io) = c.take_init_io() else {
+            return Err(GuestError::InvalidState(format!(
+                "container {} was already started",
+                c.id
+            )));
+        };
+        match init_io {
+            InitIo::Pipes(pipes, slot, reaped) => {
+                let done = stdio::relay_pipes(pipes, io, reaped)?;
+                let _ = slot.send(done);
+            }
+            InitIo::Pty(master, slot) => {
+                let (pty, done) = stdio::relay_pty(master, io)?;
+                *c.init.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);
+                let _ = slot.send(done);
+            }
+        }
+        self.runtime
+            .call(&HelperRequest::Start { id: c.id.clone() }, Vec::new())
+            .await?;
+        c.set_state(State::Running);
+        Ok(c.init.pid)
+    }
+
+    /// Runs an OCI process in a container (ExecuteProcess with `OciProcess`).
+    pub async fn exec_in_container(
+        &self,
+        c: &Arc<Container>,
+        params: &ProcessParameters,
+        ports: VsockStdioRelaySettings,
+    ) -> Result<u32, GuestError> {
+        let mut process = params.oci_process.clone().unwrap_or(Value::Null);
+        if !process.is_object() {
+            return Err(GuestError::InvalidRequest(
+                "OciProcess is not an object".into(),
+            ));
+        }
+        if let Some(rlimits) = c.spec_process.get("rlimits") {
+            process["rlimits"] = rlimits.clone();
+        }
+        if process
+            .pointer("/user/username")
+            .and_then(Value::as_str)
+            .is_some_and(|u| !u.is_empty())
+        {
+            spec::resolve_username(&mut process, &c.rootfs)?;
+        } else if process.get("user").is_none() {
+            if let Some(user) = c.spec_process.get("user") {
+                process["user"] = user.clone();
+            }
+        }
+        let dir = self.runtime_dir.join("exec");
+        mkdir(&dir, 0o700)?;
+        let file = dir.join(format!(
+            "{}-{}.json",
+            c.id,
+            NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&file, serde_json::to_vec(&process).unwrap_or_default())
+            .map_err(|e| io("write process.json", e))?;
+        let result = self.exec_with_file(c, &process, &file, params, ports).await;
+        let _ = std::fs::remove_file(&file);
+        result
+    }
+
+    async fn exec_with_file(
+        &self,
+        c: &Arc<Container>,
+        process: &Value,
+        file: &Path,
+        params: &ProcessParameters,
+        ports: VsockStdioRelaySettings,
+    ) -> Result<u32, GuestError> {
+        let io_conns = stdio::dial(&self.dialer, params, ports).await?;
+        let terminal = process
+            .get("terminal")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let (pid, pending) = if terminal {
+            let console = ConsoleSocket::new(&self.runtime_dir.join("sockets"))?;
+            let request = HelperRequest::Exec {
+                id: c.id.clone(),
+                process: file.to_path_buf(),
+                stdio: [false; 3],
+                console_socket: Some(console.path.clone()),
+            };
+            let pid = helper_pid(self.runtime.call(&request, Vec::new()).await?)?;
+            (pid, PendingIo::Pty(console.receive().await?))
+        } else {
+            let (pipes, child_ends) = stdio::make_pipes()?;
+            let request = HelperRequest::Exec {
+                id: c.id.clone(),
+                process: file.to_path_buf(),
+                stdio: [true; 3],
+                console_socket: None,
+            };
+            let pid = helper_pid(self.runtime.call(&request, child_ends.into()).await?)?;
+            (pid, PendingIo::Pipes(pipes))
+        };
+        let (proc_, tracker, slot) = ContainerProcess::new(pid, false);
+        match pending {
+            PendingIo::Pipes(pipes) => {
+                let done = stdio::relay_pipes(pipes, io_conns, tracker.reaped())?;
+                let _ = slot.send(done);
+            }
+            PendingIo::Pty(master) => {
+                let (pty, done) = stdio::relay_pty(master, io_conns)?;
+                *proc_.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);
+                let _ = slot.send(done);
+            }
+        }
+        tracker.track(self.reaper.watch_pid(pid), |_| {});
+        c.add_process(proc_);
+        Ok(pid)
+    }
+
+    /// Waits for a container process; an exec'd process leaves the table after its first
+    /// successful wait, the init never does.
+    pub async fn wait_container_process(
+        &self,
+        c: &Arc<Container>,
+        pid: u32,
+        timeout_ms: u32,
+    ) -> Result<u32, GuestError> {
+        let process = c.process(pid)?;
+        let status = process.wait(timeout_ms).await?;
+        if !process.is_init {
+            c.remove_process(pid);
+        }
+        Ok(status.container_code())
+    }
+
+    pub fn signal_container_process(
+        &self,
+        c: &Container,
+        pid: u32,
+        signal: i32,
+    ) -> Result<(), GuestError> {
+        let process = c.process(pid)?;
+        process.signal(signal)?;
+        if process.is_init {
+            c.note_signal(signal);
+        }
+        Ok(())
+    }
+
+    /// ShutdownGraceful / ShutdownForced of a container: SIGTERM or SIGKILL to its init only.
+    pub fn shutdown_container(&self, c: &Container, forced: bool) -> Result<(), GuestError> {
+        if c.init.has_exited() {
+            return Err(GuestError::NotRunning(c.id.clone()));
+        }
+        let signal = if forced { libc::SIGKILL } else { libc::SIGTERM };
+        match c.init.signal(signal) {
+            Ok(()) => {
+                c.note_signal(signal);
+                Ok(())
+            }
+            Err(GuestError::ProcessNotFound { .. }) => Err(GuestError::NotRunning(c.id.clone())),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn resize_console(
+        &self,
+        c: &Container,
+        pid: u32,
+        height: u16,
+        width: u16,
+    ) -> Result<(), GuestError> {
+        let process = c.process(pid)?;
+        let pty = process
+            .pty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match pty {
+            Some(pty) => pty.resize(height, width),
+            None => Err(GuestError::InvalidRequest(format!(
+                "pid: {pid}, is not a tty and cannot be resized"
+            ))),
+        }
+    }
+
+    /// Pids in the container's cgroup (UVM pids), while its init runs.
+    pub async fn container_pids(&self, c: &Container) -> Result<Vec<u32>, GuestError> {
+        if c.init.has_exited() {
+            return Ok(c.live_pids());
+        }
+        match self
+            .runtime
+            .call(&HelperRequest::Pids { id: c.id.clone() }, Vec::new())
+            .await?
+        {
+            HelperResponse::Pids(pids) => Ok(pids
+                .into_iter()
+                .filter_map(|p| u32::try_from(p).ok())
+                .collect()),
+            other => Err(GuestError::InvalidRequest(format!(
+                "unexpected runtime answer {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn container_stats(&self, c: &Container) -> Result<Value, GuestError> {
+        match self
+            .runtime
+            .call(&HelperRequest::Stats { id: c.id.clone() }, Vec::new())
+            .await?
+        {
+            HelperResponse::Stats(v) => Ok(v),
+            other => Err(GuestError::InvalidRequest(format!(
+                "unexpected runtime answer {other:?}"
+            ))),
+        }
+    }
+
+    /// DeleteContainerState (§6.7). Refused while the init runs; otherwise the container
+    /// leaves the tables and its runtime state, cgroup, sandbox mounts, scratch and bundle go.
+    pub async fn delete_container(&self, c: &Arc<Container>) -> Result<(), GuestError> {
+        if !c.init.has_exited() && c.state() != State::Created {
+            return Err(GuestError::InvalidState(format!(
+                "container {} is still running",
+                c.id
+            )));
+        }
+        self.lock_containers().remove(&c.id);
+        let mut first_error = None;
+        if c.kind == Kind::Sandbox {
+            for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
+                unmount_under(&c.sandbox_root.join(dir));
+            }
+        }
+        match self
+            .runtime
+            .call(&HelperRequest::Delete { id: c.id.clone() }, Vec::new())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == crate::runtime::RuntimeErrorKind::NotExist => {}
+            Err(e) => first_error = Some(GuestError::from(e)),
+        }
+        // The bundle bind of a scratch kept outside the bundle (CombinedLayers).
+        if mount_points().iter().any(|m| m == &c.bundle) {
+            let _ = nix::mount::umount(&c.bundle);
+        }
+        for path in [PathBuf::from(&c.scratch), c.bundle.clone()] {
+            if !path.as_os_str().is_empty() && path.starts_with("/run") {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        warn!(path = %path.display(), error = %e, "cannot remove container directory");
+                    }
+                }
+            }
+        }
+        match &c.kind {
+            Kind::Sandbox => {
+                self.lock_sandbox_roots().remove(&c.id);
+                remove_pod_cgroup(&c.id);
+                self.namespace_remove(&c.network_namespace);
+            }
+            Kind::Standalone => self.namespace_remove(&c.network_namespace),
+            Kind::Workload { .. } => {}
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The resolv.conf of a network namespace (empty when it has no adapters).
+    fn resolv_conf_for(&self, _namespace: &str) -> Result<String, GuestError> {
+        spec::resolv_conf(&[], &[])
+    }
+}
+
+enum PendingIo {
+    Pipes(stdio::Pipes),
+    Pty(OwnedFd),
+}
+
+fn helper_pid(r: HelperResponse) -> Result<u32, GuestError> {
+    match r {
+        HelperResponse::Pid(pid) => {
+            u32::try_from(pid).map_err(|_| GuestError::InvalidRequest(format!("bad pid {pid}")))
+        }
+        other => Err(GuestError::InvalidRequest(format!(
+            "unexpected runtime answer {other:?}"
+        ))),
+    }
+}
+
+/// Mount points of this mount namespace, from /proc/self/mountinfo.
+fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .collect()
+}
+
+/// Unmounts everything mounted at or under `dir`, deepest last-mounted first, then removes it.
+fn unmount_under(dir: &Path) {
+    let mut mounts: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    mounts.reverse();
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Removes `/pods/<sandbox>` in every cgroup hierarchy (its leaves are gone by now).
+fn remove_pod_cgroup(sandbox_id: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join("pods").join(sandbox_id)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        dirs.extend(
+            entries
+                .flatten()
+                .map(|e| e.path().join("pods").join(sandbox_id)),
+        );
+    }
+    for dir in dirs {
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                warn!(path = %dir.display(), error = %e, "cannot remove pod cgroup");
+            }
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for GuestError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        GuestError::Runtime(e)
+    }
+}

@@ -1,0 +1,157 @@
+//! The agent's side of the helper: starts it, sends one request at a time, restarts it if it
+//! dies.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::channel::{self, MAX_MESSAGE};
+use super::{HelperRequest, HelperResponse, RuntimeError, HELPER_NAME};
+use crate::guest::Reaper;
+
+struct Helper {
+    sock: AsyncFd<OwnedFd>,
+    pid: i32,
+}
+
+/// Connection to the runtime helper; requests are serialised.
+pub struct RuntimeClient {
+    state_root: PathBuf,
+    reaper: Arc<Reaper>,
+    helper: Mutex<Option<Helper>>,
+}
+
+impl std::fmt::Debug for RuntimeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeClient")
+            .field("state_root", &self.state_root)
+            .finish()
+    }
+}
+
+impl RuntimeClient {
+    pub fn new(state_root: PathBuf, reaper: Arc<Reaper>) -> Self {
+        Self {
+            state_root,
+            reaper,
+            helper: Mutex::new(None),
+        }
+    }
+
+    fn start_helper(&self) -> Result<Helper, RuntimeError> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let exe = std::ffi::CString::new("/proc/self/exe")
+            .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let argv = [
+            HELPER_NAME.to_string(),
+            self.state_root.to_string_lossy().into_owned(),
+        ]
+        .into_iter()
+        .map(std::ffi::CString::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let envp = vec![std::ffi::CString::new(
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .map_err(|e| RuntimeError::Protocol(e.to_string()))?];
+        let request = crate::sys::SpawnRequest {
+            program: exe,
+            argv,
+            envp,
+            cwd: None,
+            stdio: [Some(theirs.as_raw_fd()), None, Some(2)],
+            controlling_tty: false,
+        };
+        let pid = crate::sys::spawn(&request).map_err(|(stage, errno, _)| {
+            RuntimeError::Protocol(format!("start helper ({stage:?}): {errno}"))
+        })?;
+        drop(theirs);
+        let flags = nix::fcntl::fcntl(ours.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(std::io::Error::from)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(ours.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+            .map_err(std::io::Error::from)?;
+        // Its exit is collected (and dropped) by the reaper.
+        drop(self.reaper.watch(pid));
+        info!(pid, "runtime helper started");
+        Ok(Helper {
+            sock: crate::sys::register_async_fd(ours)?,
+            pid,
+        })
+    }
+
+    /// Sends one request with its stdio fds and waits for the answer.
+    pub async fn call(
+        &self,
+        request: &HelperRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<HelperResponse, RuntimeError> {
+        let payload =
+            serde_json::to_vec(request).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let mut guard = self.helper.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.start_helper()?);
+        }
+        let result = match guard.as_ref() {
+            Some(helper) => exchange(helper, &payload, &fds).await,
+            None => Err(RuntimeError::Protocol("no helper".into())),
+        };
+        if let Err(e) = &result {
+            if let Some(h) = guard.take() {
+                warn!(pid = h.pid, error = %e, "runtime helper failed; it will be restarted");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(h.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        match result? {
+            HelperResponse::Error { kind, message } => Err(RuntimeError::Failed { kind, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+async fn exchange(
+    helper: &Helper,
+    payload: &[u8],
+    fds: &[OwnedFd],
+) -> Result<HelperResponse, RuntimeError> {
+    loop {
+        let mut guard = helper.sock.writable().await?;
+        match guard.try_io(|s| {
+            channel::send(s.get_ref().as_raw_fd(), payload, fds).map_err(std::io::Error::from)
+        }) {
+            Ok(r) => {
+                r?;
+                break;
+            }
+            Err(_would_block) => continue,
+        }
+    }
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = loop {
+        let mut guard = helper.sock.readable().await?;
+        match guard.try_io(|s| {
+            channel::recv(s.get_ref().as_raw_fd(), &mut buf).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(Some((n, _)))) => break n,
+            Ok(Ok(None)) => return Err(RuntimeError::Protocol("runtime helper exited".into())),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_would_block) => continue,
+        }
+    };
+    serde_json::from_slice(&buf[..n])
+        .map_err(|e| RuntimeError::Protocol(format!("bad response: {e}")))
+}

@@ -1,0 +1,247 @@
+//! The runtime helper: a single-threaded process that performs every libcontainer call, one
+//! request at a time. It exits when the agent closes the control socket.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::channel::{self, MAX_MESSAGE};
+use super::{HelperRequest, HelperResponse, RuntimeErrorKind};
+
+/// `gcs-runtime-helper <state root>`; the control socket is fd 0.
+pub fn main(args: &[String]) -> ExitCode {
+    let root = PathBuf::from(
+        args.get(1)
+            .map(String::as_str)
+            .unwrap_or(super::DEFAULT_STATE_ROOT),
+    );
+    let sock = match crate::sys::adopt_inherited_fd(0) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("{}: no control socket on fd 0: {e}", super::HELPER_NAME);
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        eprintln!(
+            "{}: cannot create {}: {e}",
+            super::HELPER_NAME,
+            root.display()
+        );
+        return ExitCode::from(1);
+    }
+    // Container processes inherit this disposition; they must get the default.
+    crate::sys::default_sigpipe();
+    // libcontainer changes directory temporarily and needs a cwd that exists meanwhile.
+    let _ = std::env::set_current_dir(&root);
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (n, fds) = match channel::recv(sock.as_raw_fd(), &mut buf) {
+            Ok(Some(m)) => m,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("{}: receive: {e}", super::HELPER_NAME);
+                return ExitCode::from(1);
+            }
+        };
+        let response = match serde_json::from_slice::<HelperRequest>(&buf[..n]) {
+            Ok(request) => handle(&root, request, fds),
+            Err(e) => error(RuntimeErrorKind::Other, format!("bad request: {e}")),
+        };
+        let payload = serde_json::to_vec(&response).unwrap_or_default();
+        if let Err(e) = channel::send(sock.as_raw_fd(), &payload, &[]) {
+            eprintln!("{}: send: {e}", super::HELPER_NAME);
+            return ExitCode::from(1);
+        }
+    }
+}
+
+fn error(kind: RuntimeErrorKind, message: String) -> HelperResponse {
+    HelperResponse::Error { kind, message }
+}
+
+/// libcontainer's errors, classed as runc's messages are (spec §9.2).
+fn classify(e: &LibcontainerError) -> RuntimeErrorKind {
+    match e {
+        LibcontainerError::NoDirectory | LibcontainerError::InvalidID(_) => {
+            RuntimeErrorKind::InvalidId
+        }
+        LibcontainerError::Exist => RuntimeErrorKind::AlreadyExists,
+        LibcontainerError::IncorrectStatus(_) => RuntimeErrorKind::StillRunning,
+        _ => {
+            let text = e.to_string();
+            if text.contains("does not exist") || text.contains("not exist") {
+                RuntimeErrorKind::NotExist
+            } else {
+                RuntimeErrorKind::Other
+            }
+        }
+    }
+}
+
+fn failed(what: &str, e: LibcontainerError) -> HelperResponse {
+    let kind = classify(&e);
+    let mut message = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    error(kind, message)
+}
+
+fn load(root: &Path, id: &str) -> Result<Container, HelperResponse> {
+    let dir = root.join(id);
+    if !dir.exists() {
+        return Err(error(
+            RuntimeErrorKind::NotExist,
+            format!("container {id} does not exist"),
+        ));
+    }
+    Container::load(dir).map_err(|e| failed("load container", e))
+}
+
+fn with_stdio(
+    mut builder: ContainerBuilder,
+    stdio: [bool; 3],
+    fds: Vec<OwnedFd>,
+) -> Result<ContainerBuilder, HelperResponse> {
+    let wanted = stdio.iter().filter(|w| **w).count();
+    if fds.len() != wanted {
+        return Err(error(
+            RuntimeErrorKind::Other,
+            format!("expected {wanted} stdio fds, got {}", fds.len()),
+        ));
+    }
+    let mut fds = fds.into_iter();
+    for (i, want) in stdio.into_iter().enumerate() {
+        if !want {
+            continue;
+        }
+        let Some(fd) = fds.next() else { break };
+        builder = match i {
+            0 => builder.with_stdin(fd),
+            1 => builder.with_stdout(fd),
+            _ => builder.with_stderr(fd),
+        };
+    }
+    Ok(builder)
+}
+
+fn builder(
+    root: &Path,
+    id: &str,
+    console_socket: Option<PathBuf>,
+) -> Result<ContainerBuilder, HelperResponse> {
+    ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .and_then(|b| b.validate_id())
+        .map(|b| b.with_console_socket(console_socket))
+        .map_err(|e| failed("container builder", e))
+}
+
+fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
+    let result = match request {
+        HelperRequest::Create {
+            id,
+            bundle,
+            stdio,
+            console_socket,
+        } => create(root, &id, &bundle, stdio, console_socket, fds),
+        HelperRequest::Start { id } => load(root, &id).and_then(|mut c| {
+            c.start()
+                .map(|()| HelperResponse::Done)
+                .map_err(|e| failed("start container", e))
+        }),
+        HelperRequest::Exec {
+            id,
+            process,
+            stdio,
+            console_socket,
+        } => exec(root, &id, &process, stdio, console_socket, fds),
+        HelperRequest::Delete { id } => load(root, &id).and_then(|mut c| {
+            c.delete(true)
+                .map(|()| HelperResponse::Done)
+                .map_err(|e| failed("delete container", e))
+        }),
+        HelperRequest::Pids { id } => cgroup(root, &id).and_then(|m| {
+            m.get_all_pids()
+                .map(|p| HelperResponse::Pids(p.into_iter().map(|p| p.as_raw()).collect()))
+                .map_err(|e| error(RuntimeErrorKind::Other, format!("list pids: {e}")))
+        }),
+        HelperRequest::Stats { id } => cgroup(root, &id).and_then(|m| {
+            m.stats()
+                .map(|s| HelperResponse::Stats(super::metrics::to_v1_metrics(&s)))
+                .map_err(|e| error(RuntimeErrorKind::Other, format!("cgroup statistics: {e}")))
+        }),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    stdio: [bool; 3],
+    console_socket: Option<PathBuf>,
+    fds: Vec<OwnedFd>,
+) -> Result<HelperResponse, HelperResponse> {
+    let b = with_stdio(builder(root, id, console_socket)?, stdio, fds)?;
+    let container = b
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        // The UVM's root is an initramfs, which cannot be pivoted away from (runc --no-pivot).
+        .with_no_pivot(true)
+        // Intermediate and init become children of the agent, whose reaper collects them.
+        .as_sibling(true)
+        .build()
+        .map_err(|e| failed("create container", e))?;
+    let pid = container.pid().ok_or_else(|| {
+        error(
+            RuntimeErrorKind::Other,
+            "created container has no pid".into(),
+        )
+    })?;
+    Ok(HelperResponse::Pid(pid.as_raw()))
+}
+
+fn exec(
+    root: &Path,
+    id: &str,
+    process: &Path,
+    stdio: [bool; 3],
+    console_socket: Option<PathBuf>,
+    fds: Vec<OwnedFd>,
+) -> Result<HelperResponse, HelperResponse> {
+    let b = with_stdio(builder(root, id, console_socket)?, stdio, fds)?;
+    let pid = b
+        .as_tenant()
+        .with_process(Some(process))
+        .with_detach(true)
+        .as_sibling(true)
+        .build()
+        .map_err(|e| failed("exec in container", e))?;
+    Ok(HelperResponse::Pid(pid.as_raw()))
+}
+
+fn cgroup(root: &Path, id: &str) -> Result<libcgroups::common::AnyCgroupManager, HelperResponse> {
+    let container = load(root, id)?;
+    let cgroup_path = container
+        .spec()
+        .map_err(|e| failed("container config", e))?
+        .cgroup_path;
+    create_cgroup_manager(CgroupConfig {
+        cgroup_path,
+        systemd_cgroup: false,
+        container_name: id.to_string(),
+    })
+    .map_err(|e| error(RuntimeErrorKind::Other, format!("cgroup manager: {e}")))
+}

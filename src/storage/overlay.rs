@@ -1,0 +1,128 @@
+//! `CombinedLayers`: the container rootfs as an overlay of the layer mounts (spec §5.4).
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use super::{checked_path, unmount_and_remove, StorageError};
+use crate::protocol::json::null_default;
+
+/// Settings of `CombinedLayers` (note the key `ContainerID`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CombinedLayers {
+    #[serde(rename = "ContainerID", deserialize_with = "null_default")]
+    pub container_id: String,
+    #[serde(deserialize_with = "null_default")]
+    pub container_root_path: String,
+    #[serde(deserialize_with = "null_default")]
+    pub layers: Vec<Layer>,
+    #[serde(deserialize_with = "null_default")]
+    pub scratch_path: String,
+}
+
+/// An hcsschema `Layer`; only `Path` is used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Layer {
+    #[serde(deserialize_with = "null_default")]
+    pub path: String,
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), StorageError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| StorageError::Io {
+            what: "create directory",
+            path: path.into(),
+            source,
+        })
+}
+
+/// Mounts the overlay.
+pub fn add(settings: &CombinedLayers) -> Result<(), StorageError> {
+    let root = checked_path(Path::new(&settings.container_root_path), &[])?;
+    if settings.layers.is_empty() {
+        return Err(StorageError::Invalid(
+            "CombinedLayers needs at least one layer".into(),
+        ));
+    }
+    let mut lower = Vec::new();
+    for layer in &settings.layers {
+        let path = checked_path(Path::new(&layer.path), &[])?;
+        if path.to_string_lossy().contains([',', ':']) {
+            return Err(StorageError::Invalid(format!(
+                "layer path {path:?} contains ',' or ':'"
+            )));
+        }
+        lower.push(path.to_string_lossy().into_owned());
+    }
+    let mut data = format!("lowerdir={}", lower.join(":"));
+    let mut flags = MsFlags::empty();
+    let bundle = root.parent().unwrap_or(root).to_path_buf();
+    let mut bundle_bind = None;
+    if settings.scratch_path.is_empty() {
+        flags |= MsFlags::MS_RDONLY;
+    } else {
+        let scratch = checked_path(Path::new(&settings.scratch_path), &[])?;
+        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+        mkdir(&upper, 0o755)?;
+        mkdir(&work, 0o755)?;
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ));
+        // The V2 shim puts the scratch outside the bundle: keep bundle files on the scratch.
+        if !scratch.starts_with(&bundle) {
+            let target = scratch.join("bundle");
+            mkdir(&target, 0o755)?;
+            mkdir(&bundle, 0o755)?;
+            mount(
+                Some(&target),
+                &bundle,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| StorageError::Io {
+                what: "bind bundle",
+                path: bundle.clone(),
+                source: e.into(),
+            })?;
+            bundle_bind = Some(bundle.clone());
+        }
+    }
+    let created_root = !root.exists();
+    mkdir(root, 0o755)?;
+    if let Err(e) = mount(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    ) {
+        if created_root {
+            let _ = std::fs::remove_dir(root);
+        }
+        if let Some(b) = bundle_bind {
+            let _ = nix::mount::umount(&b);
+        }
+        return Err(StorageError::Io {
+            what: "mount overlay on",
+            path: root.into(),
+            source: e.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Unmounts and removes the rootfs (the host sends only `ContainerRootPath`).
+pub fn remove(settings: &CombinedLayers) -> Result<(), StorageError> {
+    let root = checked_path(Path::new(&settings.container_root_path), &[])?;
+    unmount_and_remove(root)
+}

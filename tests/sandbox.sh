@@ -1,0 +1,47 @@
+#!/bin/sh
+# Runs a command as PID 1 of fresh mount, pid and cgroup namespaces, with a private /run and a
+# private cgroupfs whose root, in every hierarchy, is a cgroup made for this run:
+#   <hierarchy mount>/<our current cgroup>/gcs-sandbox-<name>
+# Each such directory is written, one per line, to the file named by $GCS_SANDBOX_RECORD so
+# the caller can inspect and remove them. The command dies with the sandbox (--kill-child).
+# usage: sandbox.sh NAME COMMAND [ARGS...]
+set -eu
+name=$1
+shift
+: "${GCS_SANDBOX_RECORD:?}"
+: > "$GCS_SANDBOX_RECORD"
+mounts=""
+while read -r _src mnt fstype opts _rest; do
+    case "$fstype" in cgroup | cgroup2) ;; *) continue ;; esac
+    case "$mnt" in /sys/fs/cgroup*) ;; *) continue ;; esac
+    if [ "$fstype" = cgroup2 ]; then
+        cur=$(sed -n 's/^0:://p' /proc/self/cgroup)
+        mopts=""
+    else
+        mopts=$(echo "$opts" | tr ',' '\n' | grep -v -E '^(rw|ro|relatime|noatime|nosuid|nodev|noexec|xattr|clone_children|cpuset_v2_mode|noprefix)$' | grep -v -E '^(release_agent)=' | paste -sd, -)
+        first=${mopts%%,*}
+        cur=$(awk -F: -v c="$first" 'index("," $2 ",", "," c ",") {print $3; exit}' /proc/self/cgroup)
+    fi
+    dir="$mnt${cur%/}/gcs-sandbox-$name"
+    mkdir -p "$dir"
+    if [ -f "$dir/cpuset.cpus" ]; then
+        cat "$dir/../cpuset.cpus" > "$dir/cpuset.cpus"
+        cat "$dir/../cpuset.mems" > "$dir/cpuset.mems"
+    fi
+    echo $$ > "$dir/cgroup.procs"
+    echo "$dir" >> "$GCS_SANDBOX_RECORD"
+    mounts="$mounts $mnt:$fstype:$mopts"
+done < /proc/self/mounts
+export GCS_SANDBOX_MOUNTS="$mounts"
+exec unshare --mount --pid --fork --kill-child --cgroup --propagation private --mount-proc sh -c '
+    set -eu
+    mount -t tmpfs -o mode=0755 tmpfs /run
+    mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
+    for m in $GCS_SANDBOX_MOUNTS; do
+        mnt=${m%%:*}; rest=${m#*:}; fstype=${rest%%:*}; opts=${rest#*:}
+        mkdir -p "$mnt"
+        if [ -n "$opts" ]; then mount -t "$fstype" -o "$opts" "$fstype" "$mnt"
+        else mount -t "$fstype" "$fstype" "$mnt"; fi
+    done
+    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD
+    exec "$@"' sh "$@"
