@@ -157,10 +157,9 @@ fn assert_no_leaks(agent: &Agent, id: &str) {
     );
     let mountinfo =
         std::fs::read_to_string(format!("/proc/{}/mountinfo", agent.agent_pid())).unwrap();
-    assert!(
-        !mountinfo.contains(id),
-        "mount of {id} left behind:\n{mountinfo}"
-    );
+    let ours = |l: &&str| l.contains(&format!("/{id}/")) || l.contains(&format!("/{id} "));
+    let left: Vec<&str> = mountinfo.lines().filter(ours).collect();
+    assert!(left.is_empty(), "mount of {id} left behind: {left:#?}");
 }
 
 #[tokio::test]
@@ -214,4 +213,707 @@ async fn standalone_container_exit_code_stdout_stderr_and_cleanup() {
     assert_eq!(err.hresult(), Some(Hresult::SYSTEM_NOT_FOUND));
     assert_no_leaks(&agent, id);
     assert!(agent.client.failure().is_none());
+}
+
+/// An exec's OCI process: the container's, with other arguments.
+fn exec_process(id: &str, args: &[&str], terminal: bool) -> ProcessParameters {
+    let mut process = spec(id, args)["process"].clone();
+    process["terminal"] = json!(terminal);
+    ProcessParameters {
+        oci_process: Some(process),
+        ..ProcessParameters::default()
+    }
+}
+
+async fn exec(
+    agent: &Agent,
+    id: &str,
+    mut params: ProcessParameters,
+    want: [bool; 3],
+) -> (
+    u32,
+    (
+        Option<tokio::net::UnixStream>,
+        Option<tokio::net::UnixStream>,
+        Option<tokio::net::UnixStream>,
+    ),
+) {
+    let stdio = HostStdio::listen(agent, &mut params, want);
+    let pid = agent
+        .client
+        .execute_process(id, &params, stdio.ports)
+        .await
+        .unwrap();
+    (pid, stdio.accept().await)
+}
+
+async fn read_line(s: &mut tokio::net::UnixStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "EOF after {:?}", String::from_utf8_lossy(&line));
+        line.push(b[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+async fn cleanup(agent: &Agent, id: &str) {
+    remove_rootfs(agent, id).await;
+    agent.client.delete_container_state(id).await.unwrap();
+    assert_no_leaks(agent, id);
+}
+
+#[tokio::test]
+async fn stdin_is_relayed_and_half_close_is_eof() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-cat";
+    create(&agent, id, spec(id, &["cat"])).await;
+    let (pid, (stdin, out, _)) = start_init(&agent, id, [true, true, false]).await;
+    let mut stdin = stdin.unwrap();
+    stdin.write_all(b"abc\n").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    assert_eq!(read_all(out).await, "abc\n");
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, id).await;
+}
+
+#[tokio::test]
+async fn exec_pipes_tty_resize_and_kill() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-exec";
+    create(
+        &agent,
+        id,
+        spec(
+            id,
+            &["sh", "-c", "echo ready; while true; do sleep 1; done"],
+        ),
+    )
+    .await;
+    let (init, (_, out, _)) = start_init(&agent, id, [false, true, false]).await;
+    let mut out = out.unwrap();
+    assert_eq!(read_line(&mut out).await, "ready\n");
+
+    // Exec with pipes: output, exit code, and its own pid namespace view.
+    let (pid, (_, o, e)) = exec(
+        &agent,
+        id,
+        exec_process(
+            id,
+            &[
+                "sh",
+                "-c",
+                "echo exec-out; echo exec-err >&2; echo pid=$$; exit 4",
+            ],
+            false,
+        ),
+        [false, true, true],
+    )
+    .await;
+    let (o, e) = tokio::join!(read_all(o), read_all(e));
+    assert!(o.starts_with("exec-out\npid="), "{o}");
+    assert_ne!(
+        o.trim_end().rsplit('=').next().unwrap(),
+        pid.to_string(),
+        "exec'd pid is in the container's namespace"
+    );
+    assert_eq!(e, "exec-err\n");
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        4
+    );
+    let err = agent
+        .client
+        .wait_for_process(id, pid, INFINITE_WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.hresult(),
+        Some(Hresult::NOT_FOUND),
+        "an exec is gone after its first wait"
+    );
+
+    // Exec with a tty, resized while it runs.
+    let (pid, (i, o, _)) = exec(
+        &agent,
+        id,
+        exec_process(id, &["sh", "-c", "read line; stty size; exit 6"], true),
+        [true, true, false],
+    )
+    .await;
+    let (mut i, mut o) = (i.unwrap(), o.unwrap());
+    agent.client.resize_console(id, pid, 40, 100).await.unwrap();
+    i.write_all(b"go\n").await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("40 100") {
+        seen.push_str(&read_line(&mut o).await);
+    }
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        6
+    );
+    // The init has no tty.
+    let err = agent
+        .client
+        .resize_console(id, init, 10, 10)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a tty"), "{err}");
+
+    // No pipes at all; a missing binary is a clear error.
+    let (pid, _) = exec(
+        &agent,
+        id,
+        exec_process(id, &["sh", "-c", "exit 9"], false),
+        [false; 3],
+    )
+    .await;
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        9
+    );
+    let err = agent
+        .client
+        .execute_process(
+            id,
+            &exec_process(id, &["/bin/does-not-exist"], false),
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_ne!(err.hresult(), Some(Hresult::OK));
+    assert!(err.to_string().contains("does-not-exist"), "{err}");
+
+    // Kill (no Options): SIGKILL, 137, ForcedExit.
+    agent.client.signal_process(id, init, None).await.unwrap();
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, init, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        137
+    );
+    assert_eq!(read_all(Some(out)).await, "");
+    let n = agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(n.notification_type, NotificationType::ForcedExit);
+    cleanup(&agent, id).await;
+}
+
+#[tokio::test]
+async fn signals_timeouts_and_graceful_exit() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-signal";
+    create(
+        &agent,
+        id,
+        spec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "trap 'echo init got TERM; exit 42' TERM; echo ready; while true; do sleep 1; done",
+            ],
+        ),
+    )
+    .await;
+    let (init, (_, out, _)) = start_init(&agent, id, [false, true, false]).await;
+    let mut out = out.unwrap();
+    assert_eq!(read_line(&mut out).await, "ready\n");
+    let (sleeper, _) = exec(
+        &agent,
+        id,
+        exec_process(id, &["sleep", "100"], false),
+        [false; 3],
+    )
+    .await;
+    let err = agent
+        .client
+        .wait_for_process(id, sleeper, 50)
+        .await
+        .unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::TIMEOUT));
+    agent
+        .client
+        .signal_process(id, sleeper, Some(15))
+        .await
+        .unwrap();
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, sleeper, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        143
+    );
+    let err = agent
+        .client
+        .signal_process(id, sleeper, Some(15))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.hresult(),
+        Some(Hresult::NOT_FOUND),
+        "signal to an exited process"
+    );
+    agent
+        .client
+        .signal_process(id, init, Some(15))
+        .await
+        .unwrap();
+    assert_eq!(read_all(Some(out)).await, "init got TERM\n");
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, init, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        42
+    );
+    let n = agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(n.notification_type, NotificationType::GracefulExit);
+    cleanup(&agent, id).await;
+}
+
+#[tokio::test]
+async fn shutdown_graceful_and_forced() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-shutdown";
+    create(&agent, id, spec(id, &["sleep", "1000"])).await;
+    let (init, _) = start_init(&agent, id, [false; 3]).await;
+    // Deleting a running container is refused and changes nothing.
+    let err = agent.client.delete_container_state(id).await.unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::INVALID_STATE));
+    agent.client.shutdown_forced(id).await.unwrap();
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, init, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        137
+    );
+    let n = agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(n.notification_type, NotificationType::ForcedExit);
+    cleanup(&agent, id).await;
+}
+
+#[tokio::test]
+async fn properties_process_list_and_statistics() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-props";
+    create(
+        &agent,
+        id,
+        spec(
+            id,
+            &["sh", "-c", "echo ready; while true; do sleep 1; done"],
+        ),
+    )
+    .await;
+    let (init, (_, out, _)) = start_init(&agent, id, [false, true, false]).await;
+    let mut out = out.unwrap();
+    assert_eq!(read_line(&mut out).await, "ready\n");
+    let (sleeper, _) = exec(
+        &agent,
+        id,
+        exec_process(id, &["sleep", "100"], false),
+        [false; 3],
+    )
+    .await;
+    let props = agent
+        .client
+        .get_properties(id, &["ProcessList"])
+        .await
+        .unwrap();
+    let pids: Vec<u32> = props.process_list.iter().map(|p| p.process_id).collect();
+    assert!(
+        pids.contains(&init) && pids.contains(&sleeper),
+        "{pids:?} lacks {init} or {sleeper}"
+    );
+    let props = agent
+        .client
+        .get_properties(id, &["Statistics"])
+        .await
+        .unwrap();
+    let m = props.lcow_metrics.unwrap();
+    assert!(m["pids"]["current"].as_u64().unwrap() >= 2, "{m}");
+    assert!(m["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["blkio"], json!({}));
+    let props = agent
+        .client
+        .get_properties(id, &["Memory", "ProcessorTopology"])
+        .await
+        .unwrap();
+    assert_eq!(props, Properties::default());
+    agent.client.shutdown_forced(id).await.unwrap();
+    agent
+        .client
+        .wait_for_process(id, init, INFINITE_WAIT)
+        .await
+        .unwrap();
+    let props = agent
+        .client
+        .get_properties(id, &["ProcessList"])
+        .await
+        .unwrap();
+    assert!(props.process_list.is_empty(), "{props:?}");
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, id).await;
+}
+
+#[tokio::test]
+async fn cri_pod_sandbox_and_workload_share_namespaces() {
+    let agent = Agent::sandboxed(&[]).await;
+    let sid = "pod-sandbox";
+    // As PID 1 of its namespace the shell ignores SIGTERM unless it traps it.
+    let mut s = spec(
+        sid,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo ready; while true; do sleep 1; done",
+        ],
+    );
+    s["hostname"] = json!("podhost");
+    s["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox", "io.microsoft.cri.skip-pod-networking": "true"});
+    create(&agent, sid, s).await;
+    let (spid, (_, out, _)) = start_init(&agent, sid, [false, true, false]).await;
+    let mut out = out.unwrap();
+    assert_eq!(read_line(&mut out).await, "ready\n");
+
+    let wid = "pod-workload";
+    let mut w = spec(
+        wid,
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hostname; hostname; readlink /proc/1/ns/ipc",
+        ],
+    );
+    w.as_object_mut().unwrap().remove("hostname");
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": sid});
+    w["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"},
+        {"type": "ipc", "path": format!("/proc/{spid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{spid}/ns/uts")},
+        {"type": "network", "path": format!("/proc/{spid}/ns/net")},
+    ]);
+    create(&agent, wid, w).await;
+    let sandbox = agent.sandbox.as_ref().unwrap();
+    assert!(
+        sandbox
+            .cgroup_dirs(&format!("pods/{sid}/{wid}"))
+            .iter()
+            .any(|d| d.exists()),
+        "workload cgroup under its pod"
+    );
+    let (wpid, (_, wout, _)) = start_init(&agent, wid, [false, true, false]).await;
+    let text = match tokio::time::timeout(Duration::from_secs(20), read_all(wout)).await {
+        Ok(t) => t,
+        Err(_) => panic!("workload output did not end; agent log:\n{}", agent.log()),
+    };
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("podhost"));
+    assert_eq!(lines.next(), Some("podhost"));
+    let sandbox_ipc =
+        std::fs::read_link(format!("/proc/{}/ns/ipc", host_pid(&agent, spid))).unwrap();
+    assert_eq!(
+        lines.next(),
+        Some(sandbox_ipc.to_string_lossy().as_ref()),
+        "workload joined the sandbox's ipc namespace"
+    );
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(wid, wpid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, wid).await;
+
+    agent.client.shutdown_graceful(sid).await.unwrap();
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(sid, spid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    let n = agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (n.container_id.as_str(), n.notification_type),
+        (sid, NotificationType::GracefulExit)
+    );
+    cleanup(&agent, sid).await;
+    for dir in sandbox.cgroup_dirs(&format!("pods/{sid}")) {
+        assert!(!dir.exists(), "pod cgroup {} left behind", dir.display());
+    }
+}
+
+#[tokio::test]
+async fn twenty_concurrent_containers_without_leaks() {
+    let agent = Agent::sandboxed(&[]).await;
+    let agent = &agent;
+    let runs = (0..20).map(|i| async move {
+        let id = format!("c-many-{i}");
+        create(
+            agent,
+            &id,
+            spec(&id, &["sh", "-c", &format!("echo container {i}; exit {i}")]),
+        )
+        .await;
+        let (pid, (_, out, _)) = start_init(agent, &id, [false, true, false]).await;
+        assert_eq!(read_all(out).await, format!("container {i}\n"));
+        assert_eq!(
+            agent
+                .client
+                .wait_for_process(&id, pid, INFINITE_WAIT)
+                .await
+                .unwrap(),
+            i
+        );
+        id
+    });
+    let ids = join_all(runs).await;
+    let mut notified = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let n = agent
+            .client
+            .next_notification(Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(
+            notified.insert(n.container_id.clone()),
+            "second notification for {}",
+            n.container_id
+        );
+    }
+    assert_eq!(notified.len(), 20);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(agent.client.try_notification().await.is_none());
+    for id in ids {
+        cleanup(agent, &id).await;
+    }
+    let stacks = agent.client.dump_stacks().await.unwrap();
+    assert!(stacks.contains("containers 0"), "{stacks}");
+}
+
+/// The pid on this machine of a pid in the agent's namespace.
+fn host_pid(agent: &Agent, pid: u32) -> u32 {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(host) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
+        let Some(nspid) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) else {
+            continue;
+        };
+        let ids: Vec<&str> = nspid.split_whitespace().collect();
+        if ids.len() >= 2 && ids[1] == pid.to_string() && is_descendant(host, agent.agent_pid()) {
+            return host;
+        }
+    }
+    panic!("pid {pid} of the agent's namespace not found");
+}
+
+fn is_descendant(mut pid: u32, ancestor: u32) -> bool {
+    while pid > 1 {
+        if pid == ancestor {
+            return true;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        pid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+    }
+    false
+}
+
+async fn join_all<T, F: std::future::Future<Output = T>>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<T> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut done: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_agent_keeps_serving() {
+    let agent = Agent::sandboxed(&[]).await;
+    let c = &agent.client;
+    let id = "c-bad";
+    create(&agent, id, spec(id, &["sleep", "1000"])).await;
+    // Duplicate id.
+    let err = c
+        .create_container(id, &settings(id, spec(id, &["true"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::SYSTEM_ALREADY_EXISTS));
+    // Hostile bundle paths.
+    for bundle in ["/run/../etc/evil", "/etc/evil", "relative/path"] {
+        let mut s = settings("c-hostile", spec("c-hostile", &["true"]));
+        s.oci_bundle_path = bundle.into();
+        let err = c.create_container("c-hostile", &s).await.unwrap_err();
+        assert_eq!(err.hresult(), Some(Hresult::FAIL), "{bundle}: {err}");
+    }
+    assert!(!Path::new("/etc/evil").exists());
+    // A workload for a pod that does not exist; an invalid hostname.
+    let mut w = spec("c-orphan", &["true"]);
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "nope"});
+    let err = c
+        .create_container("c-orphan", &settings("c-orphan", w))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pod nope does not exist"), "{err}");
+    let mut h = spec("c-host", &["true"]);
+    h["hostname"] = json!("bad host name");
+    let err = c
+        .create_container("c-host", &settings("c-host", h))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid hostname"), "{err}");
+    // Hostile CombinedLayers paths.
+    let request = ModifySettingRequest {
+        resource_type: "CombinedLayers".into(),
+        request_type: "Add".into(),
+        settings: Some(
+            json!({"ContainerRootPath": "/etc/x", "Layers": [{"Path": "/run/layers/p0"}]}),
+        ),
+    };
+    assert!(c.modify_settings(NULL_CONTAINER_ID, request).await.is_err());
+    // Unknown process; exec in an unknown container; start twice.
+    let err = c
+        .wait_for_process(id, 999_999, INFINITE_WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::NOT_FOUND));
+    let err = c
+        .execute_process(
+            "c-none",
+            &exec_process(id, &["true"], false),
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::SYSTEM_NOT_FOUND));
+    let (init, _) = start_init(&agent, id, [false; 3]).await;
+    let err = c
+        .execute_process(
+            id,
+            &ProcessParameters::default(),
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::INVALID_STATE), "{err}");
+    // Still serving, and the container still works.
+    c.signal_process(id, init, Some(9)).await.unwrap();
+    assert_eq!(
+        c.wait_for_process(id, init, INFINITE_WAIT).await.unwrap(),
+        137
+    );
+    c.next_notification(Duration::from_secs(10)).await.unwrap();
+    cleanup(&agent, id).await;
+    assert!(c.failure().is_none());
+}
+
+#[tokio::test]
+async fn cgroupfs_mounted_read_only_is_read_only() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-rocg";
+    let mut s = spec(id, &["sh", "-c", "grep ' /sys/fs/cgroup ' /proc/mounts; mkdir /sys/fs/cgroup/probe && echo WRITABLE || echo read-only"]);
+    s["mounts"].as_array_mut().unwrap().push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
+    create(&agent, id, s).await;
+    let (pid, (_, out, _)) = start_init(&agent, id, [false, true, true]).await;
+    let out = read_all(out).await;
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(out.trim_end().ends_with("read-only"), "{out}");
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, id).await;
 }
