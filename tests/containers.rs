@@ -14,41 +14,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{read_all, Agent, HostStdio};
+use common::{busybox_layer, read_all, Agent, HostStdio};
 use gcs::protocol::messages::*;
 use gcs::protocol::{Hresult, INFINITE_WAIT, NULL_CONTAINER_ID};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-
-/// Makes a busybox layer inside the agent's private /run, at /run/layers/p0.
-fn busybox_layer(agent: &Agent) -> &'static str {
-    let layer = agent.root().join("run/layers/p0");
-    if layer.join("bin/busybox").exists() {
-        return "/run/layers/p0";
-    }
-    assert!(
-        Path::new("/bin/busybox").exists(),
-        "install busybox-static (make test does)"
-    );
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
-        std::fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet));
-    }
-    std::fs::write(
-        layer.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
-    "/run/layers/p0"
-}
 
 /// The real host's spec from trace 09, with other arguments.
 fn spec(id: &str, args: &[&str]) -> Value {

@@ -1,36 +1,45 @@
-//! Replays the host's frames of the real traces against our agent and compares each response
-//! with the real guest's: same response type, same `Result`, same keys, same values (ids, PIDs
-//! and free text aside).
-#![allow(
-    clippy::unwrap_used,
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss,
-    reason = "test and benchmark code: a failed unwrap is a failed test"
-)]
+//! Replays the real traces against our agent (sandboxed, as root) in their recorded order, and
+//! compares every guest frame with the real guest's: same response type, same `Result`, same
+//! keys, same values (ids, PIDs and free text aside), same notifications.
+//!
+//! The host side acts as the recording's host did: it types `hello` and half-closes each
+//! stdin, drains outputs, and waits for a container init's first output line before going on.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::{read_trace, Agent};
+use common::{busybox_layer, read_trace, Agent, TraceFrame};
 use gcs::protocol::header::encode_frame;
 use gcs::protocol::MessageType;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 
-/// Traces replayed so far, with the request ids left out and why. 05 and 06 signal a pid
-/// written literally in the trace, so they are covered by `tests/uvm_process.rs` instead; 07
-/// needs typed input on its pty (also covered there). Container traces (09–15) join this list
-/// with the runtime.
+/// Traces replayed, with the request ids left out and why. 05 and 06 signal a pid written
+/// literally in the trace (covered by `tests/uvm_process.rs` instead).
 const REPLAYED: &[(&str, &[(u64, &str)])] = &[
     ("01-negotiate-dumpstacks.jsonl", &[]),
     ("02-uvm-cat-stdio.jsonl", &[]),
     ("03-uvm-exit7-stderr.jsonl", &[]),
     ("03b-uvm-fd-layout.jsonl", &[]),
     ("04-uvm-exec-nonexistent.jsonl", &[]),
+    ("07-uvm-tty-resize.jsonl", &[]),
     ("08-getproperties-uvm.jsonl", &[]),
+    ("09-container-lifecycle.jsonl", &[]),
+    ("10-container-exec.jsonl", &[]),
+    ("11-container-signal.jsonl", &[]),
+    ("12-container-wait-timeout-kill.jsonl", &[]),
+    ("13-container-tty-resize.jsonl", &[]),
+    (
+        "14-container-getproperties.jsonl",
+        &[(
+            12,
+            "ContainerConstraints (runc update) is UVM-management work",
+        )],
+    ),
+    ("15-container-duplicate-create.jsonl", &[]),
     (
         "16-unsupported-and-errors.jsonl",
         &[(7, "PodCgroupMemoryLimit needs the /pods cgroup")],
@@ -39,7 +48,13 @@ const REPLAYED: &[(&str, &[(u64, &str)])] = &[
 ];
 
 /// Fields whose values are free text or vary per run.
-const FREE: &[&str] = &["ErrorMessage", "ErrorRecords", "GuestStacks", "ProcessId"];
+const FREE: &[&str] = &[
+    "ErrorMessage",
+    "ErrorRecords",
+    "GuestStacks",
+    "ProcessId",
+    "Properties",
+];
 
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object()
@@ -47,112 +62,185 @@ fn keys(v: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Acts as the host's stdio listeners for one process: stdin is closed at once (EOF), output
-/// is drained.
-fn serve_stdio(agent: &Agent, ports: &Value) {
+/// Acts as the host's stdio listeners for one process. Resolves `first_line` once the
+/// process's stdout produced a line.
+fn serve_stdio(agent: &Agent, ports: &Value, first_line: oneshot::Sender<()>) {
     let host = agent.host();
+    let mut first_line = Some(first_line);
     for (key, is_stdin) in [("StdIn", true), ("StdOut", false), ("StdErr", false)] {
         let Some(port) = ports.get(key).and_then(|p| p.as_u64()) else {
             continue;
         };
         let listener = host.listen(port as u32).unwrap();
+        let notify = if key == "StdOut" {
+            first_line.take()
+        } else {
+            None
+        };
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             if is_stdin {
+                let _ = s.write_all(b"hello\n").await;
                 let _ = s.shutdown().await;
-            } else {
+                // Keep the socket open until the agent closes it.
                 let mut sink = Vec::new();
                 let _ = s.read_to_end(&mut sink).await;
+                return;
+            }
+            let mut notify = notify;
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if buf[..n].contains(&b'\n') {
+                            if let Some(tx) = notify.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                }
             }
         });
+    }
+}
+
+fn compare(name: &str, id: u64, got: &Value, want: &Value) {
+    assert_eq!(
+        got["Result"], want["Result"],
+        "{name} id {id}: {got} vs {want}"
+    );
+    assert_eq!(keys(got), keys(want), "{name} id {id}: {got} vs {want}");
+    for (k, v) in want.as_object().unwrap() {
+        if !FREE.contains(&k.as_str()) {
+            assert_eq!(&got[k], v, "{name} id {id} key {k}");
+        }
+    }
+    if let Some(records) = want["ErrorRecords"].as_array() {
+        let ours = got["ErrorRecords"].as_array().unwrap();
+        assert_eq!(ours.len(), records.len());
+        for (a, b) in ours.iter().zip(records) {
+            assert_eq!(a["Result"], b["Result"]);
+            assert_eq!(a["ModuleName"], b["ModuleName"]);
+        }
+    }
+}
+
+async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
+    let agent = Agent::sandboxed_raw(&[]);
+    busybox_layer(&agent);
+    let frames = read_trace(name);
+    let mut pids: HashMap<u64, u64> = HashMap::new();
+    let mut pending: HashMap<u64, oneshot::Receiver<gcs::host::Frame>> = HashMap::new();
+    let mut compared = 0;
+    for frame in &frames {
+        if skipped.iter().any(|(id, _)| *id == frame.id) {
+            continue;
+        }
+        if frame.is_host_request() {
+            send(&agent, frame, &pids, &mut pending).await;
+            continue;
+        }
+        if frame.type_u32() == MessageType::NOTIFICATION.0 {
+            let n = agent
+                .client
+                .next_notification(Duration::from_secs(20))
+                .await
+                .unwrap();
+            assert_eq!(
+                n.container_id,
+                frame.body["ContainerId"].as_str().unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                serde_json::to_value(n.notification_type).unwrap(),
+                frame.body["Type"],
+                "{name}"
+            );
+            compared += 1;
+            continue;
+        }
+        let rx = pending
+            .remove(&frame.id)
+            .unwrap_or_else(|| panic!("{name}: response {} to nothing", frame.id));
+        let got = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: no answer to id {}; log:\n{}",
+                    frame.id,
+                    agent.log()
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            got.header.message_type.0,
+            frame.type_u32(),
+            "{name} id {}",
+            frame.id
+        );
+        let body = got.json().unwrap();
+        compare(name, frame.id, &body, &frame.body);
+        if let (Some(theirs), Some(ours)) =
+            (frame.body["ProcessId"].as_u64(), body["ProcessId"].as_u64())
+        {
+            pids.insert(theirs, ours);
+        }
+        compared += 1;
+    }
+    assert!(
+        agent.client.failure().is_none(),
+        "{name}: {:?}",
+        agent.client.failure()
+    );
+    compared
+}
+
+async fn send(
+    agent: &Agent,
+    request: &TraceFrame,
+    pids: &HashMap<u64, u64>,
+    pending: &mut HashMap<u64, oneshot::Receiver<gcs::host::Frame>>,
+) {
+    let mut body = request.body.clone();
+    if let Some(pid) = body.get("ProcessId").and_then(|p| p.as_u64()) {
+        if let Some(ours) = pids.get(&pid) {
+            body["ProcessId"] = Value::from(*ours);
+        }
+    }
+    let mut first_line = None;
+    if request.type_u32() == MessageType::EXECUTE_PROCESS.0 {
+        let (tx, rx) = oneshot::channel();
+        serve_stdio(agent, &body["Settings"]["VsockStdioRelaySettings"], tx);
+        let params = body["Settings"]["ProcessParameters"].as_str().unwrap_or("");
+        let is_container_init = body["ContainerId"] != gcs::protocol::NULL_CONTAINER_ID
+            && !params.contains("OciProcess");
+        if is_container_init {
+            first_line = Some(rx);
+        }
+    }
+    let mut payload = serde_json::to_vec(&body).unwrap();
+    payload.push(b'\n');
+    pending.insert(request.id, agent.client.expect(request.id));
+    agent
+        .client
+        .send_bytes(&encode_frame(
+            MessageType(request.type_u32()),
+            request.id,
+            &payload,
+        ))
+        .await
+        .unwrap();
+    if let Some(rx) = first_line {
+        // The recording's host read the init's first line before it went on.
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
     }
 }
 
 #[tokio::test]
 async fn replay_traces() {
     for (name, skipped) in REPLAYED {
-        let agent = Agent::start(&["-v4"]);
-        let frames = read_trace(name);
-        let mut compared = 0;
-        // The trace's pids and ours differ: map them through the ExecuteProcess responses.
-        let mut pids = std::collections::HashMap::new();
-        for request in frames.iter().filter(|f| f.is_host_request()) {
-            if skipped.iter().any(|(id, _)| *id == request.id) {
-                continue;
-            }
-            let expected = frames
-                .iter()
-                .find(|f| !f.is_host_request() && f.id == request.id && f.type_u32() >> 28 == 2)
-                .unwrap_or_else(|| panic!("{name}: no response to id {}", request.id));
-            if request.type_u32() == MessageType::EXECUTE_PROCESS.0 {
-                serve_stdio(&agent, &request.body["Settings"]["VsockStdioRelaySettings"]);
-            }
-            let mut body = request.body.clone();
-            if let Some(pid) = body.get("ProcessId").and_then(|p| p.as_u64()) {
-                if let Some(ours) = pids.get(&pid) {
-                    body["ProcessId"] = Value::from(*ours);
-                }
-            }
-            let mut payload = serde_json::to_vec(&body).unwrap();
-            payload.push(b'\n');
-            let rx = agent.client.expect(request.id);
-            agent
-                .client
-                .send_bytes(&encode_frame(
-                    MessageType(request.type_u32()),
-                    request.id,
-                    &payload,
-                ))
-                .await
-                .unwrap();
-            let got = tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .unwrap_or_else(|_| panic!("{name}: no answer to id {}", request.id))
-                .unwrap();
-            assert_eq!(
-                got.header.message_type.0,
-                expected.type_u32(),
-                "{name} id {}",
-                request.id
-            );
-            let body = got.json().unwrap();
-            let want = &expected.body;
-            assert_eq!(
-                body["Result"], want["Result"],
-                "{name} id {}: {body} vs {want}",
-                request.id
-            );
-            assert_eq!(
-                keys(&body),
-                keys(want),
-                "{name} id {}: {body} vs {want}",
-                request.id
-            );
-            for (k, v) in want.as_object().unwrap() {
-                if !FREE.contains(&k.as_str()) {
-                    assert_eq!(&body[k], v, "{name} id {} key {k}", request.id);
-                }
-            }
-            if let Some(records) = want["ErrorRecords"].as_array() {
-                let ours = body["ErrorRecords"].as_array().unwrap();
-                assert_eq!(ours.len(), records.len());
-                for (a, b) in ours.iter().zip(records) {
-                    assert_eq!(a["Result"], b["Result"]);
-                    assert_eq!(a["ModuleName"], b["ModuleName"]);
-                }
-            }
-            if let (Some(theirs), Some(ours)) =
-                (want["ProcessId"].as_u64(), body["ProcessId"].as_u64())
-            {
-                pids.insert(theirs, ours);
-            }
-            compared += 1;
-        }
+        let compared = replay(name, skipped).await;
         assert!(compared > 0, "{name}: nothing compared");
-        assert!(
-            agent.client.failure().is_none(),
-            "{name}: {:?}",
-            agent.client.failure()
-        );
     }
 }

@@ -52,6 +52,40 @@ impl Agent {
         agent
     }
 
+    /// A sandboxed agent with `-v4` that has not negotiated (for replaying raw traces).
+    pub fn sandboxed_raw(args: &[&str]) -> Agent {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "container tests need root"
+        );
+        let mut all = vec!["-v4"];
+        all.extend_from_slice(args);
+        let mut agent = Self::spawn(&all, Some(()));
+        let record = agent.dir.path().join("cgroups");
+        // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
+        // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
+        let gcs = std::fs::canonicalize(GCS).unwrap();
+        let mut ready = false;
+        for _ in 0..1000 {
+            let children =
+                std::fs::read_to_string(format!("/proc/{}/task/{0}/children", agent.child.id()))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == gcs) {
+                    ready = true;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(ready, "sandboxed agent did not start");
+        let text = std::fs::read_to_string(record).unwrap();
+        agent.sandbox = Some(Sandbox {
+            cgroups: text.lines().map(PathBuf::from).collect(),
+        });
+        agent
+    }
+
     fn spawn(args: &[&str], sandboxed: Option<()>) -> Agent {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
@@ -325,4 +359,34 @@ pub async fn read_all(s: Option<tokio::net::UnixStream>) -> String {
             .unwrap();
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes a busybox layer inside the agent's private /run, at /run/layers/p0.
+pub fn busybox_layer(agent: &Agent) -> &'static str {
+    let layer = agent.root().join("run/layers/p0");
+    if layer.join("bin/busybox").exists() {
+        return "/run/layers/p0";
+    }
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "install busybox-static (make test does)"
+    );
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
+        std::fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet));
+    }
+    std::fs::write(
+        layer.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
+    "/run/layers/p0"
 }
