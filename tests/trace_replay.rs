@@ -4,6 +4,13 @@
 //!
 //! The host side acts as the recording's host did: it types `hello` and half-closes each
 //! stdin, drains outputs, and waits for a container init's first output line before going on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
 
 mod common;
 
