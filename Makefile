@@ -33,8 +33,11 @@ unit:
 # binary, reconnect, vsockexec, init as PID 1 in fresh namespaces.
 test: deps fmt-check clippy build unit
 
-bench: build
+# Needs root; installs Debian's runc as the reference for the container benchmark.
+bench: deps build
+	command -v runc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc)
 	$(CARGO) bench --bench bridge_rtt
+	$(CARGO) bench --bench container_start
 
 clean:
 	rm -rf out
