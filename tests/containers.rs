@@ -887,3 +887,105 @@ async fn cgroupfs_mounted_read_only_is_read_only() {
         .unwrap();
     cleanup(&agent, id).await;
 }
+
+#[tokio::test]
+async fn a_host_that_never_closes_its_end_cannot_hang_the_wait() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-silent";
+    create(&agent, id, spec(id, &["sh", "-c", "echo hi"])).await;
+    let (pid, (_, out, _)) = start_init(&agent, id, [false, true, false]).await;
+    let mut out = out.unwrap();
+    assert_eq!(read_line(&mut out).await, "hi\n");
+    // The host keeps `out` open and never reads EOF or closes: the clean-close handshake is
+    // bounded, so the exit still arrives.
+    let start = std::time::Instant::now();
+    let code = tokio::time::timeout(
+        Duration::from_secs(20),
+        agent.client.wait_for_process(id, pid, INFINITE_WAIT),
+    )
+    .await;
+    assert_eq!(code.expect("wait hung on a silent host").unwrap(), 0);
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert!(
+        agent
+            .log()
+            .contains("host did not close its end of the relay"),
+        "{}",
+        agent.log()
+    );
+    drop(out);
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, id).await;
+}
+
+#[tokio::test]
+async fn sandbox_mounts_and_log_dir_reach_workloads() {
+    let agent = Agent::sandboxed(&[]).await;
+    let sid = "pod-mounts";
+    let mut s = spec(
+        sid,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 1; done",
+        ],
+    );
+    s["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox", "io.microsoft.cri.skip-pod-networking": "true"});
+    create(&agent, sid, s).await;
+    let (spid, _) = start_init(&agent, sid, [false; 3]).await;
+    let wid = "pod-mounts-w";
+    let mut w = spec(
+        wid,
+        &[
+            "sh",
+            "-c",
+            "echo shared > /data/f; echo log > /logs/l; cat /etc/hosts | head -1",
+        ],
+    );
+    w.as_object_mut().unwrap().remove("hostname");
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": sid,
+        "io.microsoft.container.lcow.tee-log-dir-mount": "/logs"});
+    w["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": "sandbox://shared", "options": ["rbind", "rw"]}));
+    create(&agent, wid, w).await;
+    let (wpid, (_, out, _)) = start_init(&agent, wid, [false, true, false]).await;
+    assert_eq!(read_all(out).await, "127.0.0.1 localhost\n");
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(wid, wpid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    let root = agent.root().join(format!("run/gcs/c/{sid}"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("sandboxMounts/shared/f")).unwrap(),
+        "shared\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("logs/l")).unwrap(),
+        "log\n"
+    );
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, wid).await;
+    agent.client.shutdown_forced(sid).await.unwrap();
+    agent
+        .client
+        .wait_for_process(sid, spid, INFINITE_WAIT)
+        .await
+        .unwrap();
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, sid).await;
+}

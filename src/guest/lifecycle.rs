@@ -219,6 +219,7 @@ impl Guest {
                 bundle.clone()
             }
         };
+        spec::bind_log_dir(&mut spec, &sandbox_root);
         if let Some(obj) = spec.as_object_mut() {
             obj.remove("windows");
         }

@@ -18,6 +18,7 @@ pub const HOST_NETWORK: &str = "io.microsoft.virtualmachine.lcow.hostnetwork";
 pub const PRIVILEGED: &str = "io.microsoft.virtualmachine.lcow.privileged";
 pub const SHM_SIZE_KB: &str = "io.microsoft.lcow.shm.size-kb";
 pub const RLIMIT_CORE: &str = "io.microsoft.lcow.rlimitcore";
+pub const TEE_LOG_DIR_MOUNT: &str = "io.microsoft.container.lcow.tee-log-dir-mount";
 
 /// How a container relates to a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +217,7 @@ pub fn rewrite_mount_sources(spec: &mut Value, sandbox_root: &Path) -> Result<()
         } else if let Some(rel) = src.strip_prefix("sandbox-tmp://") {
             Some(under(&sandbox_root.join("sandboxTmpfsMounts"), rel, true)?)
         } else if let Some(rel) = src.strip_prefix("hugepages://") {
-            Some(under(&sandbox_root.join("hugepages"), rel, true)?)
+            Some(hugepages_source(sandbox_root, rel)?)
         } else if let Some(path) = src.strip_prefix("uvm://") {
             if !Path::new(path).exists() {
                 return Err(GuestError::InvalidRequest(format!(
@@ -232,6 +233,52 @@ pub fn rewrite_mount_sources(spec: &mut Value, sandbox_root: &Path) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `hugepages://<size>/<path>`: `<root>/hugepages/<size>` is a hugetlbfs of that page size
+/// (mounted on first use), and the source is `<path>` inside it.
+fn hugepages_source(sandbox_root: &Path, rel: &str) -> Result<PathBuf, GuestError> {
+    let rel = rel.trim_start_matches('/');
+    let (size, rest) = rel.split_once('/').unwrap_or((rel, ""));
+    if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(GuestError::InvalidRequest(format!(
+            "invalid hugepage size {size:?}"
+        )));
+    }
+    let mount_point = under(&sandbox_root.join("hugepages"), size, true)?;
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(&*mount_point.to_string_lossy()));
+    if !mounted {
+        let data = format!("pagesize={size}");
+        nix::mount::mount(
+            Some("none"),
+            &mount_point,
+            Some("hugetlbfs"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| GuestError::Io {
+            what: format!("mount hugetlbfs {}", mount_point.display()),
+            source: e.into(),
+        })?;
+    }
+    under(&mount_point, rest, true)
+}
+
+/// `io.microsoft.container.lcow.tee-log-dir-mount`: bind the pod's log directory into the
+/// container at the given destination.
+pub fn bind_log_dir(spec: &mut Value, sandbox_root: &Path) {
+    if let Some(dst) = annotation(spec, TEE_LOG_DIR_MOUNT)
+        .filter(|d| d.starts_with('/'))
+        .map(str::to_string)
+    {
+        push_mount(
+            spec,
+            json!({"destination": dst, "type": "bind", "source": sandbox_root.join("logs"), "options": ["rbind", "rw"]}),
+        );
+    }
 }
 
 /// `base/rel`, refusing `..` or absolute components that would leave `base`.
