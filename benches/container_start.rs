@@ -20,25 +20,13 @@ use std::time::{Duration, Instant};
 
 use common::{busybox_layer, Agent};
 use gcs::protocol::messages::*;
-use gcs::protocol::{INFINITE_WAIT, NULL_CONTAINER_ID};
+use gcs::protocol::INFINITE_WAIT;
 use serde_json::{json, Value};
 
 const RUNS: usize = 30;
 
 fn template() -> Value {
-    let text =
-        std::fs::read_to_string(common::traces_dir().join("09-container-lifecycle.jsonl")).unwrap();
-    for line in text.lines() {
-        let frame: Value = serde_json::from_str(line).unwrap();
-        if frame["type"] == "0x10100101" {
-            let config: Value =
-                serde_json::from_str(frame["body"]["ContainerConfig"].as_str().unwrap()).unwrap();
-            let mut spec = config["OciSpecification"].clone();
-            spec["process"]["args"] = json!(["true"]);
-            return spec;
-        }
-    }
-    panic!("no Create in trace 09");
+    common::trace_spec(&["true"])
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -65,15 +53,7 @@ async fn ours() -> (Duration, Duration, Duration, u64, u64) {
     let c = &agent.client;
     let ids: Vec<String> = (0..=RUNS).map(|i| format!("bench-{i}")).collect();
     for id in &ids {
-        let request = ModifySettingRequest {
-            resource_type: "CombinedLayers".into(),
-            request_type: "Add".into(),
-            settings: Some(
-                json!({"ContainerID": id, "ContainerRootPath": format!("/run/gcs/c/{id}/rootfs"),
-                "Layers": [{"Path": layer}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
-            ),
-        };
-        c.modify_settings(NULL_CONTAINER_ID, request).await.unwrap();
+        common::add_rootfs(c, id, layer).await;
     }
     let mut to_exit = Vec::new();
     let mut to_delete = Vec::new();
@@ -119,15 +99,7 @@ async fn ours() -> (Duration, Duration, Duration, u64, u64) {
     }
     // Exec latency into a running container.
     let id = "bench-exec";
-    let request = ModifySettingRequest {
-        resource_type: "CombinedLayers".into(),
-        request_type: "Add".into(),
-        settings: Some(
-            json!({"ContainerID": id, "ContainerRootPath": format!("/run/gcs/c/{id}/rootfs"),
-            "Layers": [{"Path": layer}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
-        ),
-    };
-    c.modify_settings(NULL_CONTAINER_ID, request).await.unwrap();
+    common::add_rootfs(c, id, layer).await;
     let mut spec = template();
     spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
     spec["process"]["args"] = json!(["sleep", "1000"]);

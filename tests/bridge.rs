@@ -201,41 +201,12 @@ async fn hundred_concurrent_requests_answered_once_each() {
         assert_eq!(result_of(&frame), Hresult::OK);
         frame.header.id
     });
-    let ids: Vec<u64> = futures_join_all(calls).await;
+    let ids: Vec<u64> = common::join_all(calls).await;
     let unique: HashSet<u64> = ids.iter().copied().collect();
     assert_eq!(unique.len(), 100);
     // Nothing extra arrives: an unexpected response id would have failed the client.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(client.failure().is_none());
-}
-
-async fn futures_join_all<F: std::future::Future<Output = u64>>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<u64> {
-    let set: Vec<_> = futs.collect();
-    let mut out = Vec::new();
-    // Drive all concurrently on this task.
-    let mut pinned: Vec<_> = set.into_iter().map(Box::pin).collect();
-    let mut done = vec![None; pinned.len()];
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.extend(done.into_iter().flatten());
-    out
 }
 
 #[tokio::test]

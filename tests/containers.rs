@@ -14,28 +14,17 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{busybox_layer, read_all, Agent, HostStdio};
+use common::{busybox_layer, join_all, read_all, Agent, HostStdio};
 use gcs::protocol::messages::*;
 use gcs::protocol::{Hresult, INFINITE_WAIT, NULL_CONTAINER_ID};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-/// The real host's spec from trace 09, with other arguments.
+/// The real host's spec from trace 09 for container `id`, with other arguments.
 fn spec(id: &str, args: &[&str]) -> Value {
-    let text =
-        std::fs::read_to_string(common::traces_dir().join("09-container-lifecycle.jsonl")).unwrap();
-    for line in text.lines() {
-        let frame: Value = serde_json::from_str(line).unwrap();
-        if frame["type"] == "0x10100101" {
-            let config: Value =
-                serde_json::from_str(frame["body"]["ContainerConfig"].as_str().unwrap()).unwrap();
-            let mut spec = config["OciSpecification"].clone();
-            spec["process"]["args"] = json!(args);
-            spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
-            return spec;
-        }
-    }
-    panic!("no Create in trace 09");
+    let mut spec = common::trace_spec(args);
+    spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+    spec
 }
 
 fn settings(id: &str, spec: Value) -> ContainerSettings {
@@ -48,20 +37,7 @@ fn settings(id: &str, spec: Value) -> ContainerSettings {
 }
 
 async fn add_rootfs(agent: &Agent, id: &str) {
-    let layer = busybox_layer(agent);
-    let request = ModifySettingRequest {
-        resource_type: "CombinedLayers".into(),
-        request_type: "Add".into(),
-        settings: Some(
-            json!({"ContainerID": id, "ContainerRootPath": format!("/run/gcs/c/{id}/rootfs"),
-            "Layers": [{"Path": layer}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
-        ),
-    };
-    agent
-        .client
-        .modify_settings(NULL_CONTAINER_ID, request)
-        .await
-        .unwrap();
+    common::add_rootfs(&agent.client, id, busybox_layer(agent)).await;
 }
 
 async fn remove_rootfs(agent: &Agent, id: &str) {
@@ -755,31 +731,6 @@ fn is_descendant(mut pid: u32, ancestor: u32) -> bool {
             .unwrap_or(0);
     }
     false
-}
-
-async fn join_all<T, F: std::future::Future<Output = T>>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<T> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut done: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
 
 #[tokio::test]

@@ -13,12 +13,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Agent;
-use gcs::host::StdioPorts;
+use common::{read_all, Agent, HostStdio};
 use gcs::protocol::messages::{ProcessParameters, VsockStdioRelaySettings};
 use gcs::protocol::{Hresult, INFINITE_WAIT, NULL_CONTAINER_ID};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -31,86 +29,21 @@ fn params(args: &[&str]) -> ProcessParameters {
     }
 }
 
-/// Listens on a fresh port for each requested stream, as the host does.
-struct Streams {
-    ports: VsockStdioRelaySettings,
-    listeners: [Option<UnixListener>; 3],
-}
-
-fn listen(
-    agent: &Agent,
-    ports: &StdioPorts,
-    p: &mut ProcessParameters,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-) -> Streams {
-    let host = agent.host();
-    let mut out = Streams {
-        ports: VsockStdioRelaySettings::default(),
-        listeners: [None, None, None],
-    };
-    for (i, want) in [stdin, stdout, stderr].into_iter().enumerate() {
-        if !want {
-            continue;
-        }
-        let port = ports.allocate();
-        out.listeners[i] = Some(host.listen(port).unwrap());
-        match i {
-            0 => {
-                p.create_std_in_pipe = true;
-                out.ports.std_in = port
-            }
-            1 => {
-                p.create_std_out_pipe = true;
-                out.ports.std_out = port
-            }
-            _ => {
-                p.create_std_err_pipe = true;
-                out.ports.std_err = port
-            }
-        }
-    }
-    out
-}
-
-async fn accept(l: Option<UnixListener>) -> Option<UnixStream> {
-    match l {
-        Some(l) => Some(
-            tokio::time::timeout(Duration::from_secs(5), l.accept())
-                .await
-                .unwrap()
-                .unwrap()
-                .0,
-        ),
-        None => None,
-    }
-}
-
-async fn read_to_string(s: Option<UnixStream>) -> String {
-    let mut out = String::new();
-    if let Some(mut s) = s {
-        s.read_to_string(&mut out).await.unwrap();
-    }
-    out
-}
-
 #[tokio::test]
 async fn cat_echoes_stdin_until_half_close() {
     let agent = Agent::negotiated(&[]).await;
-    let ports = StdioPorts::default();
     let mut p = params(&["cat"]);
-    let streams = listen(&agent, &ports, &mut p, true, true, true);
+    let streams = HostStdio::listen(&agent, &mut p, [true, true, true]);
     let pid = agent
         .client
         .execute_process(NULL_CONTAINER_ID, &p, streams.ports)
         .await
         .unwrap();
-    let [i, o, e] = streams.listeners;
-    let (mut stdin, stdout, stderr) = (accept(i).await.unwrap(), accept(o).await, accept(e).await);
+    let (stdin, stdout, stderr) = streams.accept().await;
+    let mut stdin = stdin.unwrap();
     stdin.write_all(b"abc\n").await.unwrap();
     stdin.shutdown().await.unwrap();
-    let (out, err) = tokio::join!(read_to_string(stdout), read_to_string(stderr));
+    let (out, err) = tokio::join!(read_all(stdout), read_all(stderr));
     assert_eq!(out, "abc\n");
     assert_eq!(err, "");
     assert_eq!(
@@ -133,18 +66,15 @@ async fn cat_echoes_stdin_until_half_close() {
 #[tokio::test]
 async fn exit_code_and_stderr() {
     let agent = Agent::negotiated(&[]).await;
-    let ports = StdioPorts::default();
     let mut p = params(&["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7"]);
-    let streams = listen(&agent, &ports, &mut p, false, true, true);
+    let streams = HostStdio::listen(&agent, &mut p, [false, true, true]);
     let pid = agent
         .client
         .execute_process(NULL_CONTAINER_ID, &p, streams.ports)
         .await
         .unwrap();
-    let [_, o, e] = streams.listeners;
-    let (out, err) = tokio::join!(async { read_to_string(accept(o).await).await }, async {
-        read_to_string(accept(e).await).await
-    });
+    let (_, o, e) = streams.accept().await;
+    let (out, err) = tokio::join!(read_all(o), read_all(e));
     assert_eq!((out.as_str(), err.as_str()), ("to-stdout\n", "to-stderr\n"));
     assert_eq!(
         agent
@@ -161,17 +91,16 @@ const FD_SCRIPT: &str = r#"for f in 0 1 2 3; do if [ -e /proc/$$/fd/$f ]; then e
 #[tokio::test]
 async fn fd_layout_matches_the_original() {
     let agent = Agent::negotiated(&[]).await;
-    let ports = StdioPorts::default();
     // stdout only: the other fds are closed, the environment is exactly what was sent.
     let mut p = params(&["sh", "-c", FD_SCRIPT]);
-    let streams = listen(&agent, &ports, &mut p, false, true, false);
+    let streams = HostStdio::listen(&agent, &mut p, [false, true, false]);
     let pid = agent
         .client
         .execute_process(NULL_CONTAINER_ID, &p, streams.ports)
         .await
         .unwrap();
-    let [_, o, _] = streams.listeners;
-    let out = read_to_string(accept(o).await).await;
+    let (_, o, _) = streams.accept().await;
+    let out = read_all(o).await;
     assert_eq!(
         out,
         format!("0 closed\n1 socket:\n2 closed\n3 closed\nenv: PATH={PATH} PWD=/ \ncwd: /\n")
@@ -186,15 +115,14 @@ async fn fd_layout_matches_the_original() {
     );
     // All three.
     let mut p = params(&["sh", "-c", FD_SCRIPT]);
-    let streams = listen(&agent, &ports, &mut p, true, true, true);
+    let streams = HostStdio::listen(&agent, &mut p, [true, true, true]);
     let pid = agent
         .client
         .execute_process(NULL_CONTAINER_ID, &p, streams.ports)
         .await
         .unwrap();
-    let [i, o, e] = streams.listeners;
-    let (_stdin, stdout, stderr) = (accept(i).await, accept(o).await, accept(e).await);
-    let (out, _) = tokio::join!(read_to_string(stdout), read_to_string(stderr));
+    let (_stdin, stdout, stderr) = streams.accept().await;
+    let (out, _) = tokio::join!(read_all(stdout), read_all(stderr));
     assert_eq!(
         out,
         format!("0 socket:\n1 socket:\n2 socket:\n3 closed\nenv: PATH={PATH} PWD=/ \ncwd: /\n")
@@ -345,7 +273,6 @@ async fn signals_and_wait_timeouts() {
 #[tokio::test]
 async fn tty_process_with_console_size() {
     let agent = Agent::negotiated(&[]).await;
-    let ports = StdioPorts::default();
     let mut p = params(&[
         "sh",
         "-c",
@@ -357,14 +284,14 @@ async fn tty_process_with_console_size() {
         .as_mut()
         .unwrap()
         .insert("TERM".into(), "xterm".into());
-    let streams = listen(&agent, &ports, &mut p, true, true, false);
+    let streams = HostStdio::listen(&agent, &mut p, [true, true, false]);
     let pid = agent
         .client
         .execute_process(NULL_CONTAINER_ID, &p, streams.ports)
         .await
         .unwrap();
-    let [i, o, _] = streams.listeners;
-    let (mut stdin, stdout) = (accept(i).await.unwrap(), accept(o).await);
+    let (stdin, stdout, _) = streams.accept().await;
+    let mut stdin = stdin.unwrap();
     // The null id is not supported for resizing, as in the original.
     let err = agent
         .client
@@ -381,7 +308,7 @@ async fn tty_process_with_console_size() {
         out.push(byte[0]);
     }
     stdin.write_all(b"hello\n").await.unwrap();
-    let rest = tokio::time::timeout(Duration::from_secs(10), read_to_string(Some(stdout)))
+    let rest = tokio::time::timeout(Duration::from_secs(10), read_all(Some(stdout)))
         .await
         .unwrap();
     let out = String::from_utf8(out).unwrap() + &rest;

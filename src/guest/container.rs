@@ -2,7 +2,6 @@
 //! properties and deletion, with the exit notification rules of spec §6.6.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -155,9 +154,10 @@ impl ExitTracker {
 
 /// Where a container's init stdio waits between Create and its start.
 #[derive(Debug)]
-pub enum InitIo {
-    Pipes(stdio::Pipes, RelaySlot, watch::Receiver<bool>),
-    Pty(OwnedFd, RelaySlot),
+pub struct InitIo {
+    pub pending: super::lifecycle::PendingIo,
+    pub slot: RelaySlot,
+    pub reaped: watch::Receiver<bool>,
 }
 
 /// A created container.

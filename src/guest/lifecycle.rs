@@ -256,31 +256,19 @@ impl Guest {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let owns_pid_ns = spec::owns_pid_namespace(&spec);
-        let (pid, pending_io) = if terminal {
-            let console = ConsoleSocket::new(&self.runtime_dir.join("sockets"))?;
-            let request = HelperRequest::Create {
+        let (pid, pending_io) = self
+            .launch(terminal, |stdio, console_socket| HelperRequest::Create {
                 id: id.into(),
                 bundle: bundle.clone(),
-                stdio: [false; 3],
-                console_socket: Some(console.path.clone()),
-            };
-            let pid = helper_pid(self.runtime.call(&request, Vec::new()).await?)?;
-            (pid, PendingIo::Pty(console.receive().await?))
-        } else {
-            let (pipes, child_ends) = stdio::make_pipes()?;
-            let request = HelperRequest::Create {
-                id: id.into(),
-                bundle: bundle.clone(),
-                stdio: [true; 3],
-                console_socket: None,
-            };
-            let pid = helper_pid(self.runtime.call(&request, child_ends.into()).await?)?;
-            (pid, PendingIo::Pipes(pipes))
-        };
+                stdio,
+                console_socket,
+            })
+            .await?;
         let (init, tracker, slot) = ContainerProcess::new(pid, true);
-        let init_io = match pending_io {
-            PendingIo::Pty(master) => InitIo::Pty(master, slot),
-            PendingIo::Pipes(pipes) => InitIo::Pipes(pipes, slot, tracker.reaped()),
+        let init_io = InitIo {
+            pending: pending_io,
+            slot,
+            reaped: tracker.reaped(),
         };
         let container = Arc::new(Container {
             id: id.to_string(),
@@ -327,6 +315,26 @@ impl Guest {
             }
         });
         Ok(container)
+    }
+
+    /// Runs a create or exec through the runtime, with a console socket for a terminal or with
+    /// fresh pipes; returns the process's pid and its stdio.
+    async fn launch(
+        &self,
+        terminal: bool,
+        request: impl Fn([bool; 3], Option<PathBuf>) -> HelperRequest,
+    ) -> Result<(u32, PendingIo), GuestError> {
+        if terminal {
+            let console = ConsoleSocket::new(&self.runtime_dir.join("sockets"))?;
+            let request = request([false; 3], Some(console.path.clone()));
+            let pid = helper_pid(self.runtime.call(&request, Vec::new()).await?)?;
+            Ok((pid, PendingIo::Pty(console.receive().await?)))
+        } else {
+            let (pipes, child_ends) = stdio::make_pipes()?;
+            let request = request([true; 3], None);
+            let pid = helper_pid(self.runtime.call(&request, child_ends.into()).await?)?;
+            Ok((pid, PendingIo::Pipes(pipes)))
+        }
     }
 
     /// Makes `path` a shared (rshared) mount point, a tmpfs when `tmpfs`.
@@ -397,17 +405,7 @@ impl Guest {
                 c.id
             )));
         };
-        match init_io {
-            InitIo::Pipes(pipes, slot, reaped) => {
-                let done = stdio::relay_pipes(pipes, io, reaped)?;
-                let _ = slot.send(done);
-            }
-            InitIo::Pty(master, slot) => {
-                let (pty, done) = stdio::relay_pty(master, io)?;
-                *c.init.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);
-                let _ = slot.send(done);
-            }
-        }
+        start_relays(&c.init, init_io.pending, io, init_io.slot, init_io.reaped)?;
         self.runtime
             .call(&HelperRequest::Start { id: c.id.clone() }, Vec::new())
             .await?;
@@ -469,39 +467,16 @@ impl Guest {
             .get("terminal")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let (pid, pending) = if terminal {
-            let console = ConsoleSocket::new(&self.runtime_dir.join("sockets"))?;
-            let request = HelperRequest::Exec {
+        let (pid, pending) = self
+            .launch(terminal, |stdio, console_socket| HelperRequest::Exec {
                 id: c.id.clone(),
                 process: file.to_path_buf(),
-                stdio: [false; 3],
-                console_socket: Some(console.path.clone()),
-            };
-            let pid = helper_pid(self.runtime.call(&request, Vec::new()).await?)?;
-            (pid, PendingIo::Pty(console.receive().await?))
-        } else {
-            let (pipes, child_ends) = stdio::make_pipes()?;
-            let request = HelperRequest::Exec {
-                id: c.id.clone(),
-                process: file.to_path_buf(),
-                stdio: [true; 3],
-                console_socket: None,
-            };
-            let pid = helper_pid(self.runtime.call(&request, child_ends.into()).await?)?;
-            (pid, PendingIo::Pipes(pipes))
-        };
+                stdio,
+                console_socket,
+            })
+            .await?;
         let (proc_, tracker, slot) = ContainerProcess::new(pid, false);
-        match pending {
-            PendingIo::Pipes(pipes) => {
-                let done = stdio::relay_pipes(pipes, io_conns, tracker.reaped())?;
-                let _ = slot.send(done);
-            }
-            PendingIo::Pty(master) => {
-                let (pty, done) = stdio::relay_pty(master, io_conns)?;
-                *proc_.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);
-                let _ = slot.send(done);
-            }
-        }
+        start_relays(&proc_, pending, io_conns, slot, tracker.reaped())?;
         tracker.track(self.reaper.watch_pid(pid), |_| {});
         c.add_process(proc_);
         Ok(pid)
@@ -666,9 +641,32 @@ impl Guest {
     }
 }
 
-enum PendingIo {
+/// A process's stdio as the runtime left it: pipes, or the pty master from the console socket.
+#[derive(Debug)]
+pub enum PendingIo {
     Pipes(stdio::Pipes),
     Pty(OwnedFd),
+}
+
+/// Starts the relays between a process's pipes or pty and the host's connections, and hands
+/// their "drained" signal to the process's exit tracker.
+fn start_relays(
+    process: &ContainerProcess,
+    pending: PendingIo,
+    io: stdio::StdioConnections,
+    slot: super::container::RelaySlot,
+    reaped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), GuestError> {
+    let done = match pending {
+        PendingIo::Pipes(pipes) => stdio::relay_pipes(pipes, io, reaped)?,
+        PendingIo::Pty(master) => {
+            let (pty, done) = stdio::relay_pty(master, io)?;
+            *process.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);
+            done
+        }
+    };
+    let _ = slot.send(done);
+    Ok(())
 }
 
 fn helper_pid(r: HelperResponse) -> Result<u32, GuestError> {

@@ -7,7 +7,7 @@
 pub mod container;
 mod error;
 pub mod external;
-mod lifecycle;
+pub mod lifecycle;
 pub mod reaper;
 pub mod spec;
 pub mod stdio;

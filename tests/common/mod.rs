@@ -35,20 +35,8 @@ impl Agent {
     /// Starts the agent as PID 1 of fresh mount/pid/cgroup namespaces with a private /run and
     /// cgroupfs (tests/sandbox.sh), with `-v4`, and negotiates. Needs root.
     pub async fn sandboxed(args: &[&str]) -> Agent {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "container tests need root"
-        );
-        let mut all = vec!["-v4"];
-        all.extend_from_slice(args);
-        let mut agent = Self::spawn(&all, Some(()));
+        let agent = Self::sandboxed_raw(args);
         agent.client.negotiate().await.unwrap();
-        // The script recorded its cgroups before it started the agent.
-        let text = std::fs::read_to_string(agent.dir.path().join("cgroups")).unwrap();
-        agent.sandbox = Some(Sandbox {
-            cgroups: text.lines().map(PathBuf::from).collect(),
-        });
-        assert!(!agent.sandbox.as_ref().unwrap().cgroups.is_empty());
         agent
     }
 
@@ -389,4 +377,63 @@ pub fn busybox_layer(agent: &Agent) -> &'static str {
     .unwrap();
     std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
     "/run/layers/p0"
+}
+
+/// The real host's container spec from trace 09, with other arguments.
+pub fn trace_spec(args: &[&str]) -> serde_json::Value {
+    let text = std::fs::read_to_string(traces_dir().join("09-container-lifecycle.jsonl")).unwrap();
+    for line in text.lines() {
+        let frame: serde_json::Value = serde_json::from_str(line).unwrap();
+        if frame["type"] == "0x10100101" {
+            let config: serde_json::Value =
+                serde_json::from_str(frame["body"]["ContainerConfig"].as_str().unwrap()).unwrap();
+            let mut spec = config["OciSpecification"].clone();
+            spec["process"]["args"] = serde_json::json!(args);
+            return spec;
+        }
+    }
+    panic!("no Create in trace 09");
+}
+
+/// Drives all `futures` concurrently on the current task; results in order.
+pub async fn join_all<T, F: std::future::Future<Output = T>>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<T> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut done: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+/// ModifySettings CombinedLayers Add of `layer` as the rootfs of container `id`, with its
+/// scratch in the bundle, as the V1 shim lays them out.
+pub async fn add_rootfs(client: &BridgeClient, id: &str, layer: &str) {
+    let request = gcs::protocol::messages::ModifySettingRequest {
+        resource_type: "CombinedLayers".into(),
+        request_type: "Add".into(),
+        settings: Some(
+            serde_json::json!({"ContainerID": id, "ContainerRootPath": format!("/run/gcs/c/{id}/rootfs"),
+            "Layers": [{"Path": layer}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
+        ),
+    };
+    client
+        .modify_settings(gcs::protocol::NULL_CONTAINER_ID, request)
+        .await
+        .unwrap();
 }
