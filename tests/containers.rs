@@ -940,3 +940,38 @@ async fn sandbox_mounts_and_log_dir_reach_workloads() {
         .unwrap();
     cleanup(&agent, sid).await;
 }
+
+#[tokio::test]
+async fn init_with_a_terminal_gets_a_pty_and_can_be_resized() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-tty-init";
+    let mut s = spec(id, &["sh", "-c", "tty; read line; stty size; exit 8"]);
+    s["process"]["terminal"] = json!(true);
+    create(&agent, id, s).await;
+    let (pid, (stdin, out, _)) = start_init(&agent, id, [true, true, false]).await;
+    let (mut stdin, mut out) = (stdin.unwrap(), out.unwrap());
+    assert!(
+        read_line(&mut out).await.starts_with("/dev/"),
+        "init's stdin is a terminal"
+    );
+    agent.client.resize_console(id, pid, 33, 77).await.unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("33 77") {
+        seen.push_str(&read_line(&mut out).await);
+    }
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        8
+    );
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cleanup(&agent, id).await;
+}
