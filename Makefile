@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build test deps fmt-check clippy unit bench clean
+.PHONY: all build image test deps fmt-check clippy unit bench clean
 
 all: build
 
@@ -16,6 +16,11 @@ build:
 	ln -sf gcs out/init
 	ln -sf gcs out/vsockexec
 	@ls -l out/gcs
+
+# out/initrd.img and out/rootfs.tar.gz (spec §8.4); BASE=<tarball or cpio> is merged underneath.
+image: build deps
+	./scripts/mkimage.sh out/gcs out $(BASE)
+	@ls -l out/initrd.img out/rootfs.tar.gz
 
 deps:
 	./scripts/install-deps.sh

@@ -135,17 +135,24 @@ async fn ours() -> (Duration, Duration, Duration, u64, u64) {
         execs.push(t.elapsed());
     }
     let agent_rss = rss_kib(agent.agent_pid());
-    let helper_rss =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.agent_pid()))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.starts_with(gcs::runtime::HELPER_NAME))
-            })
-            .map(rss_kib)
-            .sum();
+    // The helper is the agent's child (forked from whichever worker thread started it).
+    let agent_pid = agent.agent_pid();
+    let parent_of = |p: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        stat.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok())
+    };
+    let helper_rss: u64 = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(gcs::runtime::HELPER_NAME))
+        })
+        .filter(|p| parent_of(*p) == Some(agent_pid))
+        .map(rss_kib)
+        .sum();
     c.signal_process(id, init, None).await.unwrap();
     c.wait_for_process(id, init, INFINITE_WAIT).await.unwrap();
     (

@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v cpio >/dev/null || need_apt+=(cpio)
+command -v file >/dev/null || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
