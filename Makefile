@@ -5,22 +5,37 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test deps fmt-check clippy unit bench clean
+.PHONY: all build image test-image qemu-deps uvmboot test deps fmt-check clippy unit bench clean
 
 all: build
 
 build:
-	$(CARGO) build --release --bin gcs
+	$(CARGO) build --release --bin gcs --bin uvmboot
 	mkdir -p out
 	cp $(RELEASE)/gcs out/gcs
 	ln -sf gcs out/init
 	ln -sf gcs out/vsockexec
+	cp $(RELEASE)/uvmboot out/uvmboot
 	@ls -l out/gcs
 
 # out/initrd.img and out/rootfs.tar.gz (spec §8.4); BASE=<tarball or cpio> is merged underneath.
 image: build deps
 	./scripts/mkimage.sh out/gcs out $(BASE)
 	@ls -l out/initrd.img out/rootfs.tar.gz
+
+# A test initrd: the image plus the kernel modules QEMU's virtio devices need and busybox.
+test-image: build deps qemu-deps
+	./scripts/fetch-kernel.sh out/kernel
+	rm -rf out/test-extra && mkdir -p out/test-extra/bin
+	cp -a out/kernel/modules/. out/test-extra/
+	cp /bin/busybox out/test-extra/bin/busybox
+	for a in $$(/bin/busybox --list); do [ -e out/test-extra/bin/$$a ] || ln -s busybox out/test-extra/bin/$$a; done
+	./scripts/mkimage.sh out/gcs out/test-image "" out/test-extra
+	cp out/test-image/initrd.img out/test-initrd.img
+	@ls -l out/test-initrd.img out/kernel/vmlinux
+
+qemu-deps:
+	./scripts/install-qemu.sh
 
 deps:
 	./scripts/install-deps.sh
@@ -35,8 +50,9 @@ unit:
 	$(CARGO) test
 
 # Everything, as root: unit tests, protocol vectors, bridge conformance against the real
-# binary, reconnect, vsockexec, init as PID 1 in fresh namespaces.
-test: deps fmt-check clippy build unit
+# binary, reconnect, vsockexec, init as PID 1 in fresh namespaces, containers in a sandbox,
+# trace replay, images, and the agent booted in QEMU.
+test: deps fmt-check clippy build test-image unit
 
 # Needs root; installs Debian's runc as the reference for the container benchmark.
 bench: deps build

@@ -6,6 +6,8 @@
 
 mod client;
 mod listener;
+pub mod qemu;
 
 pub use client::{BridgeClient, Frame, HostError};
 pub use listener::{HybridVsock, StdioPorts};
+pub use qemu::{BootTimings, Uvm, UvmConfig};

@@ -1,0 +1,264 @@
+//! Boots the agent in a QEMU utility VM and acts as its host: vhost-device-vsock serves the
+//! guest's vsock on Unix sockets (hybrid vsock), the entropy (port 1) and log (port 109) streams
+//! are served as hcsshim does, and the bridge (port 0x40000000) is accepted and negotiated.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::{BridgeClient, HostError, HybridVsock};
+use crate::protocol::{BRIDGE_PORT, ENTROPY_PORT, LOG_PORT, NULL_CONTAINER_ID};
+
+/// How to boot the utility VM.
+#[derive(Debug, Clone)]
+pub struct UvmConfig {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mib: u32,
+    /// Arguments of `/bin/gcs` on the kernel command line.
+    pub gcs_args: Vec<String>,
+    /// Extra kernel command line words (before `--`).
+    pub kernel_args: Vec<String>,
+    /// Give up when the bridge is not connected by then (TCG under load is slow).
+    pub boot_timeout: Duration,
+}
+
+impl UvmConfig {
+    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
+        Self {
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            memory_mib: 512,
+            gcs_args: ["-v4", "-log-format", "json", "-loglevel", "debug"]
+                .map(String::from)
+                .to_vec(),
+            kernel_args: Vec::new(),
+            boot_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Milestones of a boot, from the moment QEMU was started.
+#[derive(Debug, Clone, Default)]
+pub struct BootTimings {
+    pub first_log_line: Option<Duration>,
+    pub bridge_connected: Duration,
+    pub negotiated: Duration,
+}
+
+/// A running utility VM with a negotiated bridge.
+#[derive(Debug)]
+pub struct Uvm {
+    dir: tempfile::TempDir,
+    qemu: Child,
+    vhost: Child,
+    pub client: BridgeClient,
+    /// Lines the agent wrote to its log stream (port 109).
+    pub log: mpsc::UnboundedReceiver<String>,
+    pub timings: BootTimings,
+}
+
+fn program(name: &str) -> PathBuf {
+    let cargo_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
+    match cargo_bin {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from(name),
+    }
+}
+
+async fn wait_for_path(path: &Path, timeout: Duration) -> Result<(), HostError> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > timeout {
+            return Err(HostError::Closed(format!(
+                "{} did not appear",
+                path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+impl Uvm {
+    pub async fn boot(config: &UvmConfig) -> Result<Uvm, HostError> {
+        let dir = tempfile::tempdir()?;
+        let vsock = HybridVsock::new(dir.path().join("vm.vsock"));
+        let vhost_socket = dir.path().join("vhu.sock");
+        let vhost = Command::new(program("vhost-device-vsock"))
+            .arg("--vm")
+            .arg(format!(
+                "guest-cid=3,socket={},uds-path={}",
+                vhost_socket.display(),
+                vsock.prefix().display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_for_path(&vhost_socket, Duration::from_secs(10)).await?;
+
+        // The host listens before the VM starts, as hcsshim does.
+        let entropy = vsock.listen(ENTROPY_PORT)?;
+        let log_listener = vsock.listen(LOG_PORT)?;
+        let bridge = vsock.listen(BRIDGE_PORT)?;
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = entropy.accept().await {
+                let mut bytes = [0u8; 512];
+                if let Ok(mut f) = tokio::fs::File::open("/dev/urandom").await {
+                    let _ = tokio::io::AsyncReadExt::read_exact(&mut f, &mut bytes).await;
+                }
+                let _ = s.write_all(&bytes).await;
+            }
+        });
+        let started = Instant::now();
+        let (log_tx, log) = mpsc::unbounded_channel();
+        let (first_tx, mut first_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            if let Ok((s, _)) = log_listener.accept().await {
+                let mut lines = BufReader::new(s).lines();
+                let mut first = Some(first_tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(started.elapsed());
+                    }
+                    if log_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+
+        let mut append = vec!["console=ttyS0".to_string(), "panic=-1".to_string()];
+        append.extend(config.kernel_args.iter().cloned());
+        append.push("--".into());
+        append.extend(["-e", "1", "/bin/vsockexec", "-e", "109", "/bin/gcs"].map(String::from));
+        append.extend(config.gcs_args.iter().cloned());
+        let mem = format!("{}M", config.memory_mib);
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args([
+            "-machine",
+            "pc,memory-backend=mem",
+            "-accel",
+            "tcg",
+            "-smp",
+            "1",
+            "-m",
+            &mem,
+        ])
+        .arg("-object")
+        .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
+        .arg("-chardev")
+        .arg(format!("socket,id=vsc,path={}", vhost_socket.display()))
+        .args(["-device", "vhost-user-vsock-pci,chardev=vsc"])
+        .args(["-device", "virtio-scsi-pci,id=scsi0"])
+        .arg("-kernel")
+        .arg(&config.kernel)
+        .arg("-initrd")
+        .arg(&config.initrd)
+        .arg("-append")
+        .arg(append.join(" "))
+        .arg("-qmp")
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            dir.path().join("qmp.sock").display()
+        ))
+        .arg("-serial")
+        .arg(format!("file:{}", dir.path().join("console.log").display()))
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-device",
+            "pvpanic",
+            "-action",
+            "panic=exit-failure",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let mut qemu = qemu.spawn()?;
+
+        let accepted = tokio::select! {
+            r = tokio::time::timeout(config.boot_timeout, bridge.accept()) => r,
+            status = qemu.wait() => {
+                let console = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+                return Err(HostError::Closed(format!("QEMU exited ({status:?}) before the bridge connected:\n{console}")));
+            }
+        };
+        let (stream, _) = match accepted {
+            Ok(r) => r?,
+            Err(_) => {
+                let console =
+                    std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+                return Err(HostError::Closed(format!(
+                    "no bridge connection within {:?}:\n{console}",
+                    config.boot_timeout
+                )));
+            }
+        };
+        let bridge_connected = started.elapsed();
+        let client = BridgeClient::new(stream);
+        client.negotiate().await?;
+        let negotiated = started.elapsed();
+        let first_log_line = first_rx.try_recv().ok();
+        Ok(Uvm {
+            dir,
+            qemu,
+            vhost,
+            client,
+            log,
+            timings: BootTimings {
+                first_log_line,
+                bridge_connected,
+                negotiated,
+            },
+        })
+    }
+
+    /// Where the guest's vsock ports are served on this machine.
+    pub fn vsock(&self) -> HybridVsock {
+        HybridVsock::new(self.dir.path().join("vm.vsock"))
+    }
+
+    /// The VM's serial console output so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.path().join("qmp.sock")
+    }
+
+    /// ShutdownForced of the UVM; waits for QEMU to exit and stops the vsock daemon.
+    pub async fn shutdown(mut self) -> Result<std::process::ExitStatus, HostError> {
+        let request = crate::protocol::messages::RequestBase::new(NULL_CONTAINER_ID);
+        let mut payload = serde_json::to_vec(&request).map_err(HostError::Decode)?;
+        payload.push(b'\n');
+        let id = self.client.allocate_id();
+        let _answer = self.client.expect(id);
+        self.client
+            .send_bytes(&crate::protocol::header::encode_frame(
+                crate::protocol::MessageType::SHUTDOWN_FORCED,
+                id,
+                &payload,
+            ))
+            .await?;
+        let status = match tokio::time::timeout(Duration::from_secs(60), self.qemu.wait()).await {
+            Ok(s) => s?,
+            Err(_) => {
+                let _ = self.qemu.kill().await;
+                return Err(HostError::Timeout);
+            }
+        };
+        let _ = self.vhost.kill().await;
+        let _ = self.vhost.wait().await;
+        Ok(status)
+    }
+}
