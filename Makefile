@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps uvmboot test deps fmt-check clippy unit bench clean
+.PHONY: all build image test-image qemu-deps run test deps fmt-check clippy unit bench clean
 
 all: build
 
@@ -22,6 +22,10 @@ build:
 image: build deps
 	./scripts/mkimage.sh out/gcs out $(BASE)
 	@ls -l out/initrd.img out/rootfs.tar.gz
+
+# The main job: boot the agent in QEMU and run a busybox container through it.
+run: test-image
+	./out/uvmboot --timing run -- echo hello from the utility VM
 
 # A test initrd: the image plus the kernel modules QEMU's virtio devices need and busybox.
 test-image: build deps qemu-deps

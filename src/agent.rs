@@ -85,11 +85,14 @@ async fn serve(opts: AgentOptions) -> ExitCode {
         return ExitCode::from(1);
     }
     let dialer = Dialer::new(opts.vsock_uds.clone());
-    let (guest, notifications) = Guest::new(
+    let (mut guest, notifications) = Guest::new(
         dialer.clone(),
         reaper,
         PathBuf::from(crate::runtime::DEFAULT_STATE_ROOT),
     );
+    guest.set_handshake_timeout(std::time::Duration::from_millis(
+        opts.stdio_handshake_timeout_ms,
+    ));
     let bridge = Bridge::new(
         Arc::clone(&guest),
         notifications,

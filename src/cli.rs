@@ -35,6 +35,8 @@ pub struct AgentOptions {
     pub initial_policy_stance: PolicyStance,
     /// Test transport: "dial vsock port P" connects to the Unix socket `<prefix>_<P>`.
     pub vsock_uds: Option<PathBuf>,
+    /// How long the pipe-mode clean-close handshake waits for the host to close its end.
+    pub stdio_handshake_timeout_ms: u64,
 }
 
 impl Default for AgentOptions {
@@ -53,6 +55,7 @@ impl Default for AgentOptions {
             scrub_logs: true,
             initial_policy_stance: PolicyStance::Allow,
             vsock_uds: None,
+            stdio_handshake_timeout_ms: 5000,
         }
     }
 }
@@ -125,6 +128,11 @@ const FLAGS: &[(&str, bool, &str)] = &[
         "scrub-logs",
         false,
         "scrub environment variables and similar from logged requests (default true)",
+    ),
+    (
+        "stdio-handshake-timeout-ms",
+        true,
+        "how long a finished output stream waits for the host to close its end (default 5000)",
     ),
     (
         "use-inouterr",
@@ -256,6 +264,7 @@ fn apply(opts: &mut AgentOptions, name: &str, value: &str) -> Result<(), FlagErr
             }
         }
         "vsock-uds" => opts.vsock_uds = (!value.is_empty()).then(|| PathBuf::from(value)),
+        "stdio-handshake-timeout-ms" => opts.stdio_handshake_timeout_ms = parse_u64(name, value)?,
         _ => return Err(FlagError::Unknown(name.to_string())),
     }
     Ok(())
@@ -320,6 +329,7 @@ mod tests {
         assert!(o.scrub_logs);
         assert!(!o.v4);
         assert_eq!(o.initial_policy_stance, PolicyStance::Allow);
+        assert_eq!(o.stdio_handshake_timeout_ms, 5000);
     }
 
     #[test]

@@ -208,3 +208,252 @@ async fn boot_serve_and_shut_down_a_real_vm() {
     let status = uvm.shutdown().await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// An ext4 image of `tree`, as a host would attach a layer or scratch VHD.
+fn ext4_image(dir: &Path, name: &str, tree: Option<&Path>, size: &str) -> std::path::PathBuf {
+    let image = dir.join(name);
+    let mut cmd = std::process::Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F"]);
+    if let Some(t) = tree {
+        cmd.arg("-d").arg(t);
+    }
+    assert!(cmd
+        .arg(&image)
+        .arg(size)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    image
+}
+
+fn busybox_tree(dir: &Path) -> std::path::PathBuf {
+    let tree = dir.join("busybox");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
+    }
+    tree
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_from_scsi_layers_and_a_scratch_disk() {
+    use gcs::protocol::messages::{
+        ContainerSettings, ModifySettingRequest, NotificationType, SchemaVersion,
+    };
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let base = ext4_image(
+        work.path(),
+        "base.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let top_tree = work.path().join("top");
+    std::fs::create_dir_all(top_tree.join("etc")).unwrap();
+    std::fs::write(top_tree.join("etc/layer.txt"), "from the top layer\n").unwrap();
+    let top = ext4_image(work.path(), "top.ext4", Some(&top_tree), "4M");
+    let scratch = ext4_image(work.path(), "scratch.ext4", None, "16M");
+
+    let uvm = Uvm::boot(&config()).await.unwrap();
+    let c = &uvm.client;
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .unwrap();
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    // Two read-only layers and a read-write scratch mounted at the bundle, as the V1 shim does.
+    let id = "qemu-ctr";
+    for (lun, image, mount, ro) in [
+        (1u8, &base, "/run/mounts/scsi/m0", true),
+        (2, &top, "/run/mounts/scsi/m1", true),
+        (3, &scratch, "/run/gcs/c/qemu-ctr", false),
+    ] {
+        qmp.add_scsi_disk(image, lun, ro).await.unwrap();
+        let mut settings = json!({"MountPath": mount, "Lun": lun});
+        if ro {
+            settings["ReadOnly"] = json!(true);
+            settings["Options"] = json!(["ro"]);
+        }
+        c.modify_settings(
+            NULL_CONTAINER_ID,
+            modify("MappedVirtualDisk", "Add", settings),
+        )
+        .await
+        .unwrap();
+    }
+    let root = format!("/run/gcs/c/{id}/rootfs");
+    c.modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id, "ContainerRootPath": root,
+        "Layers": [{"Path": "/run/mounts/scsi/m1"}, {"Path": "/run/mounts/scsi/m0"}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
+        .await
+        .unwrap();
+    let args: Vec<String> = [
+        "sh",
+        "-c",
+        "cat /etc/layer.txt; echo to-stderr >&2; echo ready; while true; do sleep 1; done",
+    ]
+    .map(String::from)
+    .to_vec();
+    let settings = ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(gcs::host::spec::container_spec(&args, &root, false)),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    };
+    c.create_container(id, &settings).await.unwrap();
+    c.start_container(id).await.unwrap();
+    let ports = StdioPorts::default();
+    let (out_port, err_port) = (ports.allocate(), ports.allocate());
+    let (out_l, err_l) = (
+        uvm.vsock().listen(out_port).unwrap(),
+        uvm.vsock().listen(err_port).unwrap(),
+    );
+    let params = ProcessParameters {
+        create_std_out_pipe: true,
+        create_std_err_pipe: true,
+        ..Default::default()
+    };
+    let init = c
+        .execute_process(
+            id,
+            &params,
+            VsockStdioRelaySettings {
+                std_out: out_port,
+                std_err: err_port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut out, _) = out_l.accept().await.unwrap();
+    let (mut err, _) = err_l.accept().await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready\n") {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "from the top layer\nready\n"
+    );
+    let mut e = [0u8; 10];
+    err.read_exact(&mut e).await.unwrap();
+    assert_eq!(&e, b"to-stderr\n");
+
+    // Exec into it; the scratch disk takes writes.
+    let mut exec = gcs::host::spec::container_spec(
+        &[
+            "sh".into(),
+            "-c".into(),
+            "echo written > /data.txt; cat /data.txt; exit 6".into(),
+        ],
+        &root,
+        false,
+    )["process"]
+        .clone();
+    exec["terminal"] = json!(false);
+    let exec_port = ports.allocate();
+    let exec_l = uvm.vsock().listen(exec_port).unwrap();
+    let params = ProcessParameters {
+        create_std_out_pipe: true,
+        oci_process: Some(exec),
+        ..Default::default()
+    };
+    let pid = c
+        .execute_process(
+            id,
+            &params,
+            VsockStdioRelaySettings {
+                std_out: exec_port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut s, _) = exec_l.accept().await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text, "written\n");
+    assert_eq!(c.wait_for_process(id, pid, INFINITE_WAIT).await.unwrap(), 6);
+
+    // ShutdownForced of the container: 137, ForcedExit.
+    c.shutdown_forced(id).await.unwrap();
+    assert_eq!(
+        c.wait_for_process(id, init, INFINITE_WAIT).await.unwrap(),
+        137
+    );
+    let n = c.next_notification(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        (n.container_id.as_str(), n.notification_type),
+        (id, NotificationType::ForcedExit)
+    );
+
+    // Teardown in the host's order, with the guest-side unplug before QMP removes each disk.
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "CombinedLayers",
+            "Remove",
+            json!({"ContainerRootPath": root}),
+        ),
+    )
+    .await
+    .unwrap();
+    c.delete_container_state(id).await.unwrap();
+    for (lun, mount) in [
+        (3u8, "/run/gcs/c/qemu-ctr"),
+        (2, "/run/mounts/scsi/m1"),
+        (1, "/run/mounts/scsi/m0"),
+    ] {
+        c.modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "MappedVirtualDisk",
+                "Remove",
+                json!({"MountPath": mount, "Lun": lun}),
+            ),
+        )
+        .await
+        .unwrap();
+        c.modify_settings(
+            NULL_CONTAINER_ID,
+            modify("SCSIDevice", "Remove", json!({"Lun": lun})),
+        )
+        .await
+        .unwrap();
+        qmp.remove_scsi_disk(lun).await.unwrap();
+    }
+    // A disk that never appears is a clear error within the deadline, not a hang.
+    let err = c
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "MappedVirtualDisk",
+                "Add",
+                json!({"MountPath": "/run/mounts/scsi/m9", "Lun": 9, "Controller": 4}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("controller 4"), "{err}");
+    assert!(uvm.shutdown().await.unwrap().success());
+}

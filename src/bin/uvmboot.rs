@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! uvmboot [--kernel PATH] [--initrd PATH] [--memory MIB] [--log] [--timing] exec -- CMD [ARGS...]
+//! uvmboot [...] run [--layer IMAGE]... [--tty] -- CMD [ARGS...]
 //! ```
-//! `exec` runs CMD in the utility VM itself (ExecuteProcess with the null container id), relays
-//! its stdout and stderr here, powers the VM off and exits with CMD's exit code. `run` (a
-//! container from SCSI-attached layers) arrives with the storage work.
+//! `exec` runs CMD in the utility VM itself (ExecuteProcess with the null container id). `run`
+//! hot-adds each layer image (ext4) as a read-only SCSI disk through QMP, sends the
+//! ModifySettings the real host would (MappedVirtualDisk per layer, CombinedLayers with a
+//! scratch), creates and starts a container running CMD, and cleans up after it; without
+//! `--layer` it builds a busybox layer with `mkfs.ext4 -d`. Both relay the process's output
+//! here, power the VM off and exit with the process's exit code.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,6 +21,8 @@ use gcs::protocol::{INFINITE_WAIT, NULL_CONTAINER_ID};
 use tokio::io::AsyncWriteExt;
 
 struct Options {
+    layers: Vec<String>,
+    tty: bool,
     kernel: String,
     initrd: String,
     memory_mib: u32,
@@ -27,11 +33,13 @@ struct Options {
 }
 
 fn usage() -> &'static str {
-    "usage: uvmboot [--kernel PATH] [--initrd PATH] [--memory MIB] [--log] [--timing] exec -- CMD [ARGS...]"
+    "usage: uvmboot [--kernel PATH] [--initrd PATH] [--memory MIB] [--log] [--timing] exec -- CMD [ARGS...]\n       uvmboot [...] run [--layer IMAGE]... [--tty] -- CMD [ARGS...]"
 }
 
 fn parse() -> anyhow::Result<Options> {
     let mut o = Options {
+        layers: Vec::new(),
+        tty: false,
         kernel: "out/kernel/vmlinux".into(),
         initrd: "out/test-initrd.img".into(),
         memory_mib: 512,
@@ -48,13 +56,22 @@ fn parse() -> anyhow::Result<Options> {
             "--memory" => o.memory_mib = it.next().context("--memory needs MiB")?.parse()?,
             "--log" => o.log = true,
             "--timing" => o.timing = true,
-            "exec" => {
+            "exec" | "run" => {
                 o.command = a;
-                let rest: Vec<String> = it.by_ref().collect();
-                o.args = match rest.first().map(String::as_str) {
-                    Some("--") => rest[1..].to_vec(),
-                    _ => rest,
-                };
+                while let Some(b) = it.next() {
+                    match b.as_str() {
+                        "--layer" if o.command == "run" => {
+                            o.layers.push(it.next().context("--layer needs an image")?)
+                        }
+                        "--tty" if o.command == "run" => o.tty = true,
+                        "--" => break,
+                        _ => {
+                            o.args.push(b);
+                            break;
+                        }
+                    }
+                }
+                o.args.extend(it.by_ref());
             }
             "-h" | "--help" => bail!("{}", usage()),
             other => bail!("unknown argument {other:?}\n{}", usage()),
@@ -164,11 +181,223 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(exec(&options)) {
+    let result = if options.command == "run" {
+        runtime.block_on(run(&options))
+    } else {
+        runtime.block_on(exec(&options))
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("uvmboot: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Copies a host-side stdio connection to this terminal.
+fn relay_out(listener: tokio::net::UnixListener, to_stderr: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = listener.accept().await {
+            if to_stderr {
+                let _ = tokio::io::copy(&mut s, &mut tokio::io::stderr()).await;
+            } else {
+                let mut out = tokio::io::stdout();
+                let _ = tokio::io::copy(&mut s, &mut out).await;
+                let _ = out.flush().await;
+            }
+        }
+    })
+}
+
+/// A busybox ext4 layer image, as `docker export` of busybox would give.
+fn busybox_layer(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let tree = dir.join("busybox");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
+        std::fs::create_dir_all(tree.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
+        .context("copy /bin/busybox (install busybox-static)")?;
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
+    }
+    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    let image = dir.join("busybox.ext4");
+    let status = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("16M")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("run mkfs.ext4 (install e2fsprogs)")?;
+    if !status.success() {
+        bail!("mkfs.ext4 failed");
+    }
+    Ok(image)
+}
+
+async fn run(o: &Options) -> anyhow::Result<u8> {
+    use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
+    use serde_json::json;
+    let t0 = Instant::now();
+    let work = tempfile::tempdir()?;
+    let layers: Vec<std::path::PathBuf> = if o.layers.is_empty() {
+        vec![busybox_layer(work.path())?]
+    } else {
+        o.layers.iter().map(std::path::PathBuf::from).collect()
+    };
+    let mut config = UvmConfig::new(&o.kernel, &o.initrd);
+    config.memory_mib = o.memory_mib;
+    let mut uvm = Uvm::boot(&config).await.context("boot the utility VM")?;
+    let booted = t0.elapsed();
+    let client = &uvm.client;
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .context("QMP")?;
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    let mut mounts = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let lun = u8::try_from(i + 1).context("too many layers")?;
+        qmp.add_scsi_disk(layer, lun, true)
+            .await
+            .with_context(|| format!("hot-add {}", layer.display()))?;
+        let mount = format!("/run/mounts/scsi/m{i}");
+        client
+            .modify_settings(
+                NULL_CONTAINER_ID,
+                modify(
+                    "MappedVirtualDisk",
+                    "Add",
+                    json!({"MountPath": mount, "Lun": lun, "ReadOnly": true, "Options": ["ro"]}),
+                ),
+            )
+            .await
+            .with_context(|| format!("mount layer {}", layer.display()))?;
+        mounts.push((lun, mount));
+    }
+    let attached = t0.elapsed();
+    let id = format!("uvmboot-{}", std::process::id());
+    let root = format!("/run/gcs/c/{id}/rootfs");
+    let top_first: Vec<serde_json::Value> = mounts
+        .iter()
+        .rev()
+        .map(|(_, m)| json!({"Path": m}))
+        .collect();
+    client
+        .modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id, "ContainerRootPath": root, "Layers": top_first, "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
+        .await
+        .context("CombinedLayers")?;
+    let settings = ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(gcs::host::spec::container_spec(&o.args, &root, o.tty)),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    };
+    client
+        .create_container(&id, &settings)
+        .await
+        .context("Create")?;
+    client.start_container(&id).await.context("Start")?;
+    let ports = StdioPorts::default();
+    let vsock = uvm.vsock();
+    let mut params = ProcessParameters {
+        create_std_out_pipe: true,
+        ..Default::default()
+    };
+    let mut relay = VsockStdioRelaySettings {
+        std_out: ports.allocate(),
+        ..Default::default()
+    };
+    let out_task = relay_out(vsock.listen(relay.std_out)?, false);
+    let err_task = if o.tty {
+        None
+    } else {
+        params.create_std_err_pipe = true;
+        relay.std_err = ports.allocate();
+        Some(relay_out(vsock.listen(relay.std_err)?, true))
+    };
+    if o.tty {
+        params.create_std_in_pipe = true;
+        relay.std_in = ports.allocate();
+        let listener = vsock.listen(relay.std_in)?;
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut s).await;
+            }
+        });
+    }
+    let t_start = Instant::now();
+    let pid = client
+        .execute_process(&id, &params, relay)
+        .await
+        .context("start the container")?;
+    let started = t_start.elapsed();
+    let code = client
+        .wait_for_process(&id, pid, INFINITE_WAIT)
+        .await
+        .context("WaitForProcess")?;
+    let _ = out_task.await;
+    if let Some(t) = err_task {
+        let _ = t.await;
+    }
+    let exited = t0.elapsed();
+    let _ = client
+        .next_notification(std::time::Duration::from_secs(10))
+        .await;
+    client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "CombinedLayers",
+                "Remove",
+                json!({"ContainerRootPath": root}),
+            ),
+        )
+        .await?;
+    for (lun, mount) in &mounts {
+        client
+            .modify_settings(
+                NULL_CONTAINER_ID,
+                modify(
+                    "MappedVirtualDisk",
+                    "Remove",
+                    json!({"MountPath": mount, "Lun": lun, "ReadOnly": true}),
+                ),
+            )
+            .await?;
+        client
+            .modify_settings(
+                NULL_CONTAINER_ID,
+                modify("SCSIDevice", "Remove", json!({"Lun": lun})),
+            )
+            .await?;
+        qmp.remove_scsi_disk(*lun).await?;
+    }
+    client
+        .delete_container_state(&id)
+        .await
+        .context("DeleteContainerState")?;
+    if o.log {
+        while let Ok(line) = uvm.log.try_recv() {
+            eprintln!("gcs: {line}");
+        }
+    }
+    let timings = uvm.timings.clone();
+    let status = uvm.shutdown().await.context("shut the UVM down")?;
+    if o.timing {
+        eprintln!(
+            "uvmboot: bridge connected {:?}, negotiated {:?}, booted {booted:?}, layers attached {attached:?}, container start {started:?}, exited {exited:?}, total {:?}, QEMU {status}",
+            timings.bridge_connected, timings.negotiated, t0.elapsed()
+        );
+    }
+    Ok(u8::try_from(code & 0xff).unwrap_or(1))
 }

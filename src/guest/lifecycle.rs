@@ -405,7 +405,14 @@ impl Guest {
                 c.id
             )));
         };
-        start_relays(&c.init, init_io.pending, io, init_io.slot, init_io.reaped)?;
+        start_relays(
+            self.handshake_timeout,
+            &c.init,
+            init_io.pending,
+            io,
+            init_io.slot,
+            init_io.reaped,
+        )?;
         self.runtime
             .call(&HelperRequest::Start { id: c.id.clone() }, Vec::new())
             .await?;
@@ -476,7 +483,14 @@ impl Guest {
             })
             .await?;
         let (proc_, tracker, slot) = ContainerProcess::new(pid, false);
-        start_relays(&proc_, pending, io_conns, slot, tracker.reaped())?;
+        start_relays(
+            self.handshake_timeout,
+            &proc_,
+            pending,
+            io_conns,
+            slot,
+            tracker.reaped(),
+        )?;
         tracker.track(self.reaper.watch_pid(pid), |_| {});
         c.add_process(proc_);
         Ok(pid)
@@ -651,6 +665,7 @@ pub enum PendingIo {
 /// Starts the relays between a process's pipes or pty and the host's connections, and hands
 /// their "drained" signal to the process's exit tracker.
 fn start_relays(
+    handshake: std::time::Duration,
     process: &ContainerProcess,
     pending: PendingIo,
     io: stdio::StdioConnections,
@@ -658,7 +673,7 @@ fn start_relays(
     reaped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), GuestError> {
     let done = match pending {
-        PendingIo::Pipes(pipes) => stdio::relay_pipes(pipes, io, reaped)?,
+        PendingIo::Pipes(pipes) => stdio::relay_pipes(pipes, io, reaped, handshake)?,
         PendingIo::Pty(master) => {
             let (pty, done) = stdio::relay_pty(master, io)?;
             *process.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);

@@ -49,6 +49,8 @@ pub struct Guest {
     runtime: RuntimeClient,
     /// Runtime state, console sockets and exec process files.
     runtime_dir: PathBuf,
+    /// Bound of the pipe-mode clean-close handshake.
+    handshake_timeout: std::time::Duration,
     containers: Mutex<HashMap<String, Entry>>,
     external: Mutex<HashMap<u32, Arc<ExternalProcess>>>,
     sandbox_roots: Mutex<HashMap<String, PathBuf>>,
@@ -81,6 +83,7 @@ impl Guest {
             reaper,
             runtime,
             runtime_dir,
+            handshake_timeout: stdio::HANDSHAKE_TIMEOUT,
             containers: Mutex::new(HashMap::new()),
             external: Mutex::new(HashMap::new()),
             sandbox_roots: Mutex::new(HashMap::new()),
@@ -89,6 +92,13 @@ impl Guest {
             shutdown,
         });
         (guest, rx)
+    }
+
+    /// Changes the clean-close handshake bound (before the guest is shared).
+    pub fn set_handshake_timeout(self: &mut Arc<Self>, timeout: std::time::Duration) {
+        if let Some(guest) = Arc::get_mut(self) {
+            guest.handshake_timeout = timeout;
+        }
     }
 
     fn lock_containers(&self) -> MutexGuard<'_, HashMap<String, Entry>> {

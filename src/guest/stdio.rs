@@ -200,9 +200,9 @@ async fn write_all_fd(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> 
 /// (a background child can hold the pty or pipe open forever).
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 
-/// How long the clean-close handshake waits for the host to close its side after the guest
-/// half-closed. The original waits forever; a host that never closes must not hold a
-/// WaitForProcess response hostage.
+/// Default bound of the clean-close handshake: how long a finished output stream waits for the
+/// host to close its side after the guest half-closed. The original waits forever; a host that
+/// never closes must not hold a WaitForProcess response hostage (`-stdio-handshake-timeout-ms`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The agent's ends of a container process's three pipes.
@@ -258,6 +258,7 @@ pub fn relay_pipes(
     pipes: Pipes,
     io: StdioConnections,
     exited: tokio::sync::watch::Receiver<bool>,
+    handshake: Duration,
 ) -> Result<oneshot::Receiver<()>, GuestError> {
     let StdioConnections {
         stdin,
@@ -288,7 +289,7 @@ pub fn relay_pipes(
     ] {
         let Some(sock) = sock else { continue };
         let pipe = nonblocking(pipe)?;
-        outputs.push(tokio::spawn(relay_output(pipe, sock, name)));
+        outputs.push(tokio::spawn(relay_output(pipe, sock, name, handshake)));
     }
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -300,7 +301,12 @@ pub fn relay_pipes(
     Ok(done_rx)
 }
 
-async fn relay_output(pipe: AsyncFd<OwnedFd>, mut sock: Stream, name: &'static str) {
+async fn relay_output(
+    pipe: AsyncFd<OwnedFd>,
+    mut sock: Stream,
+    name: &'static str,
+    handshake: Duration,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut host_gone = false;
     loop {
@@ -321,7 +327,7 @@ async fn relay_output(pipe: AsyncFd<OwnedFd>, mut sock: Stream, name: &'static s
         return;
     }
     let mut byte = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.read(&mut byte)).await {
+    match tokio::time::timeout(handshake, sock.read(&mut byte)).await {
         Ok(_) => {}
         Err(_) => tracing::warn!(
             stream = name,

@@ -7,6 +7,8 @@
 mod client;
 mod listener;
 pub mod qemu;
+pub mod qmp;
+pub mod spec;
 
 pub use client::{BridgeClient, Frame, HostError};
 pub use listener::{HybridVsock, StdioPorts};

@@ -33,9 +33,19 @@ impl UvmConfig {
             kernel: kernel.into(),
             initrd: initrd.into(),
             memory_mib: 512,
-            gcs_args: ["-v4", "-log-format", "json", "-loglevel", "debug"]
-                .map(String::from)
-                .to_vec(),
+            // vhost-device-vsock never forwards a guest half-close to the host, so the host cannot
+            // answer the pipe-mode handshake: keep the guest's wait for it short here.
+            gcs_args: [
+                "-v4",
+                "-log-format",
+                "json",
+                "-loglevel",
+                "debug",
+                "-stdio-handshake-timeout-ms",
+                "100",
+            ]
+            .map(String::from)
+            .to_vec(),
             kernel_args: Vec::new(),
             boot_timeout: Duration::from_secs(120),
         }
@@ -60,6 +70,13 @@ pub struct Uvm {
     /// Lines the agent wrote to its log stream (port 109).
     pub log: mpsc::UnboundedReceiver<String>,
     pub timings: BootTimings,
+}
+
+/// The last lines of the VM's console, for error messages.
+fn console_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
 fn program(name: &str) -> PathBuf {
@@ -188,15 +205,14 @@ impl Uvm {
         let accepted = tokio::select! {
             r = tokio::time::timeout(config.boot_timeout, bridge.accept()) => r,
             status = qemu.wait() => {
-                let console = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+                let console = console_tail(dir.path());
                 return Err(HostError::Closed(format!("QEMU exited ({status:?}) before the bridge connected:\n{console}")));
             }
         };
         let (stream, _) = match accepted {
             Ok(r) => r?,
             Err(_) => {
-                let console =
-                    std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+                let console = console_tail(dir.path());
                 return Err(HostError::Closed(format!(
                     "no bridge connection within {:?}:\n{console}",
                     config.boot_timeout

@@ -1,7 +1,9 @@
-//! Filesystems the host asks for through ModifySettings. So far: the overlay rootfs of a
-//! container (`CombinedLayers`). SCSI, VPMem, Plan9 and scratch disks follow.
+//! Filesystems the host asks for through ModifySettings: the overlay rootfs of a container
+//! (`CombinedLayers`) and SCSI disks (`MappedVirtualDisk`, `SCSIDevice`). VPMem, Plan9,
+//! dm-verity and formatting follow.
 
 pub mod overlay;
+pub mod scsi;
 
 use std::path::{Component, Path, PathBuf};
 

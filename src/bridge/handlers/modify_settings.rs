@@ -5,6 +5,7 @@ use crate::bridge::BridgeError;
 use crate::guest::GuestError;
 use crate::protocol::messages::{ModifySettingsRequest, ResponseBase};
 use crate::storage::overlay::{self, CombinedLayers};
+use crate::storage::scsi;
 
 /// Resource types the Linux guest handles, with the request types each accepts (`None`: any).
 const RESOURCES: &[(&str, Option<&[&str]>)] = &[
@@ -60,15 +61,41 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     if !modify.base.targets_uvm() {
         req.bridge.guest().container(&modify.base.container_id)?;
     }
-    if modify.request.resource_type == "CombinedLayers" {
-        let layers: CombinedLayers = settings(&modify)?;
-        let result = tokio::task::spawn_blocking(move || match modify.request.request_type() {
-            "Add" => overlay::add(&layers),
-            _ => overlay::remove(&layers),
-        })
-        .await
-        .map_err(|e| BridgeError::InvalidRequest(format!("storage task: {e}")))?;
-        result.map_err(GuestError::Storage)?;
+    let add = modify.request.request_type() == "Add";
+    let work: Option<Box<dyn FnOnce() -> Result<(), crate::storage::StorageError> + Send>> =
+        match modify.request.resource_type.as_str() {
+            "CombinedLayers" => {
+                let layers: CombinedLayers = settings(&modify)?;
+                Some(Box::new(move || {
+                    if add {
+                        overlay::add(&layers)
+                    } else {
+                        overlay::remove(&layers)
+                    }
+                }))
+            }
+            "MappedVirtualDisk" => {
+                let disk: scsi::MappedVirtualDisk = settings(&modify)?;
+                Some(Box::new(move || {
+                    if add {
+                        scsi::add(&disk)
+                    } else {
+                        scsi::remove(&disk)
+                    }
+                }))
+            }
+            "SCSIDevice" => {
+                let device: scsi::ScsiDevice = settings(&modify)?;
+                Some(Box::new(move || scsi::eject(&device)))
+            }
+            _ => None,
+        };
+    if let Some(work) = work {
+        // Mounts and device waits block: keep them off the reactor.
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| BridgeError::InvalidRequest(format!("storage task: {e}")))?
+            .map_err(GuestError::Storage)?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
     Err(GuestError::NotImplemented {
