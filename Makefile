@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps run test deps fmt-check clippy unit bench clean
+.PHONY: all build image test-image qemu-deps run bench-uvm test deps fmt-check clippy unit bench clean
 
 all: build
 
@@ -63,6 +63,10 @@ bench: deps build
 	command -v runc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc)
 	$(CARGO) bench --bench bridge_rtt
 	$(CARGO) bench --bench container_start
+
+# The utility VM under TCG: boot milestones, container start, guest RSS, image sizes.
+bench-uvm: image test-image
+	$(CARGO) bench --bench uvm_boot
 
 clean:
 	rm -rf out

@@ -127,20 +127,18 @@ pub fn wait_for_device(
     partition: u64,
     deadline: Duration,
 ) -> Result<PathBuf, StorageError> {
-    if usize::from(controller) >= CONTROLLER_GUIDS.len() {
-        return Err(StorageError::Invalid(format!(
-            "SCSI controller {controller} does not exist (0–3)"
-        )));
-    }
     let sys = Path::new("/sys");
+    // Controllers exist from boot (only disks are hot-added), so a missing one fails at once.
+    let host = scsi_host(sys, controller)?;
     let start = Instant::now();
     loop {
-        if let Ok(host) = scsi_host(sys, controller) {
-            if let Some(name) = block_device(sys, host, lun, partition)? {
-                let dev = Path::new("/dev").join(&name);
-                if dev.exists() {
-                    return Ok(dev);
-                }
+        if let Some(name) = block_device(sys, host, lun, partition)? {
+            let dev = Path::new("/dev").join(&name);
+            // The node appears before the disk's capacity is read; until then reads see nothing.
+            let size = std::fs::read_to_string(sys.join("class/block").join(&name).join("size"))
+                .unwrap_or_default();
+            if dev.exists() && size.trim().parse::<u64>().is_ok_and(|s| s > 0) {
+                return Ok(dev);
             }
         }
         if start.elapsed() > deadline {
@@ -205,7 +203,11 @@ pub fn add(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
             source,
         });
     }
-    let detected = detect_filesystem(&dev);
+    // As the original: a first failed detection is retried after 500 ms.
+    let detected = detect_filesystem(&dev).or_else(|| {
+        std::thread::sleep(Duration::from_millis(500));
+        detect_filesystem(&dev)
+    });
     let fstype = match (disk.filesystem.as_str(), detected) {
         ("", Some(fs)) => fs.to_string(),
         ("", None) => {
