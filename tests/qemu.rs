@@ -457,3 +457,135 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
     assert!(err.to_string().contains("controller 4"), "{err}");
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_from_a_vpmem_layer_with_a_tty() {
+    use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let layer = ext4_image(
+        work.path(),
+        "pmem.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let mut cfg = config();
+    cfg.pmem.push(layer);
+    let uvm = Uvm::boot(&cfg).await.unwrap();
+    let c = &uvm.client;
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "VPMemDevice",
+            "Add",
+            json!({"DeviceNumber": 0, "MountPath": "/run/layers/p0"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let id = "qemu-pmem";
+    let root = format!("/run/gcs/c/{id}/rootfs");
+    c.modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id, "ContainerRootPath": root,
+        "Layers": [{"Path": "/run/layers/p0"}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
+        .await
+        .unwrap();
+    let args: Vec<String> = [
+        "sh",
+        "-c",
+        "tty; read line; echo got=$line; stty size; exit 7",
+    ]
+    .map(String::from)
+    .to_vec();
+    let settings = ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(gcs::host::spec::container_spec(&args, &root, true)),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    };
+    c.create_container(id, &settings).await.unwrap();
+    c.start_container(id).await.unwrap();
+    let ports = StdioPorts::default();
+    let (in_port, out_port) = (ports.allocate(), ports.allocate());
+    let (in_l, out_l) = (
+        uvm.vsock().listen(in_port).unwrap(),
+        uvm.vsock().listen(out_port).unwrap(),
+    );
+    let params = ProcessParameters {
+        create_std_in_pipe: true,
+        create_std_out_pipe: true,
+        ..Default::default()
+    };
+    let init = c
+        .execute_process(
+            id,
+            &params,
+            VsockStdioRelaySettings {
+                std_in: in_port,
+                std_out: out_port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut stdin, _) = in_l.accept().await.unwrap();
+    let (mut out, _) = out_l.accept().await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains('\n') {
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("/dev/"),
+        "the init has a terminal"
+    );
+    c.resize_console(id, init, 30, 90).await.unwrap();
+    stdin.write_all(b"pmem\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), out.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.contains("got=pmem") && text.contains("30 90"),
+        "{text}"
+    );
+    assert_eq!(
+        c.wait_for_process(id, init, INFINITE_WAIT).await.unwrap(),
+        7
+    );
+    c.next_notification(Duration::from_secs(30)).await.unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "CombinedLayers",
+            "Remove",
+            json!({"ContainerRootPath": root}),
+        ),
+    )
+    .await
+    .unwrap();
+    c.delete_container_state(id).await.unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "VPMemDevice",
+            "Remove",
+            json!({"DeviceNumber": 0, "MountPath": "/run/layers/p0"}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(uvm.shutdown().await.unwrap().success());
+}

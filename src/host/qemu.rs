@@ -25,6 +25,9 @@ pub struct UvmConfig {
     pub kernel_args: Vec<String>,
     /// Give up when the bridge is not connected by then (TCG under load is slow).
     pub boot_timeout: Duration,
+    /// Images attached as NVDIMMs at boot (`/dev/pmem0`, `/dev/pmem1`, ...), the VPMem devices
+    /// of a Hyper-V host. Sizes must be multiples of 2 MiB.
+    pub pmem: Vec<PathBuf>,
 }
 
 impl UvmConfig {
@@ -48,6 +51,7 @@ impl UvmConfig {
             .to_vec(),
             kernel_args: Vec::new(),
             boot_timeout: Duration::from_secs(120),
+            pmem: Vec::new(),
         }
     }
 }
@@ -158,48 +162,60 @@ impl Uvm {
         append.extend(config.gcs_args.iter().cloned());
         let mem = format!("{}M", config.memory_mib);
         let mut qemu = Command::new("qemu-system-x86_64");
+        let (machine, memory) = if config.pmem.is_empty() {
+            ("pc,memory-backend=mem".to_string(), mem.clone())
+        } else {
+            (
+                "pc,memory-backend=mem,nvdimm=on".to_string(),
+                format!("{mem},slots=4,maxmem=4G"),
+            )
+        };
         qemu.args([
-            "-machine",
-            "pc,memory-backend=mem",
-            "-accel",
-            "tcg",
-            "-smp",
-            "1",
-            "-m",
-            &mem,
+            "-machine", &machine, "-accel", "tcg", "-smp", "1", "-m", &memory,
         ])
         .arg("-object")
         .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
         .arg("-chardev")
         .arg(format!("socket,id=vsc,path={}", vhost_socket.display()))
         .args(["-device", "vhost-user-vsock-pci,chardev=vsc"])
-        .args(["-device", "virtio-scsi-pci,id=scsi0"])
-        .arg("-kernel")
-        .arg(&config.kernel)
-        .arg("-initrd")
-        .arg(&config.initrd)
-        .arg("-append")
-        .arg(append.join(" "))
-        .arg("-qmp")
-        .arg(format!(
-            "unix:{},server=on,wait=off",
-            dir.path().join("qmp.sock").display()
-        ))
-        .arg("-serial")
-        .arg(format!("file:{}", dir.path().join("console.log").display()))
-        .args([
-            "-display",
-            "none",
-            "-no-reboot",
-            "-device",
-            "pvpanic",
-            "-action",
-            "panic=exit-failure",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .args(["-device", "virtio-scsi-pci,id=scsi0"]);
+        for (i, image) in config.pmem.iter().enumerate() {
+            let size = std::fs::metadata(image)?.len();
+            // share=off: guest writes stay private to this VM; the image is never changed.
+            qemu.arg("-object")
+                .arg(format!(
+                    "memory-backend-file,id=pm{i},mem-path={},size={size},share=off",
+                    image.display()
+                ))
+                .arg("-device")
+                .arg(format!("nvdimm,memdev=pm{i},id=nv{i}"));
+        }
+        qemu.arg("-kernel")
+            .arg(&config.kernel)
+            .arg("-initrd")
+            .arg(&config.initrd)
+            .arg("-append")
+            .arg(append.join(" "))
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.path().join("qmp.sock").display()
+            ))
+            .arg("-serial")
+            .arg(format!("file:{}", dir.path().join("console.log").display()))
+            .args([
+                "-display",
+                "none",
+                "-no-reboot",
+                "-device",
+                "pvpanic",
+                "-action",
+                "panic=exit-failure",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut qemu = qemu.spawn()?;
 
         let accepted = tokio::select! {

@@ -3,6 +3,7 @@
 //! dm-verity and formatting follow.
 
 pub mod overlay;
+pub mod pmem;
 pub mod scsi;
 
 use std::path::{Component, Path, PathBuf};

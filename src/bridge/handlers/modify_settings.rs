@@ -84,6 +84,16 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
                     }
                 }))
             }
+            "VPMemDevice" => {
+                let device: crate::storage::pmem::VpmemDevice = settings(&modify)?;
+                Some(Box::new(move || {
+                    if add {
+                        crate::storage::pmem::add(&device)
+                    } else {
+                        crate::storage::pmem::remove(&device)
+                    }
+                }))
+            }
             "SCSIDevice" => {
                 let device: scsi::ScsiDevice = settings(&modify)?;
                 Some(Box::new(move || scsi::eject(&device)))
