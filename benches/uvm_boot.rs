@@ -26,24 +26,9 @@ fn root() -> &'static Path {
 }
 
 fn busybox_layer(dir: &Path) -> PathBuf {
-    let tree = dir.join("busybox");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
-    for a in ["sh", "true"] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(a)).unwrap();
-    }
+    let tree = gcs::host::layers::busybox_tree(dir).unwrap();
     let image = dir.join("busybox.ext4");
-    let status = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("8M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gcs::host::layers::ext4_image(&image, Some(&tree), "16M").unwrap();
     image
 }
 

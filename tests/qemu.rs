@@ -212,35 +212,12 @@ async fn boot_serve_and_shut_down_a_real_vm() {
 /// An ext4 image of `tree`, as a host would attach a layer or scratch VHD.
 fn ext4_image(dir: &Path, name: &str, tree: Option<&Path>, size: &str) -> std::path::PathBuf {
     let image = dir.join(name);
-    let mut cmd = std::process::Command::new("mkfs.ext4");
-    cmd.args(["-q", "-F"]);
-    if let Some(t) = tree {
-        cmd.arg("-d").arg(t);
-    }
-    assert!(cmd
-        .arg(&image)
-        .arg(size)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success());
+    gcs::host::layers::ext4_image(&image, tree, size).unwrap();
     image
 }
 
 fn busybox_tree(dir: &Path) -> std::path::PathBuf {
-    let tree = dir.join("busybox");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
-    }
-    tree
+    gcs::host::layers::busybox_tree(dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

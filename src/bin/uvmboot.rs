@@ -112,20 +112,7 @@ async fn exec(o: &Options) -> anyhow::Result<u8> {
         create_std_err_pipe: true,
         ..Default::default()
     };
-    let relay = |l: tokio::net::UnixListener, to_stderr: bool| {
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = l.accept().await {
-                if to_stderr {
-                    let _ = tokio::io::copy(&mut s, &mut tokio::io::stderr()).await;
-                } else {
-                    let mut out = tokio::io::stdout();
-                    let _ = tokio::io::copy(&mut s, &mut out).await;
-                    let _ = out.flush().await;
-                }
-            }
-        })
-    };
-    let (o_task, e_task) = (relay(out_l, false), relay(err_l, true));
+    let (o_task, e_task) = (relay_out(out_l, false), relay_out(err_l, true));
     let t_exec = Instant::now();
     let pid = uvm
         .client
@@ -212,31 +199,9 @@ fn relay_out(listener: tokio::net::UnixListener, to_stderr: bool) -> tokio::task
 
 /// A busybox ext4 layer image, as `docker export` of busybox would give.
 fn busybox_layer(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let tree = dir.join("busybox");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
-        std::fs::create_dir_all(tree.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
-        .context("copy /bin/busybox (install busybox-static)")?;
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
-    }
-    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    let tree = gcs::host::layers::busybox_tree(dir)?;
     let image = dir.join("busybox.ext4");
-    let status = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("16M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("run mkfs.ext4 (install e2fsprogs)")?;
-    if !status.success() {
-        bail!("mkfs.ext4 failed");
-    }
+    gcs::host::layers::ext4_image(&image, Some(&tree), "16M")?;
     Ok(image)
 }
 

@@ -5,6 +5,7 @@
 //! offers a typed call per request.
 
 mod client;
+pub mod layers;
 mod listener;
 pub mod qemu;
 pub mod qmp;

@@ -351,31 +351,13 @@ pub async fn read_all(s: Option<tokio::net::UnixStream>) -> String {
 
 /// Makes a busybox layer inside the agent's private /run, at /run/layers/p0.
 pub fn busybox_layer(agent: &Agent) -> &'static str {
-    let layer = agent.root().join("run/layers/p0");
-    if layer.join("bin/busybox").exists() {
-        return "/run/layers/p0";
+    // The recorded traces use this path for their one layer.
+    let layers = agent.root().join("run/layers");
+    if !layers.join("p0/bin/busybox").exists() {
+        std::fs::create_dir_all(&layers).unwrap();
+        let tree = gcs::host::layers::busybox_tree(&layers).unwrap();
+        std::fs::rename(tree, layers.join("p0")).unwrap();
     }
-    assert!(
-        Path::new("/bin/busybox").exists(),
-        "install busybox-static (make test does)"
-    );
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
-        std::fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet));
-    }
-    std::fs::write(
-        layer.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
     "/run/layers/p0"
 }
 
