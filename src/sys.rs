@@ -295,6 +295,32 @@ pub fn thread_count() -> Option<usize> {
     after_comm.split_whitespace().nth(17)?.parse().ok()
 }
 
+/// Size of the kernel's `struct dm_ioctl` header.
+pub const DM_IOCTL_HEADER: usize = 312;
+
+/// Issues device-mapper command `command` (`DM_*_CMD`) on `/dev/mapper/control` with `buf`, a
+/// `struct dm_ioctl` followed by its payload; the kernel writes its answer back into `buf`.
+pub fn dm_ioctl(control: BorrowedFd<'_>, command: u8, buf: &mut [u8]) -> Result<(), Errno> {
+    // _IOWR(DM_IOCTL = 0xfd, command, struct dm_ioctl)
+    let request = (3 << 30)
+        | ((DM_IOCTL_HEADER as libc::c_ulong) << 16)
+        | (0xfd << 8)
+        | libc::c_ulong::from(command);
+    let declared = buf
+        .get(12..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .ok_or(Errno::EINVAL)?;
+    if buf.len() < DM_IOCTL_HEADER || !usize::try_from(declared).is_ok_and(|d| d <= buf.len()) {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: the kernel reads and writes at most `data_size` bytes (checked above to be within
+    // `buf`, itself at least one header long) and keeps no reference after the call; the fd is
+    // borrowed, so it stays open for the call.
+    let rc = unsafe { libc::ioctl(control.as_raw_fd(), request, buf.as_mut_ptr()) };
+    Errno::result(rc).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,9 @@
 #   <hierarchy mount>/<our current cgroup>/gcs-sandbox-<name>
 # Each such directory is written, one per line, to the file named by $GCS_SANDBOX_RECORD so
 # the caller can inspect and remove them. The command dies with the sandbox (--kill-child).
+# With $GCS_SANDBOX_BLOCKDEVS ("pmem0=7:3 pmem1=7:4"), /dev is private too: a tmpfs with the
+# usual character devices, /dev/pts and /dev/shm, and those block nodes (loop devices standing
+# in for the guest's devices).
 # usage: sandbox.sh NAME COMMAND [ARGS...]
 set -eu
 name=$1
@@ -43,5 +46,22 @@ exec unshare --mount --pid --fork --kill-child --cgroup --propagation private --
         if [ -n "$opts" ]; then mount -t "$fstype" -o "$opts" "$fstype" "$mnt"
         else mount -t "$fstype" "$fstype" "$mnt"; fi
     done
-    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD
+    if [ -n "${GCS_SANDBOX_BLOCKDEVS:-}" ]; then
+        mkdir /run/.dev
+        mount -t tmpfs -o mode=0755 dev /run/.dev
+        for n in null zero full random urandom tty ptmx; do cp -a "/dev/$n" /run/.dev/; done
+        for d in pts shm mqueue; do
+            [ -d "/dev/$d" ] || continue
+            mkdir -p "/run/.dev/$d"
+            mount --rbind "/dev/$d" "/run/.dev/$d"
+        done
+        ln -s /proc/self/fd /run/.dev/fd
+        for b in $GCS_SANDBOX_BLOCKDEVS; do
+            mm=${b#*=}
+            mknod "/run/.dev/${b%%=*}" b "${mm%%:*}" "${mm#*:}"
+        done
+        mount --move /run/.dev /dev
+        rmdir /run/.dev
+    fi
+    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD GCS_SANDBOX_BLOCKDEVS
     exec "$@"' sh "$@"

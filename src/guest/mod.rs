@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod reaper;
 pub mod spec;
 pub mod stdio;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub struct Guest {
     external: Mutex<HashMap<u32, Arc<ExternalProcess>>>,
     sandbox_roots: Mutex<HashMap<String, PathBuf>>,
     namespaces: Mutex<HashMap<String, Namespace>>,
+    /// Mounts made for the host (layers, disks, shares, rootfs overlays).
+    storage: Arc<crate::storage::Storage>,
     notifications: mpsc::UnboundedSender<ContainerNotification>,
     shutdown: watch::Sender<bool>,
 }
@@ -88,6 +91,7 @@ impl Guest {
             external: Mutex::new(HashMap::new()),
             sandbox_roots: Mutex::new(HashMap::new()),
             namespaces: Mutex::new(HashMap::new()),
+            storage: Arc::default(),
             notifications: tx,
             shutdown,
         });

@@ -6,7 +6,7 @@ use std::path::Path;
 use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{checked_path, unmount_and_remove, StorageError};
+use super::{checked_path, Kind, Mounted, Storage, StorageError};
 use crate::protocol::json::null_default;
 
 /// Settings of `CombinedLayers` (note the key `ContainerID`).
@@ -43,15 +43,29 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), StorageError> {
         })
 }
 
-/// Mounts the overlay.
-pub fn add(settings: &CombinedLayers) -> Result<(), StorageError> {
+/// `CombinedLayers` Add: mounts the overlay, recording the layers and scratch it reads
+/// through so that they cannot be unmounted under it.
+pub fn add(storage: &Storage, settings: &CombinedLayers) -> Result<(), StorageError> {
     let root = checked_path(Path::new(&settings.container_root_path), &[])?;
+    let identity = format!(
+        "container {:?} layers {:?} scratch {:?}",
+        settings.container_id,
+        settings.layers.iter().map(|l| &l.path).collect::<Vec<_>>(),
+        settings.scratch_path
+    );
+    storage.add(Kind::Overlay, root, identity, || {
+        mount_overlay(settings, root)
+    })
+}
+
+fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, StorageError> {
     if settings.layers.is_empty() {
         return Err(StorageError::Invalid(
             "CombinedLayers needs at least one layer".into(),
         ));
     }
     let mut lower = Vec::new();
+    let mut uses = Vec::new();
     for layer in &settings.layers {
         let path = checked_path(Path::new(&layer.path), &[])?;
         if path.to_string_lossy().contains([',', ':']) {
@@ -60,6 +74,7 @@ pub fn add(settings: &CombinedLayers) -> Result<(), StorageError> {
             )));
         }
         lower.push(path.to_string_lossy().into_owned());
+        uses.push(path.to_path_buf());
     }
     let mut data = format!("lowerdir={}", lower.join(":"));
     let mut flags = MsFlags::empty();
@@ -69,6 +84,7 @@ pub fn add(settings: &CombinedLayers) -> Result<(), StorageError> {
         flags |= MsFlags::MS_RDONLY;
     } else {
         let scratch = checked_path(Path::new(&settings.scratch_path), &[])?;
+        uses.push(scratch.to_path_buf());
         let (upper, work) = (scratch.join("upper"), scratch.join("work"));
         mkdir(&upper, 0o755)?;
         mkdir(&work, 0o755)?;
@@ -118,11 +134,17 @@ pub fn add(settings: &CombinedLayers) -> Result<(), StorageError> {
             source: e.into(),
         });
     }
-    Ok(())
+    Ok(Mounted {
+        uses,
+        ..Mounted::default()
+    })
 }
 
-/// Unmounts and removes the rootfs (the host sends only `ContainerRootPath`).
-pub fn remove(settings: &CombinedLayers) -> Result<(), StorageError> {
-    let root = checked_path(Path::new(&settings.container_root_path), &[])?;
-    unmount_and_remove(root)
+/// `CombinedLayers` Remove (the host sends only `ContainerRootPath`): undo one Add; the last
+/// unmounts and removes the rootfs. Whether a container still runs on it is the caller's check.
+pub fn remove(storage: &Storage, settings: &CombinedLayers) -> Result<(), StorageError> {
+    storage.remove(
+        Kind::Overlay,
+        checked_path(Path::new(&settings.container_root_path), &[])?,
+    )
 }

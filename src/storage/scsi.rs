@@ -6,12 +6,14 @@
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{checked_path, unmount_and_remove, StorageError};
+use super::uevent::{Uevents, WaitError};
+use super::verity::VerityInfo;
+use super::{checked_path, devmapper, unmount_and_remove, Kind, Mounted, Storage, StorageError};
 use crate::protocol::json::null_default;
 
 /// vmbus instance ids of HCS SCSI controllers 0–3 (GUID v5 of "0".."3" in hcsshim's namespace).
@@ -42,6 +44,7 @@ pub struct MappedVirtualDisk {
     pub ensure_filesystem: bool,
     #[serde(deserialize_with = "null_default")]
     pub filesystem: String,
+    pub verity_info: Option<VerityInfo>,
 }
 
 /// Settings of `SCSIDevice`.
@@ -120,7 +123,8 @@ pub fn block_device(
     }
 }
 
-/// Waits (bounded) for the disk of (controller, lun) and its `/dev` node.
+/// Waits for the disk of (controller, lun) and its `/dev` node, woken by kernel uevents,
+/// within `deadline`.
 pub fn wait_for_device(
     controller: u8,
     lun: u8,
@@ -130,24 +134,29 @@ pub fn wait_for_device(
     let sys = Path::new("/sys");
     // Controllers exist from boot (only disks are hot-added), so a missing one fails at once.
     let host = scsi_host(sys, controller)?;
-    let start = Instant::now();
-    loop {
-        if let Some(name) = block_device(sys, host, lun, partition)? {
+    // Subscribed before the first look, so an event between the look and the wait is seen.
+    let mut events = Uevents::subscribe();
+    let what = if partition == 0 {
+        format!("SCSI disk controller {controller} lun {lun}")
+    } else {
+        format!("partition {partition} of SCSI disk controller {controller} lun {lun}")
+    };
+    events
+        .wait_for(&what, deadline, || {
+            let Some(name) = block_device(sys, host, lun, partition)? else {
+                return Ok(None);
+            };
             let dev = Path::new("/dev").join(&name);
-            // The node appears before the disk's capacity is read; until then reads see nothing.
+            // The node can appear before the disk's capacity is read; until then reads see
+            // nothing.
             let size = std::fs::read_to_string(sys.join("class/block").join(&name).join("size"))
                 .unwrap_or_default();
-            if dev.exists() && size.trim().parse::<u64>().is_ok_and(|s| s > 0) {
-                return Ok(dev);
-            }
-        }
-        if start.elapsed() > deadline {
-            return Err(StorageError::Invalid(format!(
-                "SCSI disk controller {controller} lun {lun} did not appear within {deadline:?}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            Ok((dev.exists() && size.trim().parse::<u64>().is_ok_and(|s| s > 0)).then_some(dev))
+        })
+        .map_err(|e| match e {
+            WaitError::Probe(e) => e,
+            timeout => StorageError::Invalid(timeout.to_string()),
+        })
 }
 
 /// The filesystem on `dev`, by superblock magic (only ext4 is recognised, as the original).
@@ -174,73 +183,134 @@ fn propagation(option: &str) -> Option<MsFlags> {
     })
 }
 
-pub fn add(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
+/// What identifies the disk behind a mount, to tell a repeated Add from a conflicting one.
+fn identity(disk: &MappedVirtualDisk) -> String {
+    format!(
+        "controller {} lun {} partition {}{}{}{}",
+        disk.controller,
+        disk.lun,
+        disk.partition,
+        if disk.read_only { " ro" } else { " rw" },
+        if disk.block_dev { " link" } else { "" },
+        disk.verity_info
+            .as_ref()
+            .map(|v| format!(" verity {}", v.root_digest))
+            .unwrap_or_default(),
+    )
+}
+
+/// `MappedVirtualDisk` Add: wait for the disk, then mount (or link) it at `MountPath`.
+pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageError> {
     if disk.encrypted {
         return Err(StorageError::Invalid(
-            "encrypted SCSI disks are not supported yet".into(),
+            "encrypted SCSI disks (dm-crypt with a LUKS2 header) are not supported by this agent"
+                .into(),
         ));
     }
-    let dev = wait_for_device(disk.controller, disk.lun, disk.partition, DEVICE_DEADLINE)?;
-    if disk.mount_path.is_empty() {
-        return Ok(());
+    if disk.verity_info.is_some() && !disk.read_only {
+        return Err(StorageError::Invalid(
+            "VerityInfo needs a read-only disk".into(),
+        ));
     }
-    let target = checked_path(Path::new(&disk.mount_path), &[])?;
+    // Check the path before waiting on a device for it.
+    let target = if disk.mount_path.is_empty() {
+        None
+    } else {
+        Some(checked_path(Path::new(&disk.mount_path), &[])?)
+    };
+    let dev = wait_for_device(disk.controller, disk.lun, disk.partition, DEVICE_DEADLINE)?;
+    // An empty MountPath means "attach only": the device is there, nothing is mounted.
+    let Some(target) = target else {
+        return Ok(());
+    };
+    storage.add(Kind::Scsi, target, identity(disk), || {
+        let mut made = Mounted::default();
+        let mut source = dev.clone();
+        if let Some(verity) = &disk.verity_info {
+            let name = format!(
+                "dm-verity-scsi-contr{}-lun{}-p{}-{}",
+                disk.controller, disk.lun, disk.partition, verity.root_digest
+            );
+            source = verity.open(&name, &dev)?.path;
+            made.mapped.push(name);
+        }
+        let mounted = mount_disk(disk, &source, target, &mut made);
+        if mounted.is_err() {
+            for name in &made.mapped {
+                let _ = devmapper::remove(name);
+            }
+        }
+        mounted.map(|()| made)
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), StorageError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StorageError::Io {
+            what: "create",
+            path: path.into(),
+            source,
+        })
+}
+
+fn mount_disk(
+    disk: &MappedVirtualDisk,
+    dev: &Path,
+    target: &Path,
+    made: &mut Mounted,
+) -> Result<(), StorageError> {
     if disk.block_dev {
         if let Some(parent) = target.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|source| StorageError::Io {
-                    what: "create",
-                    path: parent.into(),
-                    source,
-                })?;
+            mkdir(parent)?;
         }
-        return std::os::unix::fs::symlink(&dev, target).map_err(|source| StorageError::Io {
+        made.link = true;
+        return std::os::unix::fs::symlink(dev, target).map_err(|source| StorageError::Io {
             what: "link",
             path: target.into(),
             source,
         });
     }
     // As the original: a first failed detection is retried after 500 ms.
-    let detected = detect_filesystem(&dev).or_else(|| {
+    let detected = detect_filesystem(dev).or_else(|| {
         std::thread::sleep(Duration::from_millis(500));
-        detect_filesystem(&dev)
+        detect_filesystem(dev)
     });
     let fstype = match (disk.filesystem.as_str(), detected) {
         ("", Some(fs)) => fs.to_string(),
         ("", None) => {
             return Err(StorageError::Invalid(format!(
-                "no recognised filesystem on {}",
+                "no recognised filesystem on {} (only ext4 is detected; set Filesystem)",
                 dev.display()
             )))
         }
         (wanted, found) => {
-            if disk.ensure_filesystem && found != Some(wanted) {
+            if !matches!(wanted, "ext4" | "xfs") {
                 return Err(StorageError::Invalid(format!(
-                    "formatting {} as {wanted} is not supported yet",
-                    dev.display()
+                    "unsupported filesystem {wanted:?} (ext4 or xfs)"
                 )));
+            }
+            if disk.ensure_filesystem && found != Some(wanted) {
+                if disk.read_only {
+                    return Err(StorageError::Invalid(format!(
+                        "cannot format the read-only disk {}",
+                        dev.display()
+                    )));
+                }
+                super::mkfs::format(dev, wanted)?;
             }
             wanted.to_string()
         }
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(target)
-        .map_err(|source| StorageError::Io {
-            what: "create",
-            path: target.into(),
-            source,
-        })?;
+    mkdir(target)?;
     let (flags, data) = if disk.read_only {
         (MsFlags::MS_RDONLY, Some("noload"))
     } else {
         (MsFlags::empty(), None)
     };
-    if let Err(e) = mount(Some(&dev), target, Some(fstype.as_str()), flags, data) {
+    if let Err(e) = mount(Some(dev), target, Some(fstype.as_str()), flags, data) {
         let _ = std::fs::remove_dir(target);
         return Err(StorageError::Io {
             what: "mount disk on",
@@ -263,22 +333,13 @@ pub fn add(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub fn remove(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
+/// `MappedVirtualDisk` Remove: undo one Add at `MountPath` (the device is not needed for
+/// that, unlike the original, which first waits for it without a deadline).
+pub fn remove(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageError> {
     if disk.mount_path.is_empty() {
         return Ok(());
     }
-    let target = checked_path(Path::new(&disk.mount_path), &[])?;
-    if disk.block_dev {
-        return match std::fs::remove_file(target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
-                what: "remove",
-                path: target.into(),
-                source: e,
-            }),
-            _ => Ok(()),
-        };
-    }
-    unmount_and_remove(target)
+    storage.remove(Kind::Scsi, checked_path(Path::new(&disk.mount_path), &[])?)
 }
 
 /// Guest-side unplug before the host detaches the disk. A missing device is success.

@@ -40,15 +40,26 @@ impl Agent {
         agent
     }
 
+    /// A sandboxed, negotiated agent whose private /dev has `blockdevs` ("pmem0=7:3 ...").
+    pub async fn sandboxed_with_devices(args: &[&str], blockdevs: &str) -> Agent {
+        let agent = Self::sandboxed_inner(args, Some(blockdevs));
+        agent.client.negotiate().await.unwrap();
+        agent
+    }
+
     /// A sandboxed agent with `-v4` that has not negotiated (for replaying raw traces).
     pub fn sandboxed_raw(args: &[&str]) -> Agent {
+        Self::sandboxed_inner(args, None)
+    }
+
+    fn sandboxed_inner(args: &[&str], blockdevs: Option<&str>) -> Agent {
         assert!(
             nix::unistd::geteuid().is_root(),
             "container tests need root"
         );
         let mut all = vec!["-v4"];
         all.extend_from_slice(args);
-        let mut agent = Self::spawn(&all, Some(()));
+        let mut agent = Self::spawn(&all, Some(blockdevs.unwrap_or("")));
         let record = agent.dir.path().join("cgroups");
         // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
         // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
@@ -74,20 +85,22 @@ impl Agent {
         agent
     }
 
-    fn spawn(args: &[&str], sandboxed: Option<()>) -> Agent {
+    /// `sandboxed`: the block devices of the sandbox's private /dev ("" for the shared one).
+    fn spawn(args: &[&str], sandboxed: Option<&str>) -> Agent {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = StdUnixStream::pair().unwrap();
         let log = std::fs::File::create(dir.path().join("gcs.log")).unwrap();
         let record = dir.path().join("cgroups");
         let mut cmd = match sandboxed {
-            Some(()) => {
+            Some(blockdevs) => {
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut c =
                     Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox.sh"));
                 c.arg(format!("{}-{n}", std::process::id()))
                     .arg(GCS)
-                    .env("GCS_SANDBOX_RECORD", &record);
+                    .env("GCS_SANDBOX_RECORD", &record)
+                    .env("GCS_SANDBOX_BLOCKDEVS", blockdevs);
                 c
             }
             None => Command::new(GCS),
@@ -106,7 +119,7 @@ impl Agent {
             .unwrap();
         ours.set_nonblocking(true).unwrap();
         let client = BridgeClient::new(tokio::net::UnixStream::from_std(ours).unwrap());
-        let sandbox = sandboxed.map(|()| Sandbox {
+        let sandbox = sandboxed.map(|_| Sandbox {
             cgroups: Vec::new(),
         });
         Agent {

@@ -2,10 +2,9 @@
 
 use super::{Reply, Request};
 use crate::bridge::BridgeError;
+use crate::guest::storage::StorageResource;
 use crate::guest::GuestError;
 use crate::protocol::messages::{ModifySettingsRequest, ResponseBase};
-use crate::storage::overlay::{self, CombinedLayers};
-use crate::storage::scsi;
 
 /// Resource types the Linux guest handles, with the request types each accepts (`None`: any).
 const RESOURCES: &[(&str, Option<&[&str]>)] = &[
@@ -62,50 +61,16 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
         req.bridge.guest().container(&modify.base.container_id)?;
     }
     let add = modify.request.request_type() == "Add";
-    let work: Option<Box<dyn FnOnce() -> Result<(), crate::storage::StorageError> + Send>> =
-        match modify.request.resource_type.as_str() {
-            "CombinedLayers" => {
-                let layers: CombinedLayers = settings(&modify)?;
-                Some(Box::new(move || {
-                    if add {
-                        overlay::add(&layers)
-                    } else {
-                        overlay::remove(&layers)
-                    }
-                }))
-            }
-            "MappedVirtualDisk" => {
-                let disk: scsi::MappedVirtualDisk = settings(&modify)?;
-                Some(Box::new(move || {
-                    if add {
-                        scsi::add(&disk)
-                    } else {
-                        scsi::remove(&disk)
-                    }
-                }))
-            }
-            "VPMemDevice" => {
-                let device: crate::storage::pmem::VpmemDevice = settings(&modify)?;
-                Some(Box::new(move || {
-                    if add {
-                        crate::storage::pmem::add(&device)
-                    } else {
-                        crate::storage::pmem::remove(&device)
-                    }
-                }))
-            }
-            "SCSIDevice" => {
-                let device: scsi::ScsiDevice = settings(&modify)?;
-                Some(Box::new(move || scsi::eject(&device)))
-            }
-            _ => None,
-        };
-    if let Some(work) = work {
-        // Mounts and device waits block: keep them off the reactor.
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| BridgeError::InvalidRequest(format!("storage task: {e}")))?
-            .map_err(GuestError::Storage)?;
+    let resource = match modify.request.resource_type.as_str() {
+        "CombinedLayers" => Some(StorageResource::Layers(settings(&modify)?)),
+        "MappedVirtualDisk" => Some(StorageResource::Disk(settings(&modify)?)),
+        "SCSIDevice" => Some(StorageResource::DiskEject(settings(&modify)?)),
+        "VPMemDevice" => Some(StorageResource::Pmem(settings(&modify)?)),
+        "MappedDirectory" => Some(StorageResource::Share(settings(&modify)?)),
+        _ => None,
+    };
+    if let Some(resource) = resource {
+        req.bridge.guest().modify_storage(resource, add).await?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
     Err(GuestError::NotImplemented {

@@ -1,0 +1,95 @@
+//! Storage resources of ModifySettings on the guest's mount table: the blocking work (device
+//! waits, mounts, device-mapper) runs off the reactor; what needs the rest of the guest (the
+//! Plan9 connection, whether a container still runs on a rootfs) is settled here first.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Entry, Guest, GuestError};
+use crate::storage::overlay::CombinedLayers;
+use crate::storage::plan9::MappedDirectory;
+use crate::storage::pmem::VpmemDevice;
+use crate::storage::scsi::{MappedVirtualDisk, ScsiDevice};
+use crate::storage::{overlay, plan9, pmem, scsi, StorageError};
+
+/// A storage resource of ModifySettings, decoded.
+#[derive(Debug)]
+pub enum StorageResource {
+    Disk(MappedVirtualDisk),
+    DiskEject(ScsiDevice),
+    Pmem(VpmemDevice),
+    Layers(CombinedLayers),
+    Share(MappedDirectory),
+}
+
+impl Guest {
+    /// The id of a container whose rootfs is `root` and whose init still runs.
+    fn container_running_on(&self, root: &Path) -> Option<String> {
+        self.lock_containers()
+            .values()
+            .find_map(|entry| match entry {
+                Entry::Ready(c) if c.rootfs == root && !c.init.has_exited() => Some(c.id.clone()),
+                _ => None,
+            })
+    }
+
+    /// Applies an Add (`add`) or Remove of a storage resource.
+    pub async fn modify_storage(
+        &self,
+        resource: StorageResource,
+        add: bool,
+    ) -> Result<(), GuestError> {
+        let storage = Arc::clone(&self.storage);
+        let mut connection = None;
+        match (&resource, add) {
+            (StorageResource::Share(share), true) => {
+                share.validate().map_err(GuestError::Storage)?;
+                let port = share.port().map_err(GuestError::Storage)?;
+                let stream = self
+                    .dialer
+                    .dial(port)
+                    .await
+                    .map_err(|source| GuestError::Io {
+                        what: format!("dial the Plan9 server on port {port}"),
+                        source,
+                    })?;
+                connection = Some(stream.into_blocking_fd().map_err(|source| GuestError::Io {
+                    what: "Plan9 connection".into(),
+                    source,
+                })?);
+            }
+            (StorageResource::Layers(layers), false) => {
+                let root = Path::new(&layers.container_root_path);
+                if let Some(container) = self.container_running_on(root) {
+                    return Err(GuestError::Storage(StorageError::ContainerRunning {
+                        path: root.into(),
+                        container,
+                    }));
+                }
+            }
+            _ => {}
+        }
+        tokio::task::spawn_blocking(move || match (resource, add) {
+            (StorageResource::Disk(d), true) => scsi::add(&storage, &d),
+            (StorageResource::Disk(d), false) => scsi::remove(&storage, &d),
+            (StorageResource::DiskEject(d), _) => scsi::eject(&d),
+            (StorageResource::Pmem(d), true) => pmem::add(&storage, &d),
+            (StorageResource::Pmem(d), false) => pmem::remove(&storage, &d),
+            (StorageResource::Layers(l), true) => overlay::add(&storage, &l),
+            (StorageResource::Layers(l), false) => overlay::remove(&storage, &l),
+            (StorageResource::Share(s), true) => match connection {
+                Some(c) => plan9::add(&storage, &s, c),
+                None => Err(StorageError::Invalid("no Plan9 connection".into())),
+            },
+            (StorageResource::Share(s), false) => plan9::remove(&storage, &s),
+        })
+        .await
+        .map_err(|e| GuestError::InvalidState(format!("storage task failed: {e}")))?
+        .map_err(GuestError::Storage)
+    }
+
+    /// What the host has mounted in the guest (for stack dumps and tests).
+    pub fn mounts(&self) -> Vec<(std::path::PathBuf, &'static str, u32)> {
+        self.storage.mounts()
+    }
+}

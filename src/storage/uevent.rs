@@ -1,0 +1,170 @@
+//! Waiting for devices by kernel uevents instead of sleeping.
+//!
+//! The original agent polls sysfs every 10 ms with fixed bounds, which raced hot-plug for years
+//! (trace 21 shows it failing on a VPMem node 4 times in 5). Here a `NETLINK_KOBJECT_UEVENT`
+//! socket is opened *before* the first look at sysfs, so no event between the look and the wait
+//! is lost; every event wakes the waiter, which then looks again. sysfs stays the source of
+//! truth: events are only wake-ups, so their exact contents and order do not matter.
+//!
+//! One thing the kernel does not announce: a SCSI disk's capacity going from 0 to its real
+//! size (`set_capacity_and_notify` is silent when the old size was 0). A slow backstop re-look
+//! covers that and a socket overflow; it is a bound on staleness, not a sleep between looks.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+
+/// The multicast group the kernel sends kobject uevents to.
+const KERNEL_GROUP: u32 = 1;
+
+/// Re-look at sysfs at least this often even without an event (see the module comment).
+pub const BACKSTOP: Duration = Duration::from_millis(250);
+
+/// The original logs a warning once a device has been awaited this long.
+const SLOW_WARNING: Duration = Duration::from_secs(5);
+
+/// A subscription to kernel uevents.
+#[derive(Debug)]
+pub struct Uevents {
+    socket: Option<OwnedFd>,
+    /// Events seen since the subscription (for logs and tests).
+    pub seen: u64,
+}
+
+impl Uevents {
+    /// Subscribes. Without netlink (a kernel built without it, a seccomp'd test) the waiter
+    /// still works, on the backstop alone; that is logged.
+    pub fn subscribe() -> Self {
+        let socket = Self::open().map_err(|e| {
+            tracing::warn!(error = %e, "cannot subscribe to kernel uevents; device waits fall back to re-checking every {BACKSTOP:?}");
+        });
+        Self {
+            socket: socket.ok(),
+            seen: 0,
+        }
+    }
+
+    fn open() -> Result<OwnedFd, Errno> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkKObjectUEvent,
+        )?;
+        // A burst of hot-plug events (many disks at once) must not overflow the queue; an
+        // overflow is survivable (the next look sees the state) but wastes a backstop period.
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &(1 << 20));
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, KERNEL_GROUP))?;
+        Ok(fd)
+    }
+
+    /// Blocks until an event arrives or `timeout` passes; drains what is queued.
+    fn wait(&mut self, timeout: Duration) {
+        let Some(fd) = &self.socket else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+            return;
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(_) => self.seen += 1,
+                // ENOBUFS: the queue overflowed; the caller looks at sysfs next anyway.
+                Err(Errno::ENOBUFS) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Calls `probe` until it yields a value, re-probing after every batch of uevents (and at
+    /// least every [`BACKSTOP`]) until `deadline` has passed. `what` names the device in the
+    /// slow-device warning and the timeout error.
+    pub fn wait_for<T, E>(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut probe: impl FnMut() -> Result<Option<T>, E>,
+    ) -> Result<T, WaitError<E>> {
+        let start = Instant::now();
+        let mut warned = false;
+        loop {
+            if let Some(found) = probe().map_err(WaitError::Probe)? {
+                if self.seen > 0 || !start.elapsed().is_zero() {
+                    tracing::info!(
+                        device = what,
+                        waited_ms = start.elapsed().as_millis(),
+                        uevents = self.seen,
+                        "device appeared"
+                    );
+                }
+                return Ok(found);
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= deadline {
+                return Err(WaitError::Timeout {
+                    what: what.to_string(),
+                    waited: elapsed,
+                    events: self.seen,
+                });
+            }
+            if !warned && elapsed >= SLOW_WARNING {
+                warned = true;
+                tracing::warn!(device = what, "still waiting for the device");
+            }
+            self.wait(BACKSTOP.min(deadline - elapsed));
+        }
+    }
+}
+
+/// Why a device wait ended without the device.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError<E> {
+    #[error("{what} did not appear within {waited:?} ({events} kernel uevents seen meanwhile)")]
+    Timeout {
+        what: String,
+        waited: Duration,
+        events: u64,
+    },
+    #[error(transparent)]
+    Probe(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_result_and_timeout() {
+        let mut events = Uevents::subscribe();
+        let mut calls = 0;
+        let found: Result<u32, WaitError<()>> =
+            events.wait_for("x", Duration::from_secs(5), || {
+                calls += 1;
+                Ok((calls == 2).then_some(7))
+            });
+        assert_eq!(found.unwrap(), 7);
+        let start = Instant::now();
+        let missing: Result<u32, WaitError<std::io::Error>> =
+            events.wait_for("/dev/nothing", Duration::from_millis(300), || Ok(None));
+        let err = missing.unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert!(
+            err.to_string()
+                .contains("/dev/nothing did not appear within"),
+            "{err}"
+        );
+        let failed: Result<u32, WaitError<&str>> =
+            events.wait_for("x", Duration::from_secs(5), || Err("bad"));
+        assert!(matches!(failed, Err(WaitError::Probe("bad"))));
+    }
+}
