@@ -23,6 +23,8 @@ command -v lz4 >/dev/null || need+=(lz4)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
+# veritysetup formats verity-protected test layers on the host side (never in the guest).
+command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${need[@]}"
 fi

@@ -237,7 +237,12 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
     std::fs::create_dir_all(top_tree.join("etc")).unwrap();
     std::fs::write(top_tree.join("etc/layer.txt"), "from the top layer\n").unwrap();
     let top = ext4_image(work.path(), "top.ext4", Some(&top_tree), "4M");
-    let scratch = ext4_image(work.path(), "scratch.ext4", None, "16M");
+    // The scratch is a blank disk: the guest formats it (EnsureFilesystem), in process.
+    let scratch = work.path().join("scratch.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
 
     let uvm = Uvm::boot(&config()).await.unwrap();
     let c = &uvm.client;
@@ -262,6 +267,9 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         if ro {
             settings["ReadOnly"] = json!(true);
             settings["Options"] = json!(["ro"]);
+        } else {
+            settings["EnsureFilesystem"] = json!(true);
+            settings["Filesystem"] = json!("ext4");
         }
         c.modify_settings(
             NULL_CONTAINER_ID,
@@ -433,6 +441,22 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         .unwrap_err();
     assert!(err.to_string().contains("controller 4"), "{err}");
     assert!(uvm.shutdown().await.unwrap().success());
+    // What the guest formatted and wrote to is a clean ext4 filesystem holding the write.
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{fsck:?}");
+    let listing = std::process::Command::new("debugfs")
+        .args(["-R", "ls -p /scratch/qemu-ctr/upper"])
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("/data.txt/"),
+        "{listing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,5 +588,328 @@ async fn container_from_a_vpmem_layer_with_a_tty() {
     )
     .await
     .unwrap();
+    assert!(uvm.shutdown().await.unwrap().success());
+}
+
+/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image` (the
+/// layout hcsshim's tools write) with `veritysetup`, on the host side; returns the
+/// `VerityInfo` the host would send.
+fn verity_format(image: &Path) -> serde_json::Value {
+    let ext4_bytes = std::fs::metadata(image).unwrap().len();
+    let out = std::process::Command::new("veritysetup")
+        .arg("format")
+        .arg(format!("--hash-offset={ext4_bytes}"))
+        .arg(format!("--data-blocks={}", ext4_bytes / 4096))
+        .arg(image)
+        .arg(image)
+        .output()
+        .expect("veritysetup (cryptsetup-bin; make qemu-deps installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    serde_json::json!({"Ext4SizeInBytes": ext4_bytes, "Version": 1, "Algorithm": "sha256",
+        "SuperBlock": true, "RootDigest": field("Root hash:"), "Salt": field("Salt:"),
+        "BlockSize": 4096})
+}
+
+/// Several layer images packed into one file at 4 MiB-aligned offsets, as the host packs
+/// layers into one multi-mapped VPMem device; returns each layer's (offset, size).
+fn pack(dir: &Path, layers: &[&Path]) -> (std::path::PathBuf, Vec<(u64, u64)>) {
+    let mut packed = Vec::new();
+    let mut at = Vec::new();
+    for layer in layers {
+        packed.resize(packed.len().next_multiple_of(4 << 20) + (4 << 20), 0);
+        let bytes = std::fs::read(layer).unwrap();
+        let offset = packed.len() as u64;
+        packed.extend_from_slice(&bytes);
+        at.push((offset, bytes.len() as u64));
+    }
+    packed.resize(packed.len().next_multiple_of(4 << 20), 0);
+    let path = dir.join("packed.img");
+    std::fs::write(&path, packed).unwrap();
+    (path, at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verity_multi_mapped_vpmem_and_scsi_hotplug_on_uevents() {
+    use gcs::protocol::messages::ModifySettingRequest;
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let base = ext4_image(
+        work.path(),
+        "base.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let verity = verity_format(&base);
+    // The same layer with one byte of its filesystem changed after hashing.
+    let corrupt = work.path().join("corrupt.img");
+    let mut bytes = std::fs::read(&base).unwrap();
+    bytes[1024 + 120] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let mut trees = Vec::new();
+    for name in ["one", "two"] {
+        let tree = work.path().join(name);
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/layer.txt"), format!("layer {name}\n")).unwrap();
+        trees.push(ext4_image(
+            work.path(),
+            &format!("{name}.ext4"),
+            Some(&tree),
+            "2M",
+        ));
+    }
+    let (packed, at) = pack(work.path(), &[&trees[0], &trees[1]]);
+
+    let mut cfg = config();
+    cfg.pmem = vec![base.clone(), packed, corrupt];
+    let mut uvm = Uvm::boot(&cfg).await.unwrap();
+    let ports = StdioPorts::default();
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    let call = |resource: &'static str, request: &'static str, settings: serde_json::Value| {
+        let c = &uvm.client;
+        let m = modify(resource, request, settings);
+        async move {
+            c.modify_settings(NULL_CONTAINER_ID, m)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    };
+
+    // Which /dev/pmem<N> is which image: the images lie at ascending addresses.
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "for p in /sys/block/pmem*; do echo ${p#*pmem} $(cat $p/device/resource); done",
+        ],
+        None,
+        false,
+    )
+    .await;
+    let mut by_address: Vec<(u64, u32)> = out
+        .lines()
+        .map(|l| {
+            let (n, addr) = l.split_once(' ').unwrap();
+            (
+                u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap(),
+                n.parse().unwrap(),
+            )
+        })
+        .collect();
+    by_address.sort_unstable();
+    let [base_dev, packed_dev, corrupt_dev] = [by_address[0].1, by_address[1].1, by_address[2].1];
+
+    // A verity-protected VPMem layer.
+    call(
+        "VPMemDevice",
+        "Add",
+        json!({"DeviceNumber": base_dev, "MountPath": "/run/layers/p0", "VerityInfo": verity}),
+    )
+    .await
+    .unwrap();
+    // Two layers packed in one device, each mapped by dm-linear.
+    let mut mapped = Vec::new();
+    for (offset, size) in &at {
+        let path = format!("/run/layers/p1-{offset}-{size}");
+        call(
+            "VPMemDevice",
+            "Add",
+            json!({"DeviceNumber": packed_dev, "MountPath": path,
+            "MappingInfo": {"DeviceOffsetInBytes": offset, "DeviceSizeInBytes": size}}),
+        )
+        .await
+        .unwrap();
+        mapped.push(path);
+    }
+    let digest = verity["RootDigest"].as_str().unwrap();
+    let script = format!(
+        "cat {0}/etc/layer.txt {1}/etc/layer.txt; /run/layers/p0/bin/busybox echo verified; \
+         grep -c ' /run/layers/' /proc/mounts; grep ' /run/layers/' /proc/mounts | grep -c dax; ls /dev/mapper",
+        mapped[0], mapped[1]
+    );
+    let (out, code) = run(&uvm, &ports, &["sh", "-c", &script], None, false).await;
+    assert_eq!(code, 0, "{out}");
+    let mut names: Vec<String> = vec![
+        "control".into(),
+        format!("dm-linear-pmem{packed_dev}-{}-{}", at[0].0, at[0].1),
+        format!("dm-linear-pmem{packed_dev}-{}-{}", at[1].0, at[1].1),
+        format!("dm-verity-pmem{base_dev}-{digest}"),
+    ];
+    names.sort();
+    assert_eq!(
+        out,
+        // QEMU's label-less NVDIMMs are raw namespaces, which have no DAX (queue/dax is 0):
+        // the agent mounts without it rather than failing.
+        format!(
+            "layer one\nlayer two\nverified\n3\n0\n{}\n",
+            names.join("\n")
+        )
+    );
+
+    // A corrupted layer and a wrong digest: clear errors, nothing left behind.
+    let err = call(
+        "VPMemDevice",
+        "Add",
+        json!({"DeviceNumber": corrupt_dev, "MountPath": "/run/layers/p2", "VerityInfo": verity}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("mount VPMem layer on"), "{err}");
+    let mut wrong = verity.clone();
+    wrong["RootDigest"] = json!("00".repeat(32));
+    let err = call(
+        "VPMemDevice",
+        "Add",
+        json!({"DeviceNumber": base_dev, "MountPath": "/run/layers/p3", "VerityInfo": wrong}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("mount VPMem layer on"), "{err}");
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &["sh", "-c", "ls /dev/mapper | wc -l; ls /run/layers"],
+        None,
+        false,
+    )
+    .await;
+    let mut expected_dirs = [
+        "p0".to_string(),
+        mapped[0].trim_start_matches("/run/layers/").to_string(),
+        mapped[1].trim_start_matches("/run/layers/").to_string(),
+    ];
+    expected_dirs.sort();
+    assert_eq!(out, format!("4\n{}\n", expected_dirs.join("\n")));
+
+    // SCSI: the Add is sent first and waits; the disk is hot-added a second later and the
+    // agent is woken by the kernel's uevents. Read-only with verity.
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .unwrap();
+    while uvm.log.try_recv().is_ok() {}
+    let add = call(
+        "MappedVirtualDisk",
+        "Add",
+        json!({"MountPath": "/run/mounts/scsi/m0", "Lun": 1, "ReadOnly": true,
+               "Options": ["ro"], "VerityInfo": verity}),
+    );
+    let plug = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        qmp.add_scsi_disk(&base, 1, true).await.unwrap();
+    };
+    let (added, ()) = tokio::join!(add, plug);
+    added.unwrap();
+    // The log stream runs behind the bridge: give it a moment.
+    let appeared = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = uvm.log.recv().await.unwrap();
+            if line.contains("device appeared") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the agent logs how it found the disk");
+    let event: serde_json::Value = serde_json::from_str(&appeared).unwrap();
+    assert!(event["uevents"].as_u64().unwrap() > 0, "{appeared}");
+    assert!(event["waited_ms"].as_u64().unwrap() >= 900, "{appeared}");
+    let (out, code) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "/run/mounts/scsi/m0/bin/busybox echo scsi verified; grep -c dm-verity-scsi-contr0-lun1-p0 /proc/mounts",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("scsi verified\n1\n", 0));
+
+    // Overlay over the verity and linear layers; a layer under it cannot go.
+    let root = "/run/gcs/c/vm-st/rootfs";
+    call(
+        "CombinedLayers",
+        "Add",
+        json!({"ContainerID": "vm-st", "ContainerRootPath": root,
+        "Layers": [{"Path": mapped[1]}, {"Path": "/run/layers/p0"}],
+        "ScratchPath": "/run/gcs/c/vm-st/scratch/vm-st"}),
+    )
+    .await
+    .unwrap();
+    let err = call(
+        "VPMemDevice",
+        "Remove",
+        json!({"MountPath": "/run/layers/p0"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("still used by the container rootfs"), "{err}");
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &["cat", &format!("{root}/etc/layer.txt")],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "layer two\n");
+
+    // Teardown in the host's order; the disk is ejected by the guest, then unplugged.
+    call(
+        "CombinedLayers",
+        "Remove",
+        json!({"ContainerRootPath": root}),
+    )
+    .await
+    .unwrap();
+    for path in mapped
+        .iter()
+        .chain(std::iter::once(&"/run/layers/p0".to_string()))
+    {
+        call("VPMemDevice", "Remove", json!({"MountPath": path}))
+            .await
+            .unwrap();
+    }
+    call(
+        "MappedVirtualDisk",
+        "Remove",
+        json!({"MountPath": "/run/mounts/scsi/m0", "Lun": 1, "ReadOnly": true}),
+    )
+    .await
+    .unwrap();
+    call("SCSIDevice", "Remove", json!({"Lun": 1}))
+        .await
+        .unwrap();
+    qmp.remove_scsi_disk(1).await.unwrap();
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "ls /dev/mapper; find /run/layers /run/mounts/scsi -mindepth 1 | wc -l; ls /sys/class/block | grep -c sd",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "control\n0\n0\n");
     assert!(uvm.shutdown().await.unwrap().success());
 }

@@ -34,7 +34,9 @@ pub fn busybox_tree(dir: &Path) -> io::Result<PathBuf> {
 /// given, empty otherwise.
 pub fn ext4_image(image: &Path, tree: Option<&Path>, size: &str) -> io::Result<()> {
     let mut cmd = Command::new("mkfs.ext4");
-    cmd.args(["-q", "-F"]);
+    // 4 KiB blocks, as hcsshim's layer tools make them: dm-verity's sectors are that large
+    // and DAX needs a page-sized block.
+    cmd.args(["-q", "-F", "-b", "4096"]);
     if let Some(t) = tree {
         cmd.arg("-d").arg(t);
     }

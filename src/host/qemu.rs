@@ -25,8 +25,10 @@ pub struct UvmConfig {
     pub kernel_args: Vec<String>,
     /// Give up when the bridge is not connected by then (TCG under load is slow).
     pub boot_timeout: Duration,
-    /// Images attached as NVDIMMs at boot (`/dev/pmem0`, `/dev/pmem1`, ...), the VPMem devices
-    /// of a Hyper-V host. Sizes must be multiples of 2 MiB.
+    /// Images attached as NVDIMMs at boot: the VPMem devices of a Hyper-V host. They lie at
+    /// ascending guest-physical addresses in this order, but with more than one the guest's
+    /// `/dev/pmem<N>` numbering need not follow it (regions are numbered as probed); a test
+    /// that needs the mapping reads `/sys/block/pmem*/device/resource`.
     pub pmem: Vec<PathBuf>,
 }
 

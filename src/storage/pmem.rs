@@ -96,7 +96,6 @@ fn linear_target(
 
 /// DAX needs a capable device and a filesystem block the size of a page.
 fn dax_possible(dev: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
     let Ok(meta) = std::fs::metadata(dev) else {
         return false;
     };
@@ -104,13 +103,7 @@ fn dax_possible(dev: &Path) -> bool {
     let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
     let capable = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/queue/dax"))
         .is_ok_and(|s| s.trim() == "1");
-    // ext4 superblock: s_log_block_size at byte 24 of the superblock at 1024.
-    let block_4k = std::fs::File::open(dev).is_ok_and(|mut f| {
-        let mut log = [0u8; 4];
-        f.seek(SeekFrom::Start(1024 + 24)).is_ok()
-            && f.read_exact(&mut log).is_ok()
-            && u32::from_le_bytes(log) == 2
-    });
+    let block_4k = super::verity::ext4_block_size(dev) == Some(4096);
     capable && block_4k
 }
 

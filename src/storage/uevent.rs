@@ -97,12 +97,14 @@ impl Uevents {
     ) -> Result<T, WaitError<E>> {
         let start = Instant::now();
         let mut warned = false;
+        let mut looks = 0u32;
         loop {
+            looks += 1;
             if let Some(found) = probe().map_err(WaitError::Probe)? {
-                if self.seen > 0 || !start.elapsed().is_zero() {
+                if looks > 1 {
                     tracing::info!(
                         device = what,
-                        waited_ms = start.elapsed().as_millis(),
+                        waited_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
                         uevents = self.seen,
                         "device appeared"
                     );

@@ -87,8 +87,32 @@ impl VerityInfo {
 
     /// Stacks a read-only verity device named `name` on `dev`.
     pub fn open(&self, name: &str, dev: &Path) -> Result<Device, StorageError> {
-        devmapper::create(name, &[self.target(dev)?], true, false)
+        let target = self.target(dev)?;
+        // The verity device's sectors are BlockSize bytes: a filesystem with smaller blocks
+        // cannot be mounted on it, and the kernel would only say EINVAL.
+        if let Some(fs_block) = ext4_block_size(dev) {
+            if i64::from(fs_block) < self.block_size {
+                return Err(StorageError::Invalid(format!(
+                    "the ext4 block size on {} ({fs_block}) is smaller than the verity BlockSize ({})",
+                    dev.display(),
+                    self.block_size
+                )));
+            }
+        }
+        devmapper::create(name, &[target], true, false)
     }
+}
+
+/// The block size of the ext4 filesystem on `dev`, if there is one.
+pub fn ext4_block_size(dev: &Path) -> Option<u32> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(dev).ok()?;
+    let mut sb = [0u8; 60];
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut sb).ok()?;
+    let magic = u16::from_le_bytes([sb[56], sb[57]]);
+    let log = u32::from_le_bytes([sb[24], sb[25], sb[26], sb[27]]);
+    (magic == 0xEF53 && log <= 6).then(|| 1024 << log)
 }
 
 #[cfg(test)]
