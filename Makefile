@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps run bench-uvm test deps fmt-check clippy unit bench clean
+.PHONY: all build image test-image qemu-deps run bench-uvm bench-storage test deps fmt-check clippy unit bench clean
 
 all: build
 
@@ -67,6 +67,10 @@ bench: deps build
 # The utility VM under TCG: boot milestones, container start, guest RSS, image sizes.
 bench-uvm: image test-image
 	$(CARGO) bench --bench uvm_boot
+
+# Storage requests: a loop-device VPMem layer on this machine and SCSI hot-add in QEMU. Root.
+bench-storage: test-image
+	$(CARGO) bench --bench storage
 
 clean:
 	rm -rf out

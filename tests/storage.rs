@@ -12,55 +12,16 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Agent;
+use common::{Agent, Loop};
 use gcs::protocol::messages::{
     ContainerSettings, ModifySettingRequest, ProcessParameters, SchemaVersion,
     VsockStdioRelaySettings,
 };
 use gcs::protocol::{INFINITE_WAIT, NULL_CONTAINER_ID};
 use serde_json::{json, Value};
-
-/// A loop device over an image, detached on drop.
-#[derive(Debug)]
-pub struct Loop {
-    pub dev: PathBuf,
-}
-
-impl Loop {
-    pub fn attach(image: &Path, read_only: bool) -> Loop {
-        let mut cmd = Command::new("losetup");
-        cmd.args(["-f", "--show"]);
-        if read_only {
-            cmd.arg("-r");
-        }
-        let out = cmd.arg(image).output().unwrap();
-        assert!(out.status.success(), "losetup: {out:?}");
-        Loop {
-            dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
-        }
-    }
-
-    /// `name=major:minor` for the sandbox's private /dev.
-    pub fn node(&self, name: &str) -> String {
-        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
-        format!(
-            "{name}={}:{}",
-            nix::sys::stat::major(rdev),
-            nix::sys::stat::minor(rdev)
-        )
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
 
 fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
     ModifySettingRequest {

@@ -147,11 +147,23 @@ pub fn wait_for_device(
                 return Ok(None);
             };
             let dev = Path::new("/dev").join(&name);
-            // The node can appear before the disk's capacity is read; until then reads see
-            // nothing.
+            // The node can appear before the disk's capacity is read (reads see nothing) and
+            // before the disk is live (open fails with ENXIO, as spec §5.1 step 5 notes). The
+            // kernel announces the disk ("add") only once it is live.
             let size = std::fs::read_to_string(sys.join("class/block").join(&name).join("size"))
                 .unwrap_or_default();
-            Ok((dev.exists() && size.trim().parse::<u64>().is_ok_and(|s| s > 0)).then_some(dev))
+            if !size.trim().parse::<u64>().is_ok_and(|s| s > 0) {
+                return Ok(None);
+            }
+            match std::fs::File::open(&dev) {
+                Ok(_) => Ok(Some(dev)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENXIO)) => Ok(None),
+                Err(source) => Err(StorageError::Io {
+                    what: "open",
+                    path: dev,
+                    source,
+                }),
+            }
         })
         .map_err(|e| match e {
             WaitError::Probe(e) => e,
@@ -160,13 +172,13 @@ pub fn wait_for_device(
 }
 
 /// The filesystem on `dev`, by superblock magic (only ext4 is recognised, as the original).
-fn detect_filesystem(dev: &Path) -> Option<&'static str> {
+fn detect_filesystem(dev: &Path) -> std::io::Result<Option<&'static str>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(dev).ok()?;
-    f.seek(SeekFrom::Start(1024 + 56)).ok()?;
+    let mut f = std::fs::File::open(dev)?;
+    f.seek(SeekFrom::Start(1024 + 56))?;
     let mut magic = [0u8; 2];
-    f.read_exact(&mut magic).ok()?;
-    (u16::from_le_bytes(magic) == 0xEF53).then_some("ext4")
+    f.read_exact(&mut magic)?;
+    Ok((u16::from_le_bytes(magic) == 0xEF53).then_some("ext4"))
 }
 
 fn propagation(option: &str) -> Option<MsFlags> {
@@ -274,10 +286,14 @@ fn mount_disk(
         });
     }
     // As the original: a first failed detection is retried after 500 ms.
-    let detected = detect_filesystem(dev).or_else(|| {
-        std::thread::sleep(Duration::from_millis(500));
-        detect_filesystem(dev)
-    });
+    let detected = match detect_filesystem(dev) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(device = %dev.display(), error = %e, "reading the superblock failed; retrying in 500 ms");
+            std::thread::sleep(Duration::from_millis(500));
+            detect_filesystem(dev).ok().flatten()
+        }
+    };
     let fstype = match (disk.filesystem.as_str(), detected) {
         ("", Some(fs)) => fs.to_string(),
         ("", None) => {

@@ -9,6 +9,7 @@
 )]
 #![allow(dead_code)]
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -431,4 +432,41 @@ pub async fn add_rootfs(client: &BridgeClient, id: &str, layer: &str) {
         .modify_settings(gcs::protocol::NULL_CONTAINER_ID, request)
         .await
         .unwrap();
+}
+
+/// A loop device over an image, detached on drop.
+#[derive(Debug)]
+pub struct Loop {
+    pub dev: PathBuf,
+}
+
+impl Loop {
+    pub fn attach(image: &Path, read_only: bool) -> Loop {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["-f", "--show"]);
+        if read_only {
+            cmd.arg("-r");
+        }
+        let out = cmd.arg(image).output().unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        Loop {
+            dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
+        }
+    }
+
+    /// `name=major:minor` for the sandbox's private /dev.
+    pub fn node(&self, name: &str) -> String {
+        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
+        format!(
+            "{name}={}:{}",
+            nix::sys::stat::major(rdev),
+            nix::sys::stat::minor(rdev)
+        )
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
 }
