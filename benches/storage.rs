@@ -4,6 +4,7 @@
 //! 2. in the QEMU utility VM (TCG): a SCSI disk hot-added over QMP and then requested
 //!    (`MappedVirtualDisk` Add: device discovery by uevents + mount), against the same Add for a
 //!    disk that is already present (mount only), and the Remove + eject.
+//!
 //! Medians of 20 (host) and 12 (QEMU). Run with `make bench-storage` (needs `make test-image`).
 
 #![allow(

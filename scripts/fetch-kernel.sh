@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Fetches Debian's cloud kernel (the ABI package the metapackage points at today), unpacks it
+# Fetches Debian's kernel (the ABI package the metapackage points at today), unpacks it
 # under OUT (default out/kernel), extracts the uncompressed vmlinux (boots ~1 s faster than the
 # bzImage under TCG) and keeps the modules the QEMU guest needs. Cached: does nothing when
 # OUT/vmlinux exists.
 set -euo pipefail
 out=${1:-out/kernel}
+# The kernel metapackage: Debian's generic one carries 9p (Plan9 shares), the cloud one does not.
+meta=${2:-linux-image-amd64}
 [ -f "$out/vmlinux" ] && exit 0
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -13,35 +15,57 @@ chmod 0755 "$work"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 apt-get update -q >/dev/null 2>&1 || true
-meta=linux-image-cloud-amd64
 pkg=$(apt-cache depends "$meta" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$pkg" ] || { echo "cannot resolve $meta" >&2; exit 1; }
 apt-get download "$pkg" >/dev/null
 dpkg -x ./*.deb root
 vmlinuz=$(ls root/boot/vmlinuz-*)
 release=${vmlinuz##*/vmlinuz-}
-# vmlinuz is a bzImage with an LZ4 payload: find the LZ4 frame magic and decompress from there.
-offset=$(grep -obUaP '\x02\x21\x4c\x18' "$vmlinuz" | head -1 | cut -d: -f1)
-[ -n "$offset" ] || { echo "no LZ4 payload in $vmlinuz" >&2; exit 1; }
-tail -c +"$((offset + 1))" "$vmlinuz" | lz4 -dc -l > vmlinux 2>/dev/null || true
+# vmlinuz is a bzImage with a compressed payload (LZ4 in the cloud flavour, XZ in the generic
+# one): find the frame magic and decompress from there (trailing bytes are ignored).
+# XZ's six-byte magic is looked for first: LZ4's four bytes can occur by chance in XZ data.
+magic_at() { LC_ALL=C grep -obUaP "$1" "$vmlinuz" | head -1 | cut -d: -f1 || true; }
+offset=$(magic_at '\xfd7zXZ\x00')
+if [ -n "$offset" ]; then
+    tail -c +"$((offset + 1))" "$vmlinuz" | xz -dc --single-stream > vmlinux 2>/dev/null || true
+else
+    offset=$(magic_at '\x02\x21\x4c\x18')
+    [ -n "$offset" ] || { echo "no XZ or LZ4 payload in $vmlinuz" >&2; exit 1; }
+    tail -c +"$((offset + 1))" "$vmlinuz" | lz4 -dc -l > vmlinux 2>/dev/null || true
+fi
 file vmlinux | grep -q ELF || { echo "vmlinux extraction failed" >&2; exit 1; }
 mkdir -p "$out"
 modules="virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci vsock
 vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport scsi_common scsi_mod virtio_scsi
 sd_mod overlay reed_solomon dm-mod dm-bufio dm-verity libnvdimm nd_btt nd_pmem nfit nd_virtio
-virtio_pmem pvpanic pvpanic-mmio virtio_blk"
+virtio_pmem pvpanic pvpanic-mmio virtio_blk ext4 crc32c_generic sha256_generic netfs fscache 9pnet 9pnet_fd 9p"
 moddir="$out/modules/lib/modules/$release"
 mkdir -p "$moddir"
-for m in $modules; do
-    f=$(find "root/lib/modules/$release" -name "$m.ko" -o -name "$m.ko.xz" | head -1)
-    if [ -z "$f" ]; then
-        echo "module $m not in $pkg (built in?)" >&2
-        continue
-    fi
-    case "$f" in
-        *.xz) xz -dc "$f" > "$moddir/$m.ko" ;;
-        *) cp "$f" "$moddir/" ;;
-    esac
+# Each module and, transitively, what its .modinfo says it depends on (the package has no
+# modules.dep; depmod makes that at install time).
+while [ -n "$modules" ]; do
+    next=""
+    for m in $modules; do
+        [ -f "$moddir/$m.ko" ] && continue
+        f=$(find "root/lib/modules/$release" \( -name "$m.ko" -o -name "$m.ko.xz" \) | head -1)
+        if [ -z "$f" ]; then
+            # Module names use '_' and '-' interchangeably.
+            alt=$(echo "$m" | tr '_-' '-_')
+            f=$(find "root/lib/modules/$release" \( -name "$alt.ko" -o -name "$alt.ko.xz" \) | head -1)
+            [ -n "$f" ] && m=$alt
+        fi
+        if [ -z "$f" ]; then
+            echo "module $m not in $pkg (built in?)" >&2
+            continue
+        fi
+        case "$f" in
+            *.xz) xz -dc "$f" > "$moddir/$m.ko" ;;
+            *) cp "$f" "$moddir/$m.ko" ;;
+        esac
+        deps=$(strings -a "$moddir/$m.ko" | sed -n 's/^depends=//p' | head -1 | tr ',' ' ')
+        next="$next $deps"
+    done
+    modules=$next
 done
 cp vmlinux "$out/vmlinux"
 cp "$vmlinuz" "$out/vmlinuz"

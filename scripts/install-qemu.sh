@@ -25,6 +25,8 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v cpio >/dev/null || need+=(cpio)
 # veritysetup formats verity-protected test layers on the host side (never in the guest).
 command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
+# diod serves Plan9 shares to the guest in the QEMU tests.
+command -v diod >/dev/null || need+=(diod)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${need[@]}"
 fi

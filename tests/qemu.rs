@@ -913,3 +913,116 @@ async fn verity_multi_mapped_vpmem_and_scsi_hotplug_on_uevents() {
     assert_eq!(out, "control\n0\n0\n");
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+/// Serves every connection on `listener` with Debian's `diod` (a 9P2000.L server) on that
+/// connection's fds, exporting `export`. Hyper-V's own Plan9 server names shares by a counter;
+/// diod names them by path, so the share name here is the exported path.
+fn serve_plan9(listener: tokio::net::UnixListener, export: std::path::PathBuf) {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let stream = stream.into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            let fd = std::os::fd::OwnedFd::from(stream);
+            let mut child = std::process::Command::new("diod")
+                .args(["-f", "-n", "-r", "0", "-w", "1", "-L", "stderr", "-e"])
+                .arg(&export)
+                .stdin(std::process::Stdio::from(fd.try_clone().unwrap()))
+                .stdout(std::process::Stdio::from(fd))
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("diod (make qemu-deps installs it)");
+            std::thread::spawn(move || child.wait());
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan9_shares_over_vsock() {
+    use gcs::protocol::messages::ModifySettingRequest;
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let export = work.path().join("share");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("hello.txt"), "from the host\n").unwrap();
+    let uvm = Uvm::boot(&config()).await.unwrap();
+    serve_plan9(uvm.vsock().listen(564).unwrap(), export.clone());
+    let ports = StdioPorts::default();
+    let call = |request: &'static str, settings: serde_json::Value| {
+        let c = &uvm.client;
+        let m = ModifySettingRequest {
+            resource_type: "MappedDirectory".into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+        async move {
+            c.modify_settings(NULL_CONTAINER_ID, m)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let share = export.to_str().unwrap();
+    call(
+        "Add",
+        json!({"MountPath": "/run/gcs/c/p9/mounts/m0", "Port": 564, "ShareName": share}),
+    )
+    .await
+    .unwrap();
+    call("Add", json!({"MountPath": "/run/gcs/c/p9/mounts/m1", "Port": 564, "ShareName": share, "ReadOnly": true}))
+        .await
+        .unwrap();
+    let (out, code) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "cd /run/gcs/c/p9/mounts; cat m0/hello.txt; echo from the guest > m0/new.txt; \
+             cat m1/new.txt; echo nope > m1/ro.txt || echo read-only; \
+             grep -c ' /run/gcs/c/p9/mounts/m[01] 9p ' /proc/mounts",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(
+        (out.as_str(), code),
+        ("from the host\nfrom the guest\nread-only\n2\n", 0)
+    );
+    assert_eq!(
+        std::fs::read_to_string(export.join("new.txt")).unwrap(),
+        "from the guest\n"
+    );
+    assert!(!export.join("ro.txt").exists());
+
+    // No server on the port: a clear error after the bounded dial, nothing mounted.
+    let err = call(
+        "Add",
+        json!({"MountPath": "/run/gcs/c/p9/mounts/m2", "Port": 565, "ShareName": share}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("Plan9 server on port 565"), "{err}");
+    for m in ["m0", "m1"] {
+        call(
+            "Remove",
+            json!({"MountPath": format!("/run/gcs/c/p9/mounts/{m}")}),
+        )
+        .await
+        .unwrap();
+    }
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "ls /run/gcs/c/p9/mounts; grep -c 9p /proc/mounts",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "0\n");
+    assert!(uvm.shutdown().await.unwrap().success());
+}
