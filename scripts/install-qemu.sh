@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what booting the agent in QEMU needs: qemu-system-x86 from bookworm-backports (the
 # image's qemu-utils already comes from there, which breaks bookworm's own qemu-system-common),
-# lz4 (the cloud kernel's vmlinuz is LZ4), e2fsprogs, busybox-static, and vhost-device-vsock
+# lz4 and xz (vmlinuz payloads), e2fsprogs, busybox-static, and vhost-device-vsock
 # (hybrid vsock over Unix sockets) from crates.io. Idempotent, non-interactive.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -20,6 +20,8 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 need=()
 command -v lz4 >/dev/null || need+=(lz4)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v strings >/dev/null || need+=(binutils)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)

@@ -1,5 +1,5 @@
 //! End to end in a real VM: the agent boots as PID 1 of a QEMU utility VM (TCG, vsock served by
-//! vhost-device-vsock on Unix sockets) from `out/test-initrd.img` and Debian's cloud kernel
+//! vhost-device-vsock on Unix sockets) from `out/test-initrd.img` and Debian's generic 6.1 kernel
 //! (`make test-image` builds both; `make test` does that first), and a host drives it.
 #![allow(
     clippy::unwrap_used,
