@@ -427,6 +427,65 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         .unwrap();
         qmp.remove_scsi_disk(lun).await.unwrap();
     }
+    // An encrypted scratch: dm-crypt under a key that never leaves the guest, formatted in
+    // process; what reaches the host's image is ciphertext.
+    let secret = work.path().join("secret.img");
+    std::fs::File::create(&secret)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    qmp.add_scsi_disk(&secret, 4, false).await.unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "MappedVirtualDisk",
+            "Add",
+            json!({"MountPath": "/run/mounts/scsi/m4", "Lun": 4, "Encrypted": true}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (out, code) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 64); do echo plaintext-marker-7f3a; done > /run/mounts/scsi/m4/s.txt;              sync; grep -c plaintext-marker-7f3a /run/mounts/scsi/m4/s.txt;              grep -c '^/dev/mapper/dm-crypt-scsi-contr0-lun4-p0 /run/mounts/scsi/m4 ext4' /proc/mounts",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("64\n1\n", 0));
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "MappedVirtualDisk",
+            "Remove",
+            json!({"MountPath": "/run/mounts/scsi/m4", "Lun": 4}),
+        ),
+    )
+    .await
+    .unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify("SCSIDevice", "Remove", json!({"Lun": 4})),
+    )
+    .await
+    .unwrap();
+    qmp.remove_scsi_disk(4).await.unwrap();
+    let (out, _) = run(&uvm, &ports, &["ls", "/dev/mapper"], None, false).await;
+    assert_eq!(out, "control\n", "the crypt device is gone");
+    let image = std::fs::read(&secret).unwrap();
+    assert!(image.iter().any(|&b| b != 0), "something was written");
+    assert!(
+        !image
+            .windows(b"plaintext-marker".len())
+            .any(|w| w == b"plaintext-marker"),
+        "plaintext reached the host's image"
+    );
+
     // A disk that never appears is a clear error within the deadline, not a hang.
     let err = c
         .modify_settings(

@@ -126,6 +126,12 @@ async fn vpmem_layers_are_counted_overlaid_and_protected_while_used() {
     assert!(rootfs.join("bin/busybox").exists());
     let mut spec = common::trace_spec(&["sleep", "1000"]);
     spec["root"]["path"] = json!(root);
+    // The top layer is also bind-mounted into the container, as a host does with a volume.
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/mnt/p1",
+        "type": "bind", "source": "/run/layers/p1", "options": ["rbind", "ro"]}));
     agent
         .client
         .create_container(
@@ -150,7 +156,7 @@ async fn vpmem_layers_are_counted_overlaid_and_protected_while_used() {
         .await
         .unwrap();
 
-    // While it runs: neither its rootfs nor a layer under it can be removed.
+    // While it runs: neither its rootfs nor the layer bind-mounted into it can be removed.
     let err = call(
         &agent,
         "CombinedLayers",
@@ -168,7 +174,7 @@ async fn vpmem_layers_are_counted_overlaid_and_protected_while_used() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("still used by the container rootfs"), "{err}");
+    assert!(err.contains("still used by the running container"), "{err}");
     assert!(
         rootfs.join("etc/layer.txt").exists(),
         "nothing was unmounted"
@@ -183,6 +189,16 @@ async fn vpmem_layers_are_counted_overlaid_and_protected_while_used() {
             .unwrap(),
         137
     );
+    // Exited, but its rootfs overlay still reads through the layer.
+    let err = call(
+        &agent,
+        "VPMemDevice",
+        "Remove",
+        json!({"DeviceNumber": 1, "MountPath": "/run/layers/p1"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("still used by the container rootfs"), "{err}");
     call(
         &agent,
         "CombinedLayers",
@@ -318,8 +334,8 @@ async fn bad_storage_requests_get_errors_and_leave_nothing_behind() {
         (
             "MappedVirtualDisk",
             "Add",
-            json!({"MountPath": "/run/mounts/scsi/m0", "Encrypted": true}),
-            "encrypted SCSI disks",
+            json!({"MountPath": "/run/mounts/scsi/m0", "Encrypted": true, "ReadOnly": true}),
+            "an encrypted disk is a fresh read-write ext4 scratch",
         ),
         (
             "MappedDirectory",

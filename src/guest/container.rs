@@ -169,6 +169,8 @@ pub struct Container {
     pub bundle: PathBuf,
     pub scratch: String,
     pub rootfs: PathBuf,
+    /// Sources of the spec's bind mounts: storage the host must not take away while it runs.
+    pub mount_sources: Vec<PathBuf>,
     pub kind: Kind,
     pub sandbox_root: PathBuf,
     /// The network namespace id this container was created with (lower-cased).

@@ -276,6 +276,7 @@ impl Guest {
             bundle,
             scratch: settings.scratch_dir_path.clone(),
             rootfs,
+            mount_sources: spec::bind_sources(&spec),
             kind,
             sandbox_root,
             network_namespace: namespace,

@@ -486,6 +486,26 @@ pub fn resolve_username(process: &mut Value, rootfs: &Path) -> Result<(), GuestE
     Ok(())
 }
 
+/// Absolute sources of the spec's bind mounts (type `bind`, or a `bind`/`rbind` option).
+pub fn bind_sources(spec: &Value) -> Vec<PathBuf> {
+    let Some(mounts) = spec.get("mounts").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    mounts
+        .iter()
+        .filter(|m| {
+            m.get("type").and_then(Value::as_str) == Some("bind")
+                || m.get("options").and_then(Value::as_array).is_some_and(|o| {
+                    o.iter()
+                        .any(|o| matches!(o.as_str(), Some("bind" | "rbind")))
+                })
+        })
+        .filter_map(|m| m.get("source").and_then(Value::as_str))
+        .filter(|s| s.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::container::Container;
 use super::{Entry, Guest, GuestError};
 use crate::storage::overlay::CombinedLayers;
 use crate::storage::plan9::MappedDirectory;
@@ -23,12 +24,12 @@ pub enum StorageResource {
 }
 
 impl Guest {
-    /// The id of a container whose rootfs is `root` and whose init still runs.
-    fn container_running_on(&self, root: &Path) -> Option<String> {
+    /// The id of a running container (init not exited) for which `uses` holds.
+    fn running_container(&self, uses: impl Fn(&Container) -> bool) -> Option<String> {
         self.lock_containers()
             .values()
             .find_map(|entry| match entry {
-                Entry::Ready(c) if c.rootfs == root && !c.init.has_exited() => Some(c.id.clone()),
+                Entry::Ready(c) if !c.init.has_exited() && uses(c) => Some(c.id.clone()),
                 _ => None,
             })
     }
@@ -60,9 +61,26 @@ impl Guest {
             }
             (StorageResource::Layers(layers), false) => {
                 let root = Path::new(&layers.container_root_path);
-                if let Some(container) = self.container_running_on(root) {
+                if let Some(container) = self.running_container(|c| c.rootfs == root) {
                     return Err(GuestError::Storage(StorageError::ContainerRunning {
                         path: root.into(),
+                        container,
+                    }));
+                }
+            }
+            (
+                StorageResource::Disk(MappedVirtualDisk { mount_path, .. })
+                | StorageResource::Pmem(VpmemDevice { mount_path, .. })
+                | StorageResource::Share(MappedDirectory { mount_path, .. }),
+                false,
+            ) if !mount_path.is_empty() => {
+                // A disk, layer or share bind-mounted into a running container stays.
+                let path = Path::new(mount_path);
+                if let Some(container) =
+                    self.running_container(|c| c.mount_sources.iter().any(|s| s.starts_with(path)))
+                {
+                    return Err(GuestError::Storage(StorageError::ContainerRunning {
+                        path: path.into(),
                         container,
                     }));
                 }

@@ -7,6 +7,7 @@
 //! resource added twice is counted, not mounted twice), the device-mapper devices under it,
 //! and which overlays use it, so that a layer under a live rootfs is never unmounted.
 
+pub mod crypt;
 pub mod devmapper;
 pub mod mkfs;
 pub mod overlay;
@@ -42,7 +43,7 @@ pub enum StorageError {
         kind: &'static str,
         existing: String,
     },
-    #[error("the rootfs {path:?} is still used by the running container {container:?}")]
+    #[error("{path:?} is still used by the running container {container:?}")]
     ContainerRunning { path: PathBuf, container: String },
     #[error("no {kind} was added at {path:?}")]
     NotAdded { path: PathBuf, kind: &'static str },

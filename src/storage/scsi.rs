@@ -207,17 +207,18 @@ fn identity(disk: &MappedVirtualDisk) -> String {
         disk.verity_info
             .as_ref()
             .map(|v| format!(" verity {}", v.root_digest))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + if disk.encrypted { " encrypted" } else { "" },
     )
 }
 
 /// `MappedVirtualDisk` Add: wait for the disk, then mount (or link) it at `MountPath`.
 pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageError> {
-    if disk.encrypted {
-        return Err(StorageError::Invalid(
-            "encrypted SCSI disks (dm-crypt with a LUKS2 header) are not supported by this agent"
-                .into(),
-        ));
+    if disk.encrypted && (disk.read_only || !matches!(disk.filesystem.as_str(), "" | "ext4")) {
+        return Err(StorageError::Invalid(format!(
+            "an encrypted disk is a fresh read-write ext4 scratch (ReadOnly {}, Filesystem {:?})",
+            disk.read_only, disk.filesystem
+        )));
     }
     if disk.verity_info.is_some() && !disk.read_only {
         return Err(StorageError::Invalid(
@@ -246,7 +247,23 @@ pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageErr
             source = verity.open(&name, &dev)?.path;
             made.mapped.push(name);
         }
-        let mounted = mount_disk(disk, &source, target, &mut made);
+        let mut disk = disk.clone();
+        if disk.encrypted {
+            let name = format!(
+                "dm-crypt-scsi-contr{}-lun{}-p{}",
+                disk.controller, disk.lun, disk.partition
+            );
+            source = super::crypt::open(&name, &dev)?.path;
+            made.mapped.push(name);
+            // A new key makes the old contents noise: always format.
+            if let Err(e) = super::mkfs::format(&source, "ext4") {
+                let _ = devmapper::remove(&made.mapped[0]);
+                return Err(e);
+            }
+            disk.filesystem = "ext4".into();
+            disk.ensure_filesystem = false;
+        }
+        let mounted = mount_disk(&disk, &source, target, &mut made);
         if mounted.is_err() {
             for name in &made.mapped {
                 let _ = devmapper::remove(name);
