@@ -99,6 +99,15 @@ async fn vpmem_layers_are_counted_overlaid_and_protected_while_used() {
     .await
     .unwrap_err();
     assert!(err.contains("already mounted from a different"), "{err}");
+    let err = call(
+        &agent,
+        "VPMemDevice",
+        "Add",
+        json!({"MountPath": "/run/layers"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("would cover"), "{err}");
     assert_eq!(
         mountinfo(&agent).matches(" /run/layers/p0 ").count(),
         1,
@@ -275,13 +284,33 @@ async fn bad_storage_requests_get_errors_and_leave_nothing_behind() {
             "VPMemDevice",
             "Add",
             json!({"MountPath": "/run/../etc/p0"}),
-            "must be absolute, normalised and under /run",
+            "must be absolute, normalised and below /run",
         ),
         (
             "VPMemDevice",
             "Add",
             json!({"MountPath": "/etc/p0"}),
-            "under /run",
+            "below /run",
+        ),
+        (
+            "VPMemDevice",
+            "Add",
+            json!({"MountPath": "/run"}),
+            "below /run",
+        ),
+        (
+            "CombinedLayers",
+            "Add",
+            json!({"ContainerID": "x", "ContainerRootPath": "/run/gcs/c/x/rootfs",
+                   "Layers": [{"Path": "/run/layers/p0"}], "ScratchPath": "/run/s,lowerdir=/:/run/z"}),
+            "contains ',', ':' or",
+        ),
+        (
+            "CombinedLayers",
+            "Add",
+            json!({"ContainerID": "x", "ContainerRootPath": "/run/gcs/rootfs",
+                   "Layers": [{"Path": "/run/layers/p0"}], "ScratchPath": "/run/scratch/x"}),
+            "too close to /run",
         ),
         (
             "VPMemDevice",

@@ -160,7 +160,15 @@ pub fn create(
     secure: bool,
 ) -> Result<Device, StorageError> {
     let mut buf = header(name, 0, 0)?;
-    run(DEV_CREATE, "create", name, &mut buf)?;
+    if let Err(e) = run(DEV_CREATE, "create", name, &mut buf) {
+        // A device of that name left by an earlier teardown that could not finish (removal
+        // deferred while it was open): remove it if it is free now, and try once more.
+        if !is_errno(&e, Errno::EBUSY) || remove(name).is_err() {
+            return Err(e);
+        }
+        buf = header(name, 0, 0)?;
+        run(DEV_CREATE, "create", name, &mut buf)?;
+    }
     let made = (|| {
         let (major, minor) = answered_dev(&buf);
         let payload = table_payload(targets)?;
@@ -181,15 +189,15 @@ pub fn create(
         let mut resume = header(name, 0, 0)?;
         run(DEV_SUSPEND, "resume", name, &mut resume)?;
         let path = Path::new("/dev/mapper").join(name);
-        match mknod(
+        // A stale node of that name may point at another device: replace it.
+        let _ = std::fs::remove_file(&path);
+        mknod(
             &path,
             SFlag::S_IFBLK,
             Mode::from_bits_truncate(0o600),
             makedev(major, minor),
-        ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(error("make node of", name, e)),
-        }
+        )
+        .map_err(|e| error("make node of", name, e))?;
         Ok(Device {
             name: name.to_string(),
             path,
@@ -204,17 +212,23 @@ pub fn create(
 /// Removes device `name` and its node. A device still open (a lazy unmount not yet finished)
 /// is marked for deferred removal, which the kernel completes when it is closed.
 pub fn remove(name: &str) -> Result<(), StorageError> {
-    let _ = std::fs::remove_file(Path::new("/dev/mapper").join(name));
     let mut buf = header(name, 0, 0)?;
-    match run(DEV_REMOVE, "remove", name, &mut buf) {
-        Err(StorageError::Io { source, .. })
-            if source.raw_os_error() == Some(Errno::EBUSY as i32) =>
-        {
+    let removed = match run(DEV_REMOVE, "remove", name, &mut buf) {
+        Err(e) if is_errno(&e, Errno::EBUSY) => {
             let mut deferred = header(name, DEFERRED_REMOVE, 0)?;
             run(DEV_REMOVE, "remove (deferred)", name, &mut deferred)
         }
         other => other,
+    };
+    // The node goes only with the device (a device that stays keeps its node).
+    if removed.is_ok() || removed.as_ref().is_err_and(|e| is_errno(e, Errno::ENXIO)) {
+        let _ = std::fs::remove_file(Path::new("/dev/mapper").join(name));
     }
+    removed
+}
+
+fn is_errno(e: &StorageError, errno: Errno) -> bool {
+    matches!(e, StorageError::Io { source, .. } if source.raw_os_error() == Some(errno as i32))
 }
 
 #[cfg(test)]

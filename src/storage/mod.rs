@@ -18,13 +18,14 @@ pub mod uevent;
 pub mod verity;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Errors of storage operations, with the paths involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("path {0:?} must be absolute, normalised and under /run")]
+    #[error("path {0:?} must be absolute, normalised and below /run")]
     HostilePath(PathBuf),
     #[error("{what} {path:?}")]
     Io {
@@ -45,6 +46,8 @@ pub enum StorageError {
     },
     #[error("{path:?} is still used by the running container {container:?}")]
     ContainerRunning { path: PathBuf, container: String },
+    #[error("{0:?} is still being added")]
+    Busy(PathBuf),
     #[error("no {kind} was added at {path:?}")]
     NotAdded { path: PathBuf, kind: &'static str },
 }
@@ -56,7 +59,9 @@ pub fn checked_path<'a>(path: &'a Path, extra_roots: &[PathBuf]) -> Result<&'a P
         && path
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    let allowed = path.starts_with("/run") || extra_roots.iter().any(|r| path.starts_with(r));
+    // Strictly below /run: a mount on /run itself would hide every other one.
+    let allowed = (path.starts_with("/run") && path.components().count() > 2)
+        || extra_roots.iter().any(|r| path.starts_with(r) && path != r);
     if normal && allowed {
         Ok(path)
     } else {
@@ -65,9 +70,10 @@ pub fn checked_path<'a>(path: &'a Path, extra_roots: &[PathBuf]) -> Result<&'a P
 }
 
 /// Unmounts `path` repeatedly until nothing is mounted there (stacked mounts are peeled), then
-/// removes it.
+/// removes it, never crossing into another filesystem: if something is still mounted at or
+/// below it, that is an error and its contents are left alone.
 pub fn unmount_and_remove(path: &Path) -> Result<(), StorageError> {
-    for _ in 0..5 {
+    for _ in 0..8 {
         match nix::mount::umount2(path, nix::mount::MntFlags::empty()) {
             Ok(()) => continue,
             Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
@@ -80,15 +86,39 @@ pub fn unmount_and_remove(path: &Path) -> Result<(), StorageError> {
             }
         }
     }
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StorageError::Io {
-            what: "remove",
-            path: path.into(),
-            source,
-        }),
+    let parent_dev = match path.parent().map(std::fs::symlink_metadata) {
+        Some(Ok(meta)) => meta.dev(),
+        _ => return Ok(()),
+    };
+    remove_tree(path, parent_dev)
+}
+
+/// Removes `path` and what is below it, all of which must be on filesystem `dev`.
+fn remove_tree(path: &Path, dev: u64) -> Result<(), StorageError> {
+    let io = |what, source| StorageError::Io {
+        what,
+        path: path.into(),
+        source,
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("inspect", e)),
+    };
+    if meta.dev() != dev {
+        return Err(io(
+            "remove (something is still mounted there)",
+            std::io::Error::from_raw_os_error(libc::EBUSY),
+        ));
     }
+    if !meta.is_dir() {
+        return std::fs::remove_file(path).map_err(|e| io("remove", e));
+    }
+    for entry in std::fs::read_dir(path).map_err(|e| io("read", e))? {
+        let entry = entry.map_err(|e| io("read", e))?;
+        remove_tree(&entry.path(), dev)?;
+    }
+    std::fs::remove_dir(path).map_err(|e| io("remove", e))
 }
 
 /// Which resource made a mount.
@@ -120,6 +150,8 @@ pub struct Mounted {
     pub uses: Vec<PathBuf>,
     /// A symlink to a block device (`BlockDev`) rather than a mount.
     pub link: bool,
+    /// Bind mounts made alongside (an overlay's bundle bind), undone on the last Remove.
+    pub binds: Vec<PathBuf>,
 }
 
 /// What is mounted at one guest path.
@@ -129,7 +161,8 @@ struct Record {
     /// Identity of the source: an Add with the same identity is counted, another refused.
     identity: String,
     adds: u32,
-    made: Mounted,
+    /// `None` while the first Add is still mounting.
+    made: Option<Mounted>,
 }
 
 /// The guest's mounts made for the host, by path.
@@ -143,9 +176,9 @@ impl Storage {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `mount` for a new `path`, or counts a repeated Add of the same resource. The table
-    /// stays locked while mounting, so two Adds of one path cannot both mount; device waits
-    /// happen before this, unlocked.
+    /// Runs `mount` for a new `path`, or counts a repeated Add of the same resource. The path
+    /// is reserved while `mount` runs, unlocked: a mount that never returns (a 9p server that
+    /// never answers) holds up only its own path, not every other storage request.
     pub fn add(
         &self,
         kind: Kind,
@@ -153,30 +186,53 @@ impl Storage {
         identity: String,
         mount: impl FnOnce() -> Result<Mounted, StorageError>,
     ) -> Result<(), StorageError> {
-        let mut records = self.lock();
-        if let Some(record) = records.get_mut(path) {
-            if record.kind == kind && record.identity == identity {
-                record.adds += 1;
-                tracing::info!(path = %path.display(), adds = record.adds, "{} added again; counted", kind.name());
-                return Ok(());
+        {
+            let mut records = self.lock();
+            if let Some(record) = records.get_mut(path) {
+                if record.made.is_none() {
+                    return Err(StorageError::Busy(path.into()));
+                }
+                if record.kind == kind && record.identity == identity {
+                    record.adds += 1;
+                    tracing::info!(path = %path.display(), adds = record.adds, "{} added again; counted", kind.name());
+                    return Ok(());
+                }
+                return Err(StorageError::Conflict {
+                    path: path.into(),
+                    kind: record.kind.name(),
+                    existing: record.identity.clone(),
+                });
             }
-            return Err(StorageError::Conflict {
-                path: path.into(),
-                kind: record.kind.name(),
-                existing: record.identity.clone(),
-            });
+            // A mount above another would hide it, and its removal would reach into it.
+            if let Some(below) = records.keys().find(|p| p.starts_with(path)) {
+                return Err(StorageError::Invalid(format!(
+                    "{path:?} would cover {below:?}, which is mounted"
+                )));
+            }
+            records.insert(
+                path.into(),
+                Record {
+                    kind,
+                    identity,
+                    adds: 1,
+                    made: None,
+                },
+            );
         }
-        let made = mount()?;
-        records.insert(
-            path.into(),
-            Record {
-                kind,
-                identity,
-                adds: 1,
-                made,
-            },
-        );
-        Ok(())
+        let mounted = mount();
+        let mut records = self.lock();
+        match mounted {
+            Ok(made) => {
+                if let Some(record) = records.get_mut(path) {
+                    record.made = Some(made);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                records.remove(path);
+                Err(e)
+            }
+        }
     }
 
     /// Undoes one Add at `path`; the last one unmounts, removes the directory (or link) and
@@ -192,13 +248,22 @@ impl Storage {
                 })
             }
         };
+        let Some(made) = &record.made else {
+            return Err(StorageError::Busy(path.into()));
+        };
         if record.adds > 1 {
             record.adds -= 1;
             return Ok(());
         }
+        let link = made.link;
         if let Some(user) = records
             .iter()
-            .find(|(p, r)| p.as_path() != path && r.made.uses.iter().any(|u| u.starts_with(path)))
+            .find(|(p, r)| {
+                p.as_path() != path
+                    && r.made
+                        .as_ref()
+                        .is_some_and(|m| m.uses.iter().any(|u| u.starts_with(path)))
+            })
             .map(|(p, _)| p.clone())
         {
             return Err(StorageError::InUse {
@@ -206,10 +271,7 @@ impl Storage {
                 user,
             });
         }
-        let Some(record) = records.remove(path) else {
-            return Ok(());
-        };
-        let undone = if record.made.link {
+        let undone = if link {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
                     what: "remove",
@@ -221,12 +283,18 @@ impl Storage {
         } else {
             unmount_and_remove(path)
         };
-        if let Err(e) = undone {
-            // Still mounted: keep the record so a retry can finish the job.
-            records.insert(path.into(), record);
-            return Err(e);
+        // Still mounted: keep the record so that a retry can finish the job.
+        undone?;
+        let Some(record) = records.remove(path) else {
+            return Ok(());
+        };
+        let made = record.made.unwrap_or_default();
+        for bind in &made.binds {
+            if let Err(e) = nix::mount::umount2(bind, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %bind.display(), error = %e, "undoing a bind mount failed");
+            }
         }
-        for name in &record.made.mapped {
+        for name in &made.mapped {
             if let Err(e) = devmapper::remove(name) {
                 tracing::warn!(device = name, error = %e, "removing a device-mapper device failed");
             }

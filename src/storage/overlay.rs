@@ -58,6 +58,17 @@ pub fn add(storage: &Storage, settings: &CombinedLayers) -> Result<(), StorageEr
     })
 }
 
+/// Refuses paths that would change the meaning of overlay's option string: `,` separates
+/// options, `:` lower layers, and `\` escapes either.
+fn option_safe(path: &Path) -> Result<&Path, StorageError> {
+    if path.to_string_lossy().contains([',', ':', '\\']) {
+        return Err(StorageError::Invalid(format!(
+            "overlay path {path:?} contains ',', ':' or '\\'"
+        )));
+    }
+    Ok(path)
+}
+
 fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, StorageError> {
     if settings.layers.is_empty() {
         return Err(StorageError::Invalid(
@@ -67,12 +78,7 @@ fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, Stor
     let mut lower = Vec::new();
     let mut uses = Vec::new();
     for layer in &settings.layers {
-        let path = checked_path(Path::new(&layer.path), &[])?;
-        if path.to_string_lossy().contains([',', ':']) {
-            return Err(StorageError::Invalid(format!(
-                "layer path {path:?} contains ',' or ':'"
-            )));
-        }
+        let path = option_safe(checked_path(Path::new(&layer.path), &[])?)?;
         lower.push(path.to_string_lossy().into_owned());
         uses.push(path.to_path_buf());
     }
@@ -83,7 +89,7 @@ fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, Stor
     if settings.scratch_path.is_empty() {
         flags |= MsFlags::MS_RDONLY;
     } else {
-        let scratch = checked_path(Path::new(&settings.scratch_path), &[])?;
+        let scratch = option_safe(checked_path(Path::new(&settings.scratch_path), &[])?)?;
         uses.push(scratch.to_path_buf());
         let (upper, work) = (scratch.join("upper"), scratch.join("work"));
         mkdir(&upper, 0o755)?;
@@ -95,6 +101,13 @@ fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, Stor
         ));
         // The V2 shim puts the scratch outside the bundle: keep bundle files on the scratch.
         if !scratch.starts_with(&bundle) {
+            // /run/gcs/c/<id> is 5 components; a bind over anything shallower would hide
+            // other containers' bundles.
+            if bundle.components().count() < 5 {
+                return Err(StorageError::Invalid(format!(
+                    "will not bind the scratch over {bundle:?}: too close to /run"
+                )));
+            }
             let target = scratch.join("bundle");
             mkdir(&target, 0o755)?;
             mkdir(&bundle, 0o755)?;
@@ -114,7 +127,12 @@ fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, Stor
         }
     }
     let created_root = !root.exists();
-    mkdir(root, 0o755)?;
+    if let Err(e) = mkdir(root, 0o755) {
+        if let Some(b) = &bundle_bind {
+            let _ = nix::mount::umount(b);
+        }
+        return Err(e);
+    }
     if let Err(e) = mount(
         Some("overlay"),
         root,
@@ -136,6 +154,7 @@ fn mount_overlay(settings: &CombinedLayers, root: &Path) -> Result<Mounted, Stor
     }
     Ok(Mounted {
         uses,
+        binds: bundle_bind.into_iter().collect(),
         ..Mounted::default()
     })
 }

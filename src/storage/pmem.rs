@@ -156,7 +156,14 @@ fn mount_layer(
         made.mapped.insert(0, name);
     }
     if let Some(verity) = &settings.verity_info {
-        let name = format!("dm-verity-pmem{n}-{}", verity.root_digest);
+        // Two packed layers may have the same contents (and digest): the offset tells them apart.
+        let name = match settings.mapping_info {
+            Some(m) => format!(
+                "dm-verity-pmem{n}-{}-{}",
+                m.device_offset_in_bytes, verity.root_digest
+            ),
+            None => format!("dm-verity-pmem{n}-{}", verity.root_digest),
+        };
         source = verity.open(&name, &source)?.path;
         made.mapped.insert(0, name);
     }
