@@ -1085,3 +1085,57 @@ async fn plan9_shares_over_vsock() {
     assert_eq!(out, "0\n");
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpmem_layer_on_a_dax_capable_device_is_mounted_with_dax() {
+    use gcs::protocol::messages::ModifySettingRequest;
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/layer.txt"), "dax layer\n").unwrap();
+    // 4 KiB blocks (the page size), as DAX needs.
+    let layer = ext4_image(work.path(), "dax.ext4", Some(&tree), "16M");
+    let mut cfg = config();
+    cfg.virtio_pmem.push(layer);
+    let uvm = Uvm::boot(&cfg).await.unwrap();
+    let ports = StdioPorts::default();
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "ls /sys/block | grep pmem; cat /sys/block/pmem*/queue/dax",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "pmem0\n1\n", "one virtio-pmem device, DAX-capable");
+    uvm.client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            ModifySettingRequest {
+                resource_type: "VPMemDevice".into(),
+                request_type: "Add".into(),
+                settings: Some(json!({"MountPath": "/run/layers/p0"})),
+            },
+        )
+        .await
+        .unwrap();
+    let (out, code) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "cat /run/layers/p0/etc/layer.txt; grep ' /run/layers/p0 ' /proc/mounts | grep -c 'ro,.*dax'",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("dax layer\n1\n", 0));
+    assert!(uvm.shutdown().await.unwrap().success());
+}

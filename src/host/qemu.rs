@@ -30,6 +30,9 @@ pub struct UvmConfig {
     /// `/dev/pmem<N>` numbering need not follow it (regions are numbered as probed); a test
     /// that needs the mapping reads `/sys/block/pmem*/device/resource`.
     pub pmem: Vec<PathBuf>,
+    /// Images attached as virtio-pmem devices (also `/dev/pmem<N>` in the guest, numbered
+    /// after the NVDIMMs' regions); unlike label-less NVDIMMs they offer DAX.
+    pub virtio_pmem: Vec<PathBuf>,
 }
 
 impl UvmConfig {
@@ -54,6 +57,7 @@ impl UvmConfig {
             kernel_args: Vec::new(),
             boot_timeout: Duration::from_secs(120),
             pmem: Vec::new(),
+            virtio_pmem: Vec::new(),
         }
     }
 }
@@ -164,7 +168,7 @@ impl Uvm {
         append.extend(config.gcs_args.iter().cloned());
         let mem = format!("{}M", config.memory_mib);
         let mut qemu = Command::new("qemu-system-x86_64");
-        let (machine, memory) = if config.pmem.is_empty() {
+        let (machine, memory) = if config.pmem.is_empty() && config.virtio_pmem.is_empty() {
             ("pc,memory-backend=mem".to_string(), mem.clone())
         } else {
             (
@@ -191,6 +195,16 @@ impl Uvm {
                 ))
                 .arg("-device")
                 .arg(format!("nvdimm,memdev=pm{i},id=nv{i}"));
+        }
+        for (i, image) in config.virtio_pmem.iter().enumerate() {
+            let size = std::fs::metadata(image)?.len();
+            qemu.arg("-object")
+                .arg(format!(
+                    "memory-backend-file,id=vpm{i},mem-path={},size={size},share=off",
+                    image.display()
+                ))
+                .arg("-device")
+                .arg(format!("virtio-pmem-pci,memdev=vpm{i},id=vp{i}"));
         }
         qemu.arg("-kernel")
             .arg(&config.kernel)
