@@ -1,7 +1,7 @@
 //! gcs: a guest compute service for Linux utility VMs, speaking hcsshim's HCS bridge protocol.
 //!
 //! One static multi-call binary plays `init` (PID 1), `vsockexec` and `gcs` (the agent). Data
-//! flows one way: `transport` → `bridge` → `guest` → storage and runtime. `protocol` is shared
+//! flows one way: `transport` → `bridge` → `guest` → storage, network and runtime. `protocol` is shared
 //! with `host`, the host-side client used by tests and `uvmboot`.
 
 pub mod agent;
@@ -11,8 +11,10 @@ pub mod guest;
 pub mod host;
 pub mod init;
 pub mod logging;
+pub mod network;
 pub mod protocol;
 pub mod runtime;
 pub mod storage;
 pub mod sys;
 pub mod transport;
+pub mod uevent;

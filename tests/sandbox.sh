@@ -7,6 +7,8 @@
 # With $GCS_SANDBOX_BLOCKDEVS ("pmem0=7:3 pmem1=7:4"), /dev is private too: a tmpfs with the
 # usual character devices, /dev/pts and /dev/shm, and those block nodes (loop devices standing
 # in for the guest's devices).
+# With $GCS_SANDBOX_NET set, the network namespace is fresh too (only `lo`), with its own
+# sysfs at /sys.
 # usage: sandbox.sh NAME COMMAND [ARGS...]
 set -eu
 name=$1
@@ -36,8 +38,14 @@ while read -r _src mnt fstype opts _rest; do
     mounts="$mounts $mnt:$fstype:$mopts"
 done < /proc/self/mounts
 export GCS_SANDBOX_MOUNTS="$mounts"
-exec unshare --mount --pid --fork --kill-child --cgroup --propagation private --mount-proc sh -c '
+net=""
+[ -n "${GCS_SANDBOX_NET:-}" ] && net="--net"
+exec unshare --mount --pid --fork --kill-child --cgroup $net --propagation private --mount-proc sh -c '
     set -eu
+    if [ -n "${GCS_SANDBOX_NET:-}" ]; then
+        mount -t sysfs sysfs /sys
+        ip link set lo up
+    fi
     mount -t tmpfs -o mode=0755 tmpfs /run
     mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
     for m in $GCS_SANDBOX_MOUNTS; do
@@ -63,5 +71,5 @@ exec unshare --mount --pid --fork --kill-child --cgroup --propagation private --
         mount --move /run/.dev /dev
         rmdir /run/.dev
     fi
-    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD GCS_SANDBOX_BLOCKDEVS
+    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD GCS_SANDBOX_BLOCKDEVS GCS_SANDBOX_NET
     exec "$@"' sh "$@"

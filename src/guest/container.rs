@@ -175,6 +175,8 @@ pub struct Container {
     pub sandbox_root: PathBuf,
     /// The network namespace id this container was created with (lower-cased).
     pub network_namespace: String,
+    /// A host-network pod (its NICs stay in the agent's namespace).
+    pub host_network: bool,
     /// The spec's `process` (exec inherits its rlimits and user).
     pub spec_process: serde_json::Value,
     pub init: Arc<ContainerProcess>,

@@ -114,7 +114,16 @@ impl Guest {
         match self.create_inner(id, activity_id, settings.clone()).await {
             Ok(container) => {
                 self.lock_containers()
-                    .insert(id.to_string(), Entry::Ready(container));
+                    .insert(id.to_string(), Entry::Ready(Arc::clone(&container)));
+                // §6.3 step 12: the pod's NICs move into the new namespace (or are set up in
+                // place for a host-network pod). If that fails, so does the Create, and the
+                // container goes.
+                if !matches!(container.kind, Kind::Workload { .. }) {
+                    if let Err(e) = self.sync_network(&container).await {
+                        self.discard(&container).await;
+                        return Err(e);
+                    }
+                }
                 info!(container_id = id, "container created");
                 Ok(())
             }
@@ -280,6 +289,7 @@ impl Guest {
             kind,
             sandbox_root,
             network_namespace: namespace,
+            host_network: spec::is_host_network(&spec),
             spec_process: spec.get("process").cloned().unwrap_or(Value::Null),
             init: Arc::clone(&init),
             state: std::sync::Mutex::new(State::Created),
@@ -650,9 +660,10 @@ impl Guest {
         }
     }
 
-    /// The resolv.conf of a network namespace (empty when it has no adapters).
-    fn resolv_conf_for(&self, _namespace: &str) -> Result<String, GuestError> {
-        spec::resolv_conf(&[], &[])
+    /// The resolv.conf of a network namespace, from its adapters' DNS settings in order.
+    fn resolv_conf_for(&self, namespace: &str) -> Result<String, GuestError> {
+        let (search, servers) = self.namespace_dns(namespace);
+        spec::resolv_conf(&search, &servers)
     }
 }
 

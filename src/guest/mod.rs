@@ -8,6 +8,7 @@ pub mod container;
 mod error;
 pub mod external;
 pub mod lifecycle;
+pub mod network;
 pub mod reaper;
 pub mod spec;
 pub mod stdio;
@@ -38,9 +39,16 @@ enum Entry {
     Ready(Arc<Container>),
 }
 
-/// A network namespace the host told us about (adapters arrive with the networking work).
+/// A network namespace the host told us about: its NICs, and where they live once its sandbox
+/// (or standalone container) exists.
 #[derive(Debug, Default)]
-struct Namespace {}
+struct Namespace {
+    adapters: Vec<crate::network::adapter::Adapter>,
+    /// The init of the container whose network namespace this is, once created.
+    pid: Option<u32>,
+    /// A host-network pod: NICs are configured in the agent's own namespace.
+    host_network: bool,
+}
 
 /// The utility VM as the agent sees it.
 #[derive(Debug)]

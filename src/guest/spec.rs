@@ -35,6 +35,11 @@ pub fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
     spec.get("annotations")?.get(key)?.as_str()
 }
 
+/// Whether the spec asks for a host-network pod (§6.8).
+pub fn is_host_network(spec: &Value) -> bool {
+    is_true(spec, HOST_NETWORK)
+}
+
 fn is_true(spec: &Value, key: &str) -> bool {
     annotation(spec, key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }

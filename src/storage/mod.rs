@@ -14,7 +14,6 @@ pub mod overlay;
 pub mod plan9;
 pub mod pmem;
 pub mod scsi;
-pub mod uevent;
 pub mod verity;
 
 use std::collections::BTreeMap;

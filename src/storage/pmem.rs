@@ -9,10 +9,10 @@ use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 
 use super::devmapper::{self, Target};
-use super::uevent::{Uevents, WaitError};
 use super::verity::VerityInfo;
 use super::{checked_path, Kind, Mounted, Storage, StorageError};
 use crate::protocol::json::null_default;
+use crate::uevent::{Uevents, WaitError};
 
 /// Settings of `VPMemDevice`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

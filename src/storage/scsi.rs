@@ -11,10 +11,10 @@ use std::time::Duration;
 use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::uevent::{Uevents, WaitError};
 use super::verity::VerityInfo;
 use super::{checked_path, devmapper, unmount_and_remove, Kind, Mounted, Storage, StorageError};
 use crate::protocol::json::null_default;
+use crate::uevent::{Uevents, WaitError};
 
 /// vmbus instance ids of HCS SCSI controllers 0–3 (GUID v5 of "0".."3" in hcsshim's namespace).
 pub const CONTROLLER_GUIDS: [&str; 4] = [

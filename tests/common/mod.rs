@@ -43,24 +43,31 @@ impl Agent {
 
     /// A sandboxed, negotiated agent whose private /dev has `blockdevs` ("pmem0=7:3 ...").
     pub async fn sandboxed_with_devices(args: &[&str], blockdevs: &str) -> Agent {
-        let agent = Self::sandboxed_inner(args, Some(blockdevs));
+        let agent = Self::sandboxed_inner(args, Some(blockdevs), false);
+        agent.client.negotiate().await.unwrap();
+        agent
+    }
+
+    /// A sandboxed, negotiated agent in a fresh network namespace of its own (only `lo`).
+    pub async fn sandboxed_with_network(args: &[&str]) -> Agent {
+        let agent = Self::sandboxed_inner(args, None, true);
         agent.client.negotiate().await.unwrap();
         agent
     }
 
     /// A sandboxed agent with `-v4` that has not negotiated (for replaying raw traces).
     pub fn sandboxed_raw(args: &[&str]) -> Agent {
-        Self::sandboxed_inner(args, None)
+        Self::sandboxed_inner(args, None, false)
     }
 
-    fn sandboxed_inner(args: &[&str], blockdevs: Option<&str>) -> Agent {
+    fn sandboxed_inner(args: &[&str], blockdevs: Option<&str>, net: bool) -> Agent {
         assert!(
             nix::unistd::geteuid().is_root(),
             "container tests need root"
         );
         let mut all = vec!["-v4"];
         all.extend_from_slice(args);
-        let mut agent = Self::spawn(&all, Some(blockdevs.unwrap_or("")));
+        let mut agent = Self::spawn(&all, Some((blockdevs.unwrap_or(""), net)));
         let record = agent.dir.path().join("cgroups");
         // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
         // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
@@ -87,14 +94,14 @@ impl Agent {
     }
 
     /// `sandboxed`: the block devices of the sandbox's private /dev ("" for the shared one).
-    fn spawn(args: &[&str], sandboxed: Option<&str>) -> Agent {
+    fn spawn(args: &[&str], sandboxed: Option<(&str, bool)>) -> Agent {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = StdUnixStream::pair().unwrap();
         let log = std::fs::File::create(dir.path().join("gcs.log")).unwrap();
         let record = dir.path().join("cgroups");
         let mut cmd = match sandboxed {
-            Some(blockdevs) => {
+            Some((blockdevs, net)) => {
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut c =
                     Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox.sh"));
@@ -102,6 +109,9 @@ impl Agent {
                     .arg(GCS)
                     .env("GCS_SANDBOX_RECORD", &record)
                     .env("GCS_SANDBOX_BLOCKDEVS", blockdevs);
+                if net {
+                    c.env("GCS_SANDBOX_NET", "1");
+                }
                 c
             }
             None => Command::new(GCS),

@@ -69,6 +69,16 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
         "MappedDirectory" => Some(StorageResource::Share(settings(&modify)?)),
         _ => None,
     };
+    if modify.request.resource_type == "Network" {
+        let adapter: crate::network::adapter::Adapter = settings(&modify)?;
+        let guest = req.bridge.guest();
+        if add {
+            guest.add_network_adapter(adapter).await?;
+        } else {
+            guest.remove_network_adapter(&adapter)?;
+        }
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
+    }
     if let Some(resource) = resource {
         req.bridge.guest().modify_storage(resource, add).await?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));

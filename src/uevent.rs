@@ -1,4 +1,4 @@
-//! Waiting for devices by kernel uevents instead of sleeping.
+//! Waiting for devices (disks, pmem, NICs) by kernel uevents instead of sleeping.
 //!
 //! The original agent polls sysfs every 10 ms with fixed bounds, which raced hot-plug for years
 //! (trace 21 shows it failing on a VPMem node 4 times in 5). Here a `NETLINK_KOBJECT_UEVENT`
