@@ -54,6 +54,21 @@ async fn call(agent: &Agent, request: &str, settings: Value) -> Result<(), Strin
         .map_err(|e| e.to_string())
 }
 
+async fn call_storage_remove(agent: &Agent, id: &str) {
+    agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            ModifySettingRequest {
+                resource_type: "CombinedLayers".into(),
+                request_type: "Remove".into(),
+                settings: Some(json!({"ContainerRootPath": format!("/run/gcs/c/{id}/rootfs")})),
+            },
+        )
+        .await
+        .unwrap();
+}
+
 /// Runs `args` in container `id` with stdout; returns (stdout, exit code).
 async fn exec(agent: &Agent, id: &str, args: &[&str]) -> (String, u32) {
     let mut params = ProcessParameters {
@@ -127,6 +142,7 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
     let adapter = json!({"NamespaceID": ns.to_uppercase(), "ID": "0d0e1f2a-1111-2222-3333-444455556666",
         "MacAddress": mac.replace(':', "-").to_uppercase(),
         "DNSSuffix": "svc.cluster.local,Cluster.Local", "DNSServerList": format!("{subnet}.1"),
+        "EncapOverhead": 50,
         "IPConfigs": [{"IPAddress": format!("{subnet}.2"), "PrefixLength": 24},
                       {"IPAddress": format!("fd77:{n}::2"), "PrefixLength": 64}],
         "Routes": [{"NextHop": format!("{subnet}.1"), "DestinationPrefix": "0.0.0.0/0"},
@@ -177,6 +193,7 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
     assert_eq!(code, 0, "{out}");
     for want in [
         format!("inet {subnet}.2/24"),
+        "mtu 1450".to_string(),
         format!("inet6 fd77:{n}::2/64"),
         format!("default via {subnet}.1 dev {nic}"),
         format!("192.168.99.0/24 via 10.99.0.1 dev {nic}"),
@@ -198,12 +215,64 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
         .collect::<Vec<_>>();
     assert!(!links.contains(&nic), "{links:?}");
 
-    // A container of the pod reaches the far end over TCP.
+    // A workload container of the pod shares the namespace, gets the pod's DNS and hosts
+    // files, and reaches the far end over TCP.
+    let wid = "net-workload";
+    common::add_rootfs(&agent.client, wid, common::busybox_layer(&agent)).await;
+    let mut w = common::trace_spec(&[
+        "sh",
+        "-c",
+        &format!(
+            "cat /etc/resolv.conf /etc/hostname; grep -c netpod /etc/hosts; nc {subnet}.1 7777"
+        ),
+    ]);
+    w["root"]["path"] = json!(format!("/run/gcs/c/{wid}/rootfs"));
+    w.as_object_mut().unwrap().remove("hostname");
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": id});
+    w["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"},
+        {"type": "network", "path": format!("/proc/{init}/ns/net")}]);
+    agent
+        .client
+        .create_container(
+            wid,
+            &ContainerSettings {
+                schema_version: SchemaVersion { major: 2, minor: 1 },
+                oci_bundle_path: format!("/run/gcs/c/{wid}"),
+                oci_specification: Some(w),
+                scratch_dir_path: format!("/run/gcs/c/{wid}/scratch/{wid}"),
+            },
+        )
+        .await
+        .unwrap();
+    agent.client.start_container(wid).await.unwrap();
     let start = Instant::now();
-    let (out, code) = exec(&agent, id, &["nc", &format!("{subnet}.1"), "7777"]).await;
-    assert_eq!((out.as_str(), code), ("hello over tcp\n", 0));
+    let mut params = ProcessParameters::default();
+    let stdio = HostStdio::listen(&agent, &mut params, [false, true, false]);
+    let winit = agent
+        .client
+        .execute_process(wid, &params, stdio.ports)
+        .await
+        .unwrap();
+    let (_, out, _) = stdio.accept().await;
+    let out = common::read_all(out).await;
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(wid, winit, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0,
+        "{out}"
+    );
+    assert_eq!(
+        out,
+        format!("search svc.cluster.local cluster.local\nnameserver {subnet}.1\nnetpod\n1\nhello over tcp\n")
+    );
     assert_eq!(server.join().unwrap(), format!("{subnet}.2"));
     assert!(start.elapsed() < Duration::from_secs(20));
+    call_storage_remove(&agent, wid).await;
+    agent.client.delete_container_state(wid).await.unwrap();
 
     // Bad input: clear errors, and the agent keeps serving.
     for (settings, want) in [
@@ -243,5 +312,107 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
         .wait_for_process(id, init, INFINITE_WAIT)
         .await
         .unwrap();
+    agent.client.delete_container_state(id).await.unwrap();
+}
+
+/// `ip` inside the agent's network namespace.
+fn ip_in(agent: &Agent, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg("-t")
+        .arg(agent.agent_pid().to_string())
+        .arg("-n")
+        .arg("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn host_network_pod_configures_its_nic_in_place_with_low_metric_routing() {
+    let n = std::process::id() % 200 + 21;
+    let agent = Agent::sandboxed_with_network(&[]).await;
+    let (nic, far) = (format!("gcsh{n}a"), format!("gcsh{n}b"));
+    let mac = format!("02:00:00:01:{n:02x}:01");
+    ip(&[
+        "link", "add", &nic, "address", &mac, "type", "veth", "peer", "name", &far,
+    ]);
+    ip(&["link", "set", &nic, "netns", &agent.agent_pid().to_string()]);
+    // The far end stays here; deleting it removes the pair.
+    struct Veth(String);
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _far = Veth(far);
+    let ns = "1c0ffee0-0000-4000-8000-000000000001";
+    call(
+        &agent,
+        "Add",
+        json!({"NamespaceID": ns, "ID": "5e1f0000-0000-0000-0000-000000000001",
+        "MacAddress": mac, "EnableLowMetric": true,
+        "IPConfigs": [{"IPAddress": format!("10.88.{n}.2"), "PrefixLength": 24}],
+        "Routes": [{"NextHop": format!("10.88.{n}.1"), "DestinationPrefix": "0.0.0.0/0"}]}),
+    )
+    .await
+    .unwrap();
+    let id = "hostnet-sandbox";
+    common::add_rootfs(&agent.client, id, common::busybox_layer(&agent)).await;
+    let mut spec = common::trace_spec(&["sleep", "1000"]);
+    spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+    spec["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox",
+        "io.microsoft.virtualmachine.lcow.hostnetwork": "true"});
+    spec["windows"] = json!({"network": {"networkNamespace": ns}});
+    agent
+        .client
+        .create_container(
+            id,
+            &ContainerSettings {
+                schema_version: SchemaVersion { major: 2, minor: 1 },
+                oci_bundle_path: format!("/run/gcs/c/{id}"),
+                oci_specification: Some(spec),
+                scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+            },
+        )
+        .await
+        .unwrap();
+    // Configured where the agent is: address, a source rule to table 101, the default route
+    // there with the low metric 500.
+    let addr = ip_in(&agent, &["-o", "addr", "show", "dev", &nic]);
+    assert!(addr.contains(&format!("inet 10.88.{n}.2/24")), "{addr}");
+    let rules = ip_in(&agent, &["rule"]);
+    assert!(
+        rules.contains(&format!("5:\tfrom 10.88.{n}.2 lookup 101")),
+        "{rules}"
+    );
+    let table = ip_in(&agent, &["route", "show", "table", "101"]);
+    assert!(
+        table.contains(&format!("default via 10.88.{n}.1 dev {nic} "))
+            && table.contains("metric 500"),
+        "{table}"
+    );
+    // The container shares the agent's namespace: it sees the NIC.
+    agent.client.start_container(id).await.unwrap();
+    let init = agent
+        .client
+        .execute_process(
+            id,
+            &ProcessParameters::default(),
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap();
+    let (out, code) = exec(&agent, id, &["ip", "-o", "link"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&nic), "{out}");
+    agent.client.shutdown_forced(id).await.unwrap();
+    agent
+        .client
+        .wait_for_process(id, init, INFINITE_WAIT)
+        .await
+        .unwrap();
+    call_storage_remove(&agent, id).await;
     agent.client.delete_container_state(id).await.unwrap();
 }
