@@ -38,7 +38,7 @@ mkdir -p "$out"
 modules="virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci vsock
 vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport scsi_common scsi_mod virtio_scsi
 sd_mod overlay reed_solomon dm-mod dm-bufio dm-verity libnvdimm nd_btt nd_pmem nfit nd_virtio
-virtio_pmem pvpanic pvpanic-mmio virtio_blk ext4 crc32c_generic sha256_generic dm-crypt xts ecb netfs fscache 9pnet 9pnet_fd 9p"
+virtio_pmem pvpanic pvpanic-mmio virtio_blk ext4 crc32c_generic sha256_generic dm-crypt xts ecb virtio_net netfs fscache 9pnet 9pnet_fd 9p"
 moddir="$out/modules/lib/modules/$release"
 mkdir -p "$moddir"
 # Each module and, transitively, what its .modinfo says it depends on (the package has no

@@ -1139,3 +1139,136 @@ async fn vpmem_layer_on_a_dax_capable_device_is_mounted_with_dax() {
     assert_eq!((out.as_str(), code), ("dax layer\n1\n", 0));
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtio_nic_found_by_mac_moved_into_a_pod_and_reaching_the_host() {
+    use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
+    use serde_json::json;
+    // QEMU's user networking forwards the guest's 10.0.2.2 to this machine's loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"hello from the host\n").await.unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let layer = ext4_image(
+        work.path(),
+        "layer.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let mut cfg = config();
+    cfg.pmem.push(layer);
+    cfg.nics.push("52:54:00:12:34:56".into());
+    let uvm = Uvm::boot(&cfg).await.unwrap();
+    let c = &uvm.client;
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    let ns = "a1b2c3d4-0000-4000-8000-00000000abcd";
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "Network",
+            "Add",
+            json!({"NamespaceID": ns, "ID": "7a7a7a7a-0000-0000-0000-000000000001",
+                   "MacAddress": "52-54-00-12-34-56", "DNSServerList": "10.0.2.3",
+                   "IPConfigs": [{"IPAddress": "10.0.2.15", "PrefixLength": 24}],
+                   "Routes": [{"NextHop": "10.0.2.2", "DestinationPrefix": "0.0.0.0/0"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify("VPMemDevice", "Add", json!({"MountPath": "/run/layers/p0"})),
+    )
+    .await
+    .unwrap();
+    let id = "qemu-net";
+    let root = format!("/run/gcs/c/{id}/rootfs");
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "CombinedLayers",
+            "Add",
+            json!({"ContainerID": id,
+        "ContainerRootPath": root, "Layers": [{"Path": "/run/layers/p0"}],
+        "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
+        ),
+    )
+    .await
+    .unwrap();
+    let args: Vec<String> = [
+        "sh",
+        "-c",
+        &format!("ip -o -4 addr show; ip route; nc 10.0.2.2 {port}"),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut spec = gcs::host::spec::container_spec(&args, &root, false);
+    spec["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox"});
+    spec["windows"] = json!({"network": {"networkNamespace": ns}});
+    let settings = ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(spec),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    };
+    c.create_container(id, &settings).await.unwrap();
+    c.start_container(id).await.unwrap();
+    let ports = StdioPorts::default();
+    let out_port = ports.allocate();
+    let out_l = uvm.vsock().listen(out_port).unwrap();
+    let params = ProcessParameters {
+        create_std_out_pipe: true,
+        ..Default::default()
+    };
+    let init = c
+        .execute_process(
+            id,
+            &params,
+            VsockStdioRelaySettings {
+                std_out: out_port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut s, _) = out_l.accept().await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.wait_for_process(id, init, INFINITE_WAIT).await.unwrap(),
+        0,
+        "{out}"
+    );
+    server.await.unwrap();
+    for want in [
+        "inet 127.0.0.1/8",
+        "inet 10.0.2.15/24",
+        "default via 10.0.2.2 dev eth0",
+        "hello from the host\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in {out}");
+    }
+    // The pod's namespace died with its init: the kernel hands the physical NIC back to the
+    // UVM's own namespace, where the host can hot-remove it.
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &["sh", "-c", "ls /sys/class/net"],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "eth0\nlo\n");
+    assert!(uvm.shutdown().await.unwrap().success());
+}

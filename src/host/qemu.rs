@@ -33,6 +33,9 @@ pub struct UvmConfig {
     /// Images attached as virtio-pmem devices (also `/dev/pmem<N>` in the guest, numbered
     /// after the NVDIMMs' regions); unlike label-less NVDIMMs they offer DAX.
     pub virtio_pmem: Vec<PathBuf>,
+    /// virtio-net NICs on QEMU user networking (guest 10.0.2.15/24, gateway 10.0.2.2, which
+    /// reaches this machine's loopback), by MAC address (`52:54:00:..`).
+    pub nics: Vec<String>,
 }
 
 impl UvmConfig {
@@ -58,6 +61,7 @@ impl UvmConfig {
             boot_timeout: Duration::from_secs(120),
             pmem: Vec::new(),
             virtio_pmem: Vec::new(),
+            nics: Vec::new(),
         }
     }
 }
@@ -205,6 +209,12 @@ impl Uvm {
                 ))
                 .arg("-device")
                 .arg(format!("virtio-pmem-pci,memdev=vpm{i},id=vp{i}"));
+        }
+        for (i, mac) in config.nics.iter().enumerate() {
+            qemu.arg("-netdev")
+                .arg(format!("user,id=net{i}"))
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=net{i},mac={mac}"));
         }
         qemu.arg("-kernel")
             .arg(&config.kernel)
