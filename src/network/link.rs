@@ -21,6 +21,9 @@ use crate::uevent::{Uevents, WaitError};
 /// How long a NIC may take to show up after the host hot-adds it (the original's bound).
 pub const NIC_DEADLINE: Duration = Duration::from_secs(5);
 
+/// The original gives udhcpc 30 s.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Routing table of a low-metric NIC's source rule (the original's).
 const LOW_METRIC_TABLE: u32 = 101;
 
@@ -108,19 +111,30 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-async fn index_of(handle: &Handle, name: &str) -> Result<Option<(u32, u32)>, NetworkError> {
+/// A link's index, MTU and MAC address.
+struct LinkInfo {
+    index: u32,
+    mtu: u32,
+    mac: Option<[u8; 6]>,
+}
+
+async fn link_info(handle: &Handle, name: &str) -> Result<Option<LinkInfo>, NetworkError> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(link)) => {
-            let mtu = link
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    LinkAttribute::Mtu(m) => Some(*m),
-                    _ => None,
-                })
-                .unwrap_or(1500);
-            Ok(Some((link.header.index, mtu)))
+            let mut info = LinkInfo {
+                index: link.header.index,
+                mtu: 1500,
+                mac: None,
+            };
+            for a in &link.attributes {
+                match a {
+                    LinkAttribute::Mtu(m) => info.mtu = *m,
+                    LinkAttribute::Address(bytes) => info.mac = bytes.as_slice().try_into().ok(),
+                    _ => {}
+                }
+            }
+            Ok(Some(info))
         }
         Ok(None) => Ok(None),
         Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
@@ -174,7 +188,7 @@ fn configure_on_this_thread(
         rt.block_on(async {
             let handle = connect()?;
             // Already moved (a second Sync): nothing to move.
-            let Some((index, _)) = index_of(&handle, name).await? else {
+            let Some(LinkInfo { index, .. }) = link_info(&handle, name).await? else {
                 return Ok(());
             };
             handle
@@ -209,10 +223,11 @@ fn configure_on_this_thread(
     rt.block_on(async {
         let handle = connect()?;
         set_up(&handle, "lo").await?;
-        let (index, mtu) = index_of(&handle, name)
+        let link = link_info(&handle, name)
             .await?
             .ok_or_else(|| NetworkError::NotFound(format!("{name} is not in the namespace")))?;
-        let result = configure_link(&handle, adapter, name, index, mtu).await;
+        let index = link.index;
+        let result = configure_link(&handle, adapter, name, &link).await;
         if result.is_err() {
             // Nothing half-configured: down flushes its IPv4 routes; drop our addresses.
             let _ = handle
@@ -238,7 +253,7 @@ fn configure_on_this_thread(
 }
 
 async fn set_up(handle: &Handle, name: &str) -> Result<(), NetworkError> {
-    if let Some((index, _)) = index_of(handle, name).await? {
+    if let Some(LinkInfo { index, .. }) = link_info(handle, name).await? {
         handle
             .link()
             .set(LinkUnspec::new_with_index(index).up().build())
@@ -253,9 +268,9 @@ async fn configure_link(
     handle: &Handle,
     adapter: &Adapter,
     name: &str,
-    index: u32,
-    mtu: u32,
+    link: &LinkInfo,
 ) -> Result<(), NetworkError> {
+    let (index, mtu) = (link.index, link.mtu);
     if adapter.encap_overhead != 0 {
         let new_mtu = mtu.saturating_sub(u32::from(adapter.encap_overhead));
         handle
@@ -265,19 +280,16 @@ async fn configure_link(
             .await
             .map_err(netlink(format!("set the MTU of {name} to {new_mtu}")))?;
     }
-    let addresses = adapter.addresses()?;
-    if addresses.is_empty() {
-        return Err(NetworkError::Invalid(format!(
-            "adapter {} has no IPConfigs: DHCP is not supported by this agent",
-            adapter.id
-        )));
-    }
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
         .map_err(netlink(format!("set {name} up")))?;
+    let addresses = adapter.addresses()?;
+    if addresses.is_empty() {
+        return configure_by_dhcp(handle, adapter, name, link).await;
+    }
     for (ip, len) in &addresses {
         match handle.address().add(index, *ip, *len).execute().await {
             Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
@@ -297,6 +309,41 @@ async fn configure_link(
     }
     for plan in adapter.route_plans()? {
         add_route(handle, adapter, name, index, plan).await?;
+    }
+    Ok(())
+}
+
+/// No static address: one DHCP lease (as `udhcpc -q` in the original), its address and its
+/// router as the default route.
+async fn configure_by_dhcp(
+    handle: &Handle,
+    adapter: &Adapter,
+    name: &str,
+    link: &LinkInfo,
+) -> Result<(), NetworkError> {
+    let mac = link
+        .mac
+        .ok_or_else(|| NetworkError::Invalid(format!("{name} has no MAC address for DHCP")))?;
+    let lease = super::dhcp::acquire(name, mac, DHCP_TIMEOUT)?;
+    tracing::info!(adapter = %adapter.id, address = %lease.address, prefix = lease.prefix,
+        router = ?lease.router, "DHCP lease");
+    let ip = IpAddr::V4(lease.address);
+    match handle
+        .address()
+        .add(link.index, ip, lease.prefix)
+        .execute()
+        .await
+    {
+        Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+        other => other.map_err(netlink(format!("add {ip}/{} to {name}", lease.prefix)))?,
+    }
+    if let Some(router) = lease.router {
+        let plan = RoutePlan {
+            destination: None,
+            gateway: Some(IpAddr::V4(router)),
+            metric: 0,
+        };
+        add_route(handle, adapter, name, link.index, plan).await?;
     }
     Ok(())
 }

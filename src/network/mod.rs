@@ -3,6 +3,7 @@
 //! through rtnetlink; and the pod's `resolv.conf` from their DNS settings.
 
 pub mod adapter;
+pub mod dhcp;
 pub mod link;
 
 /// Errors of network operations.
