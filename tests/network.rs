@@ -17,10 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Agent, HostStdio};
-use gcs::protocol::messages::{
-    ContainerSettings, ModifySettingRequest, ProcessParameters, SchemaVersion,
-    VsockStdioRelaySettings,
-};
+use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
 use gcs::protocol::{INFINITE_WAIT, NULL_CONTAINER_ID};
 use serde_json::{json, Value};
 
@@ -163,15 +160,7 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
     spec["windows"] = json!({"network": {"networkNamespace": ns}});
     agent
         .client
-        .create_container(
-            id,
-            &ContainerSettings {
-                schema_version: SchemaVersion { major: 2, minor: 1 },
-                oci_bundle_path: format!("/run/gcs/c/{id}"),
-                oci_specification: Some(spec),
-                scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
-            },
-        )
+        .create_container(id, &common::container_settings(id, spec))
         .await
         .unwrap();
     agent.client.start_container(id).await.unwrap();
@@ -234,15 +223,7 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
         {"type": "network", "path": format!("/proc/{init}/ns/net")}]);
     agent
         .client
-        .create_container(
-            wid,
-            &ContainerSettings {
-                schema_version: SchemaVersion { major: 2, minor: 1 },
-                oci_bundle_path: format!("/run/gcs/c/{wid}"),
-                oci_specification: Some(w),
-                scratch_dir_path: format!("/run/gcs/c/{wid}/scratch/{wid}"),
-            },
-        )
+        .create_container(wid, &common::container_settings(wid, w))
         .await
         .unwrap();
     agent.client.start_container(wid).await.unwrap();
@@ -367,15 +348,7 @@ async fn host_network_pod_configures_its_nic_in_place_with_low_metric_routing() 
     spec["windows"] = json!({"network": {"networkNamespace": ns}});
     agent
         .client
-        .create_container(
-            id,
-            &ContainerSettings {
-                schema_version: SchemaVersion { major: 2, minor: 1 },
-                oci_bundle_path: format!("/run/gcs/c/{id}"),
-                oci_specification: Some(spec),
-                scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
-            },
-        )
+        .create_container(id, &common::container_settings(id, spec))
         .await
         .unwrap();
     // Configured where the agent is: address, a source rule to table 101, the default route

@@ -16,10 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Agent, Loop};
-use gcs::protocol::messages::{
-    ContainerSettings, ModifySettingRequest, ProcessParameters, SchemaVersion,
-    VsockStdioRelaySettings,
-};
+use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
 use gcs::protocol::{INFINITE_WAIT, NULL_CONTAINER_ID};
 use serde_json::{json, Value};
 
@@ -143,15 +140,7 @@ async fn vpmem_layers_are_counted_overlaid_and_protected_while_used() {
         "type": "bind", "source": "/run/layers/p1", "options": ["rbind", "ro"]}));
     agent
         .client
-        .create_container(
-            id,
-            &ContainerSettings {
-                schema_version: SchemaVersion { major: 2, minor: 1 },
-                oci_bundle_path: format!("/run/gcs/c/{id}"),
-                oci_specification: Some(spec),
-                scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
-            },
-        )
+        .create_container(id, &common::container_settings(id, spec))
         .await
         .unwrap();
     agent.client.start_container(id).await.unwrap();

@@ -68,6 +68,21 @@ pub fn checked_path<'a>(path: &'a Path, extra_roots: &[PathBuf]) -> Result<&'a P
     }
 }
 
+/// `mkdir -p path` with `mode` for the directories it makes (the host's mount points are 0700,
+/// an overlay's rootfs and upper/work directories 0755).
+pub fn make_dirs(path: &Path, mode: u32) -> Result<(), StorageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| StorageError::Io {
+            what: "create directory",
+            path: path.into(),
+            source,
+        })
+}
+
 /// Unmounts `path` repeatedly until nothing is mounted there (stacked mounts are peeled), then
 /// removes it, never crossing into another filesystem: if something is still mounted at or
 /// below it, that is an error and its contents are left alone.

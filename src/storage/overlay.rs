@@ -1,6 +1,5 @@
 //! `CombinedLayers`: the container rootfs as an overlay of the layer mounts (spec §5.4).
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
@@ -31,17 +30,7 @@ pub struct Layer {
     pub path: String,
 }
 
-fn mkdir(path: &Path, mode: u32) -> Result<(), StorageError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(|source| StorageError::Io {
-            what: "create directory",
-            path: path.into(),
-            source,
-        })
-}
+use super::make_dirs as mkdir;
 
 /// `CombinedLayers` Add: mounts the overlay, recording the layers and scratch it reads
 /// through so that they cannot be unmounted under it.

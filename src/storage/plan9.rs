@@ -2,7 +2,6 @@
 //! vsock connection to the host's Plan9 server.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
@@ -80,15 +79,7 @@ pub fn add(
         // As the original; a Unix socket (tests) takes the same options.
         let _ = setsockopt(&connection, sockopt::RcvBuf, &MSIZE);
         let _ = setsockopt(&connection, sockopt::SndBuf, &MSIZE);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(target)
-            .map_err(|source| StorageError::Io {
-                what: "create",
-                path: target.into(),
-                source,
-            })?;
+        super::make_dirs(target, 0o700)?;
         let flags = if settings.read_only {
             MsFlags::MS_RDONLY
         } else {

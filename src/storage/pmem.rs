@@ -1,7 +1,7 @@
 //! `VPMemDevice` (spec §5.3): a read-only ext4 layer on `/dev/pmem<N>`, the whole device or a
 //! slice of it (dm-linear), optionally verified (dm-verity), mounted with DAX where it can be.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -167,15 +167,7 @@ fn mount_layer(
         source = verity.open(&name, &source)?.path;
         made.mapped.insert(0, name);
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(target)
-        .map_err(|source| StorageError::Io {
-            what: "create",
-            path: target.into(),
-            source,
-        })?;
+    super::make_dirs(target, 0o700)?;
     let mut result = Err(nix::errno::Errno::EINVAL);
     if dax_possible(&source) {
         result = mount(

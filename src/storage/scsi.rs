@@ -4,7 +4,6 @@
 //! Controller → SCSI host: on Hyper-V by the fixed vmbus instance GUIDs of the four HCS
 //! controllers; on QEMU by the order of the virtio-scsi hosts. Which applies is read from sysfs.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -274,15 +273,7 @@ pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageErr
 }
 
 fn mkdir(path: &Path) -> Result<(), StorageError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| StorageError::Io {
-            what: "create",
-            path: path.into(),
-            source,
-        })
+    super::make_dirs(path, 0o700)
 }
 
 fn mount_disk(

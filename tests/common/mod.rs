@@ -480,3 +480,17 @@ impl Drop for Loop {
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }
+
+/// Create settings for container `id` with `spec`, in the V1 shim's layout (bundle
+/// `/run/gcs/c/<id>`, scratch inside it).
+pub fn container_settings(
+    id: &str,
+    spec: serde_json::Value,
+) -> gcs::protocol::messages::ContainerSettings {
+    gcs::protocol::messages::ContainerSettings {
+        schema_version: gcs::protocol::messages::SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(spec),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    }
+}
