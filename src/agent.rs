@@ -2,7 +2,7 @@
 //! down. This is the only role that builds an async runtime.
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
 use crate::bridge::{Bridge, BridgeConfig, ConnectionEnd};
+use crate::cgroups::UvmCgroups;
 use crate::cli::{self, AgentOptions, Parsed};
 use crate::guest::{Guest, Reaper};
 use crate::logging::LogrusLayer;
@@ -93,6 +94,28 @@ async fn serve(opts: AgentOptions) -> ExitCode {
     guest.set_handshake_timeout(std::time::Duration::from_millis(
         opts.stdio_handshake_timeout_ms,
     ));
+    // The UVM's /gcs and /pods cgroups — only where this machine is ours to arrange: in a
+    // utility VM under our init, or as PID 1 of a test sandbox; never on a developer machine.
+    if runs_under_our_init() || std::process::id() == 1 {
+        match UvmCgroups::setup(Path::new("/sys/fs/cgroup"), opts.root_mem_reserve_bytes) {
+            Ok(cgroups) => {
+                info!(version = ?cgroups.version(), limit = ?cgroups.pods_limit().ok().flatten(), "UVM cgroups ready");
+                guest.set_uvm_cgroups(cgroups);
+                // Memory can be hot-added: recompute the /pods limit now and then, as the
+                // original does every 60 s.
+                let g = Arc::clone(&guest);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                        if let Err(e) = g.update_pods_limit().await {
+                            warn!(error = %e, "recomputing the /pods memory limit failed");
+                        }
+                    }
+                });
+            }
+            Err(e) => error!(error = %e, "cannot set up the UVM cgroups"),
+        }
+    }
     let bridge = Bridge::new(
         Arc::clone(&guest),
         notifications,

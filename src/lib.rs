@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod cgroups;
 pub mod cli;
 pub mod guest;
 pub mod host;

@@ -61,9 +61,10 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
             | GuestError::Io { .. } => Hresult::FAIL,
             GuestError::NotImplemented { .. } => Hresult::NOT_IMPL,
             GuestError::ContainerExists(_) => Hresult::SYSTEM_ALREADY_EXISTS,
-            GuestError::StillCreating(_) | GuestError::Storage(_) | GuestError::Network(_) => {
-                Hresult::FAIL
-            }
+            GuestError::StillCreating(_)
+            | GuestError::Storage(_)
+            | GuestError::Network(_)
+            | GuestError::Cgroups(_) => Hresult::FAIL,
             GuestError::NotRunning(_) => Hresult::SYSTEM_ALREADY_STOPPED,
             GuestError::InvalidState(_) => Hresult::INVALID_STATE,
             GuestError::NamespaceNotFound(_) => Hresult::NOT_FOUND,

@@ -40,6 +40,8 @@ pub enum GuestError {
     Runtime(#[source] crate::runtime::RuntimeError),
     #[error("storage")]
     Storage(#[source] crate::storage::StorageError),
+    #[error("cgroups")]
+    Cgroups(#[source] crate::cgroups::CgroupError),
     #[error("network")]
     Network(#[source] crate::network::NetworkError),
     #[error("{what} is not implemented by this agent yet")]

@@ -4,6 +4,7 @@
 //! Lock order: each table has its own `std::sync::Mutex`, held only to look up, insert or
 //! remove, never across an `.await`; no code path holds two of them at once.
 
+pub mod constraints;
 pub mod container;
 mod error;
 pub mod external;
@@ -66,6 +67,8 @@ pub struct Guest {
     namespaces: Mutex<HashMap<String, Namespace>>,
     /// Mounts made for the host (layers, disks, shares, rootfs overlays).
     storage: Arc<crate::storage::Storage>,
+    /// `/gcs` and `/pods`, when the agent set them up (in a UVM or a test sandbox).
+    uvm_cgroups: Option<Arc<crate::cgroups::UvmCgroups>>,
     notifications: mpsc::UnboundedSender<ContainerNotification>,
     shutdown: watch::Sender<bool>,
 }
@@ -100,6 +103,7 @@ impl Guest {
             sandbox_roots: Mutex::new(HashMap::new()),
             namespaces: Mutex::new(HashMap::new()),
             storage: Arc::default(),
+            uvm_cgroups: None,
             notifications: tx,
             shutdown,
         });
@@ -111,6 +115,26 @@ impl Guest {
         if let Some(guest) = Arc::get_mut(self) {
             guest.handshake_timeout = timeout;
         }
+    }
+
+    /// Hands the UVM cgroups to the guest (before the guest is shared).
+    pub fn set_uvm_cgroups(self: &mut Arc<Self>, cgroups: crate::cgroups::UvmCgroups) {
+        if let Some(guest) = Arc::get_mut(self) {
+            guest.uvm_cgroups = Some(Arc::new(cgroups));
+        }
+    }
+
+    /// PodCgroupMemoryLimit (§5.11): recompute and apply the `/pods` limit.
+    pub async fn update_pods_limit(&self) -> Result<Option<u64>, GuestError> {
+        let Some(cgroups) = self.uvm_cgroups.clone() else {
+            return Err(GuestError::InvalidState(
+                "the UVM cgroups were not set up (the agent is not in a utility VM)".into(),
+            ));
+        };
+        tokio::task::spawn_blocking(move || cgroups.update_pods_limit())
+            .await
+            .map_err(|e| GuestError::InvalidState(format!("cgroup task failed: {e}")))?
+            .map_err(GuestError::Cgroups)
     }
 
     fn lock_containers(&self) -> MutexGuard<'_, HashMap<String, Entry>> {

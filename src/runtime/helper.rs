@@ -176,6 +176,19 @@ fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperRespo
                 .map(|p| HelperResponse::Pids(p.into_iter().map(|p| p.as_raw()).collect()))
                 .map_err(|e| error(RuntimeErrorKind::Other, format!("list pids: {e}")))
         }),
+        HelperRequest::Update { id, resources } => cgroup(root, &id).and_then(|m| {
+            let resources: libcontainer::oci_spec::runtime::LinuxResources =
+                serde_json::from_value(resources)
+                    .map_err(|e| error(RuntimeErrorKind::Other, format!("resources: {e}")))?;
+            m.apply(&libcgroups::common::ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map(|()| HelperResponse::Done)
+            .map_err(|e| error(RuntimeErrorKind::Other, format!("update the cgroup: {e}")))
+        }),
         HelperRequest::Stats { id } => cgroup(root, &id).and_then(|m| {
             m.stats()
                 .map(|s| HelperResponse::Stats(super::metrics::to_v1_metrics(&s)))

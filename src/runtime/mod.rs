@@ -57,6 +57,11 @@ pub enum HelperRequest {
     Stats {
         id: String,
     },
+    /// Apply OCI `LinuxResources` to the running container's cgroup (`runc update`).
+    Update {
+        id: String,
+        resources: serde_json::Value,
+    },
 }
 
 /// What the helper answers.

@@ -69,6 +69,23 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
         "MappedDirectory" => Some(StorageResource::Share(settings(&modify)?)),
         _ => None,
     };
+    if modify.request.resource_type == "ContainerConstraints" {
+        let guest = req.bridge.guest();
+        if modify.base.targets_uvm() {
+            return Err(BridgeError::InvalidRequest(
+                "ContainerConstraints needs a container id".into(),
+            ));
+        }
+        let container = guest.container(&modify.base.container_id)?;
+        guest
+            .update_container_constraints(&container, modify.request.settings.as_ref())
+            .await?;
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
+    }
+    if modify.request.resource_type == "PodCgroupMemoryLimit" {
+        req.bridge.guest().update_pods_limit().await?;
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
+    }
     if modify.request.resource_type == "Network" {
         let adapter: crate::network::adapter::Adapter = settings(&modify)?;
         let guest = req.bridge.guest();
