@@ -94,6 +94,11 @@ async fn serve(opts: AgentOptions) -> ExitCode {
     guest.set_handshake_timeout(std::time::Duration::from_millis(
         opts.stdio_handshake_timeout_ms,
     ));
+    // The kernel's messages reach the host through our log, as the original's do; only in a
+    // utility VM (the kernel log of a test machine is not ours to relay).
+    if runs_under_our_init() {
+        crate::kmsg::start(opts.kmsg_log_level);
+    }
     // The UVM's /gcs and /pods cgroups — only where this machine is ours to arrange: in a
     // utility VM under our init, or as PID 1 of a test sandbox; never on a developer machine.
     if runs_under_our_init() || std::process::id() == 1 {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod guest;
 pub mod host;
 pub mod init;
+pub mod kmsg;
 pub mod logging;
 pub mod network;
 pub mod protocol;

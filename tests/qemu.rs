@@ -204,6 +204,52 @@ async fn boot_serve_and_shut_down_a_real_vm() {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
     }
 
+    // cgroup v2 in the guest: the agent lives in /gcs, /pods is limited to total memory less
+    // the default reserve (75 MiB). A kernel message at level 3 (≤ the default 4) reaches the
+    // log stream; one at level 6 does not.
+    let (out, code) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "echo '<3>gcs-kmsg-probe 42' > /dev/kmsg; echo '<6>gcs-kmsg-quiet' > /dev/kmsg; \
+             cat /sys/fs/cgroup/pods/memory.max; sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo; \
+             cat /sys/fs/cgroup/gcs/cgroup.procs; pidof gcs",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let (pods_max, total_kib): (u64, u64) = (lines[0].parse().unwrap(), lines[1].parse().unwrap());
+    assert_eq!(pods_max, total_kib * 1024 - 75 * 1024 * 1024, "{out}");
+    let gcs_pid = lines.last().unwrap().trim();
+    assert!(lines[2..lines.len() - 1].contains(&gcs_pid), "{out}");
+    let probe = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = uvm.log.recv().await.unwrap();
+            assert!(!line.contains("gcs-kmsg-quiet"), "{line}");
+            if line.contains("gcs-kmsg-probe 42") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the kernel message reaches the log stream");
+    let probe: serde_json::Value = serde_json::from_str(&probe).unwrap();
+    // The text is the line's `msg` (tracing reserves the name "message" for it; the original
+    // logs msg "kmsg" with a separate "message" field).
+    assert_eq!(
+        (probe["priority"].as_u64(), probe["msg"].as_str()),
+        (Some(3), Some("gcs-kmsg-probe 42"))
+    );
+    assert!(
+        probe["seq"].is_u64() && probe["timesincebootmicro"].is_u64(),
+        "{probe}"
+    );
+
     // ShutdownForced of the UVM powers it off: QEMU exits cleanly.
     let status = uvm.shutdown().await.unwrap();
     assert!(status.success(), "{status:?}");
