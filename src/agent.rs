@@ -124,7 +124,10 @@ async fn serve(opts: AgentOptions) -> ExitCode {
     let bridge = Bridge::new(
         Arc::clone(&guest),
         notifications,
-        BridgeConfig { v4: opts.v4 },
+        BridgeConfig {
+            v4: opts.v4,
+            scrub_logs: opts.scrub_logs,
+        },
     );
     if opts.use_inouterr {
         let stream = match FdStream::stdio() {

@@ -91,7 +91,14 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
         gcs::guest::Reaper::new(),
         std::env::temp_dir(),
     );
-    let bridge = Bridge::new(Arc::clone(&guest), queue, BridgeConfig { v4: true });
+    let bridge = Bridge::new(
+        Arc::clone(&guest),
+        queue,
+        BridgeConfig {
+            v4: true,
+            scrub_logs: true,
+        },
+    );
 
     // First connection: a notification goes straight out.
     let (host_side, guest_side) = tokio::io::duplex(64 * 1024);

@@ -347,3 +347,31 @@ async fn many_concurrent_uvm_processes() {
         );
     }
 }
+
+/// `-scrub-logs` (the default): environment values of logged requests never reach the log;
+/// with `-scrub-logs=false` they do (which shows the check can fail).
+#[tokio::test]
+async fn logged_requests_have_their_environment_scrubbed() {
+    const SECRET: &str = "hunter2-scrub-probe";
+    for (flags, leaks) in [(&[][..], false), (&["-scrub-logs=false"][..], true)] {
+        let agent = Agent::negotiated(flags).await;
+        let mut p = params(&["true"]);
+        p.environment
+            .get_or_insert_with(Default::default)
+            .insert("SECRET_TOKEN".into(), SECRET.into());
+        let pid = agent
+            .client
+            .execute_process(NULL_CONTAINER_ID, &p, Default::default())
+            .await
+            .unwrap();
+        agent
+            .client
+            .wait_for_process(NULL_CONTAINER_ID, pid, INFINITE_WAIT)
+            .await
+            .unwrap();
+        let log = agent.log();
+        assert!(log.contains("request received"), "{log}");
+        assert!(log.contains("SECRET_TOKEN"), "{log}");
+        assert_eq!(log.contains(SECRET), leaks, "{flags:?}: {log}");
+    }
+}

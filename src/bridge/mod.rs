@@ -36,6 +36,8 @@ use crate::protocol::{
 pub struct BridgeConfig {
     /// `-v4`: without it only NegotiateProtocol has a handler.
     pub v4: bool,
+    /// `-scrub-logs`: environment values never reach the log.
+    pub scrub_logs: bool,
 }
 
 /// How a connection ended.
@@ -182,7 +184,15 @@ impl Bridge {
         );
         tokio::spawn(
             async move {
-                debug!("request received");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    // The payload is logged as the original does; its secrets only when asked.
+                    let message = if bridge.config.scrub_logs {
+                        crate::protocol::scrub::scrub_payload(&payload)
+                    } else {
+                        String::from_utf8_lossy(&payload).into_owned()
+                    };
+                    debug!(request = %message, "request received");
+                }
                 let result = if version != PROTOCOL_V4 || !bridge.config.v4 {
                     Err(BridgeError::NotSupported(header.message_type))
                 } else {

@@ -9,6 +9,7 @@ pub mod hresult;
 pub mod ids;
 pub mod json;
 pub mod messages;
+pub mod scrub;
 
 pub use header::{FrameError, MessageHeader, HEADER_LEN, HOST_MAX_MESSAGE, MAX_FRAME};
 pub use hresult::Hresult;
