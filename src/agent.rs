@@ -127,6 +127,7 @@ async fn serve(opts: AgentOptions) -> ExitCode {
         BridgeConfig {
             v4: opts.v4,
             scrub_logs: opts.scrub_logs,
+            sequential: confidential_hardware(),
         },
     );
     if opts.use_inouterr {
@@ -187,6 +188,18 @@ fn power_off(end: &ConnectionEnd) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// SEV-SNP guest devices mean a confidential VM, where the original serves requests one at a
+/// time.
+fn confidential_hardware() -> bool {
+    let found = ["/dev/sev", "/dev/sev-guest"]
+        .iter()
+        .any(|d| Path::new(d).exists());
+    if found {
+        info!("confidential hardware: serving requests one at a time");
+    }
+    found
 }
 
 fn runs_under_our_init() -> bool {

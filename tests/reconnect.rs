@@ -97,6 +97,7 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
         BridgeConfig {
             v4: true,
             scrub_logs: true,
+            sequential: false,
         },
     );
 

@@ -4,7 +4,7 @@
 #   <hierarchy mount>/<our current cgroup>/gcs-sandbox-<name>
 # Each such directory is written, one per line, to the file named by $GCS_SANDBOX_RECORD so
 # the caller can inspect and remove them. The command dies with the sandbox (--kill-child).
-# With $GCS_SANDBOX_BLOCKDEVS ("pmem0=7:3 pmem1=7:4"), /dev is private too: a tmpfs with the
+# With $GCS_SANDBOX_BLOCKDEVS ("pmem0=7:3 pmem1=7:4", "sev=c:1:3" for a character device), /dev is private too: a tmpfs with the
 # usual character devices, /dev/pts and /dev/shm, and those block nodes (loop devices standing
 # in for the guest's devices).
 # With $GCS_SANDBOX_NET set, the network namespace is fresh too (only `lo`), with its own
@@ -66,7 +66,9 @@ exec unshare --mount --pid --fork --kill-child --cgroup $net --propagation priva
         ln -s /proc/self/fd /run/.dev/fd
         for b in $GCS_SANDBOX_BLOCKDEVS; do
             mm=${b#*=}
-            mknod "/run/.dev/${b%%=*}" b "${mm%%:*}" "${mm#*:}"
+            kind=b
+            case "$mm" in c:*) kind=c; mm=${mm#c:} ;; esac
+            mknod "/run/.dev/${b%%=*}" "$kind" "${mm%%:*}" "${mm#*:}"
         done
         mount --move /run/.dev /dev
         rmdir /run/.dev

@@ -375,3 +375,46 @@ async fn logged_requests_have_their_environment_scrubbed() {
         assert_eq!(log.contains(SECRET), leaks, "{flags:?}: {log}");
     }
 }
+
+/// On confidential hardware (`/dev/sev` present) requests are served one at a time: a
+/// DumpStacks sent behind a bounded WaitForProcess is answered only after it; elsewhere at once.
+#[tokio::test]
+async fn confidential_hardware_serves_requests_one_at_a_time() {
+    for (devices, sequential) in [("sev=c:1:3", true), ("", false)] {
+        let agent = Agent::sandboxed_with_devices(&[], devices).await;
+        let pid = agent
+            .client
+            .execute_process(
+                NULL_CONTAINER_ID,
+                &params(&["sleep", "3"]),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let (wait, stacks) = tokio::join!(
+            agent.client.wait_for_process(NULL_CONTAINER_ID, pid, 800),
+            async {
+                // Sent just after the wait.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let r = agent.client.dump_stacks().await;
+                (r, start.elapsed())
+            }
+        );
+        assert_eq!(wait.unwrap_err().hresult(), Some(Hresult::TIMEOUT));
+        let (stacks, answered) = (stacks.0.unwrap(), stacks.1);
+        assert!(!stacks.is_empty());
+        if sequential {
+            assert!(
+                answered >= std::time::Duration::from_millis(750),
+                "{answered:?}"
+            );
+            assert!(agent.log().contains("serving requests one at a time"));
+        } else {
+            assert!(
+                answered < std::time::Duration::from_millis(700),
+                "{answered:?}"
+            );
+        }
+    }
+}

@@ -38,6 +38,9 @@ pub struct BridgeConfig {
     pub v4: bool,
     /// `-scrub-logs`: environment values never reach the log.
     pub scrub_logs: bool,
+    /// Confidential (SEV-SNP) hardware: requests are served strictly one at a time, as the
+    /// original does there (spec §10.1).
+    pub sequential: bool,
 }
 
 /// How a connection ended.
@@ -182,40 +185,44 @@ impl Bridge {
             header.message_type,
             &base.container_id,
         );
-        tokio::spawn(
-            async move {
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    // The payload is logged as the original does; its secrets only when asked.
-                    let message = if bridge.config.scrub_logs {
-                        crate::protocol::scrub::scrub_payload(&payload)
-                    } else {
-                        String::from_utf8_lossy(&payload).into_owned()
-                    };
-                    debug!(request = %message, "request received");
-                }
-                let result = if version != PROTOCOL_V4 || !bridge.config.v4 {
-                    Err(BridgeError::NotSupported(header.message_type))
+        let work = async move {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                // The payload is logged as the original does; its secrets only when asked.
+                let message = if bridge.config.scrub_logs {
+                    crate::protocol::scrub::scrub_payload(&payload)
                 } else {
-                    let request = handlers::Request {
-                        header,
-                        base: &base,
-                        payload: &payload,
-                        bridge: &bridge,
-                    };
-                    handlers::handle(request).await
+                    String::from_utf8_lossy(&payload).into_owned()
                 };
-                let shutdown_after = matches!(&result, Ok(r) if r.shutdown_after);
-                let bytes = encode_response(header, &base.activity_id, result);
-                if responses.send(bytes).await.is_err() {
-                    warn!("connection closed before the response could be sent; dropped");
-                }
-                drop(guard);
-                if shutdown_after {
-                    bridge.guest.request_shutdown();
-                }
+                debug!(request = %message, "request received");
             }
-            .instrument(span),
-        );
+            let result = if version != PROTOCOL_V4 || !bridge.config.v4 {
+                Err(BridgeError::NotSupported(header.message_type))
+            } else {
+                let request = handlers::Request {
+                    header,
+                    base: &base,
+                    payload: &payload,
+                    bridge: &bridge,
+                };
+                handlers::handle(request).await
+            };
+            let shutdown_after = matches!(&result, Ok(r) if r.shutdown_after);
+            let bytes = encode_response(header, &base.activity_id, result);
+            if responses.send(bytes).await.is_err() {
+                warn!("connection closed before the response could be sent; dropped");
+            }
+            drop(guard);
+            if shutdown_after {
+                bridge.guest.request_shutdown();
+            }
+        }
+        .instrument(span);
+        if self.config.sequential {
+            // The reader waits: the next request is read only once this one is answered.
+            work.await;
+        } else {
+            tokio::spawn(work);
+        }
     }
 
     async fn write_loop<W: AsyncWrite>(
