@@ -98,6 +98,9 @@ async fn serve(opts: AgentOptions) -> ExitCode {
     // utility VM (the kernel log of a test machine is not ours to relay).
     if runs_under_our_init() {
         crate::kmsg::start(opts.kmsg_log_level);
+        if !opts.disable_time_sync {
+            crate::timesync::start();
+        }
     }
     // The UVM's /gcs and /pods cgroups — only where this machine is ours to arrange: in a
     // utility VM under our init, or as PID 1 of a test sandbox; never on a developer machine.

@@ -18,5 +18,6 @@ pub mod protocol;
 pub mod runtime;
 pub mod storage;
 pub mod sys;
+pub mod timesync;
 pub mod transport;
 pub mod uevent;

@@ -321,6 +321,32 @@ pub fn dm_ioctl(control: BorrowedFd<'_>, command: u8, buf: &mut [u8]) -> Result<
     Errno::result(rc).map(drop)
 }
 
+/// The time of the PTP hardware clock open at `fd` (a dynamic POSIX clock).
+pub fn phc_time(fd: BorrowedFd<'_>) -> Result<libc::timespec, Errno> {
+    // FD_TO_CLOCKID: the clock id of a character device's dynamic clock.
+    let clock = (!fd.as_raw_fd() << 3) | 3;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call; the clock id is derived from an
+    // fd borrowed for the call, so the kernel resolves it to that open device or fails.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    Errno::result(rc).map(|_| ts)
+}
+
+/// Slews the system clock by `offset_us` microseconds (`adjtimex` `ADJ_OFFSET_SINGLESHOT`,
+/// as `adjtime(3)`: gradual, never backwards in a jump).
+pub fn slew_clock(offset_us: i64) -> Result<(), Errno> {
+    // SAFETY: all-zero bytes are a valid `timex`.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    tx.modes = libc::ADJ_OFFSET_SINGLESHOT;
+    tx.offset = offset_us;
+    // SAFETY: `tx` is a valid timex that lives across the call.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    Errno::result(rc).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
