@@ -108,6 +108,11 @@ async fn serve(opts: AgentOptions) -> ExitCode {
         match UvmCgroups::setup(Path::new("/sys/fs/cgroup"), opts.root_mem_reserve_bytes) {
             Ok(cgroups) => {
                 info!(version = ?cgroups.version(), limit = ?cgroups.pods_limit().ok().flatten(), "UVM cgroups ready");
+                crate::cgroups::events::watch_oom(cgroups.memory_cgroup("pods"), "/pods".into());
+                crate::cgroups::events::watch_threshold(
+                    cgroups.memory_cgroup("gcs"),
+                    opts.gcs_mem_limit_bytes,
+                );
                 guest.set_uvm_cgroups(cgroups);
                 // Memory can be hot-added: recompute the /pods limit now and then, as the
                 // original does every 60 s.

@@ -1328,3 +1328,94 @@ async fn virtio_nic_found_by_mac_moved_into_a_pod_configured_by_dhcp_and_reachin
     assert_eq!(out, "eth0\nlo\n");
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_kill_in_the_vm_is_logged_and_counted_on_cgroup_v2() {
+    use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let layer = ext4_image(
+        work.path(),
+        "layer.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let mut cfg = config();
+    cfg.pmem.push(layer);
+    let mut uvm = Uvm::boot(&cfg).await.unwrap();
+    let c = &uvm.client;
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify("VPMemDevice", "Add", json!({"MountPath": "/run/layers/p0"})),
+    )
+    .await
+    .unwrap();
+    let id = "vm-oom";
+    let root = format!("/run/gcs/c/{id}/rootfs");
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "CombinedLayers",
+            "Add",
+            json!({"ContainerID": id,
+        "ContainerRootPath": root, "Layers": [{"Path": "/run/layers/p0"}],
+        "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
+        ),
+    )
+    .await
+    .unwrap();
+    let args: Vec<String> = [
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=48M count=1; sleep 1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut spec = gcs::host::spec::container_spec(&args, &root, false);
+    spec["linux"]["resources"] = json!({"memory": {"limit": 16 << 20}});
+    let settings = ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(spec),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    };
+    c.create_container(id, &settings).await.unwrap();
+    c.start_container(id).await.unwrap();
+    let init = c
+        .execute_process(id, &ProcessParameters::default(), Default::default())
+        .await
+        .unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let line = uvm.log.recv().await.unwrap();
+            if line.contains("OOM") && line.contains(id) {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the OOM kill is logged");
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["container_id"], id);
+    assert_eq!(event["oom_kill"], 1, "{line}");
+    assert_eq!(event["limit"], (16u64 << 20).to_string(), "{line}");
+    let props = uvm
+        .client
+        .get_properties(id, &["Statistics"])
+        .await
+        .unwrap();
+    let m = props.lcow_metrics.unwrap();
+    assert_eq!(m["memory_oom_control"]["oom_kill"], 1, "{m}");
+    uvm.client.shutdown_forced(id).await.unwrap();
+    uvm.client
+        .wait_for_process(id, init, INFINITE_WAIT)
+        .await
+        .unwrap();
+    assert!(uvm.shutdown().await.unwrap().success());
+}

@@ -194,3 +194,68 @@ async fn gcs_and_pods_cgroups_pod_limit_and_container_constraints() {
         .unwrap();
     agent.client.delete_container_state(id).await.unwrap();
 }
+
+/// A container that allocates past its 16 MiB limit is OOM-killed; the agent logs the event
+/// with the container's id, and its Statistics count the kill.
+#[tokio::test]
+async fn oom_kills_are_logged_and_counted() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "oom-victim";
+    common::add_rootfs(&agent.client, id, common::busybox_layer(&agent)).await;
+    // dd's 48 MiB buffer does not fit in 16 MiB; a sleep keeps the container for the query.
+    let mut spec = common::trace_spec(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=48M count=1; sleep 1000",
+    ]);
+    spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+    spec["linux"]["resources"]["memory"] = json!({"limit": 16 * MIB, "swap": 16 * MIB});
+    agent
+        .client
+        .create_container(id, &common::container_settings(id, spec))
+        .await
+        .unwrap();
+    agent.client.start_container(id).await.unwrap();
+    let init = agent
+        .client
+        .execute_process(
+            id,
+            &ProcessParameters::default(),
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        let log = agent.log();
+        if let Some(l) = log.lines().find(|l| l.contains("OOM") && l.contains(id)) {
+            break l.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OOM line in:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        line.contains("oom_kill=1") || line.contains("\"oom_kill\":1"),
+        "{line}"
+    );
+    let props = agent
+        .client
+        .get_properties(id, &["Statistics"])
+        .await
+        .unwrap();
+    let m = props.lcow_metrics.unwrap();
+    assert!(
+        m["memory_oom_control"]["oom_kill"].as_u64().unwrap() >= 1,
+        "{m}"
+    );
+    agent.client.shutdown_forced(id).await.unwrap();
+    agent
+        .client
+        .wait_for_process(id, init, INFINITE_WAIT)
+        .await
+        .unwrap();
+    agent.client.delete_container_state(id).await.unwrap();
+}

@@ -2,6 +2,8 @@
 //! holds every container and is limited to the VM's memory less a reserve, so that containers
 //! cannot starve the agent. cgroup v2 or v1, as `init` mounted them.
 
+pub mod events;
+
 use std::path::{Path, PathBuf};
 
 /// Errors of UVM cgroup management.
@@ -142,6 +144,11 @@ impl UvmCgroups {
 
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// The memory cgroup `rel` (e.g. `/pods/<id>`) of this hierarchy.
+    pub fn memory_cgroup(&self, rel: &str) -> events::MemoryCgroup {
+        events::MemoryCgroup::new(&self.root, self.version, rel)
     }
 
     /// The current `/pods` memory limit (`None`: unlimited).

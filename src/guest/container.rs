@@ -169,6 +169,8 @@ pub struct Container {
     pub bundle: PathBuf,
     pub scratch: String,
     pub rootfs: PathBuf,
+    /// The container's cgroup (`linux.cgroupsPath`), e.g. `/pods/<id>`.
+    pub cgroup: String,
     /// Sources of the spec's bind mounts: storage the host must not take away while it runs.
     pub mount_sources: Vec<PathBuf>,
     pub kind: Kind,

@@ -124,6 +124,12 @@ impl Guest {
                         return Err(e);
                     }
                 }
+                if let Some(cgroups) = &self.uvm_cgroups {
+                    crate::cgroups::events::watch_oom(
+                        cgroups.memory_cgroup(&container.cgroup),
+                        id.to_string(),
+                    );
+                }
                 info!(container_id = id, "container created");
                 Ok(())
             }
@@ -286,6 +292,11 @@ impl Guest {
             scratch: settings.scratch_dir_path.clone(),
             rootfs,
             mount_sources: spec::bind_sources(&spec),
+            cgroup: spec
+                .pointer("/linux/cgroupsPath")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             kind,
             sandbox_root,
             network_namespace: namespace,

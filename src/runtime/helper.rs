@@ -190,9 +190,24 @@ fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperRespo
             .map_err(|e| error(RuntimeErrorKind::Other, format!("update the cgroup: {e}")))
         }),
         HelperRequest::Stats { id } => cgroup(root, &id).and_then(|m| {
-            m.stats()
-                .map(|s| HelperResponse::Stats(super::metrics::to_v1_metrics(&s)))
-                .map_err(|e| error(RuntimeErrorKind::Other, format!("cgroup statistics: {e}")))
+            let mut metrics = m
+                .stats()
+                .map(|s| super::metrics::to_v1_metrics(&s))
+                .map_err(|e| error(RuntimeErrorKind::Other, format!("cgroup statistics: {e}")))?;
+            // libcgroups does not read the OOM-kill count; the host sees it as
+            // memory_oom_control.oom_kill (omitted while 0, as Go's omitempty).
+            let path = load(root, &id)?
+                .spec()
+                .map_err(|e| failed("container config", e))?
+                .cgroup_path;
+            let kills = crate::cgroups::events::container_oom_kills(
+                Path::new("/sys/fs/cgroup"),
+                &path.to_string_lossy(),
+            );
+            if kills > 0 {
+                metrics["memory_oom_control"]["oom_kill"] = serde_json::Value::from(kills);
+            }
+            Ok(HelperResponse::Stats(metrics))
         }),
     };
     result.unwrap_or_else(|e| e)
