@@ -113,18 +113,9 @@ async fn serve(opts: AgentOptions) -> ExitCode {
                     cgroups.memory_cgroup("gcs"),
                     opts.gcs_mem_limit_bytes,
                 );
+                let cgroups = Arc::new(cgroups);
+                Arc::clone(&cgroups).follow_memory_hotplug(runs_under_our_init());
                 guest.set_uvm_cgroups(cgroups);
-                // Memory can be hot-added: recompute the /pods limit now and then, as the
-                // original does every 60 s.
-                let g = Arc::clone(&guest);
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                        if let Err(e) = g.update_pods_limit().await {
-                            warn!(error = %e, "recomputing the /pods memory limit failed");
-                        }
-                    }
-                });
             }
             Err(e) => error!(error = %e, "cannot set up the UVM cgroups"),
         }

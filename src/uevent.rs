@@ -86,6 +86,33 @@ impl Uevents {
         }
     }
 
+    /// Waits up to `timeout` for uevents and returns those that arrived, each as its text
+    /// (`ACTION@DEVPATH` and `KEY=value` lines).
+    pub fn next_messages(&mut self, timeout: Duration) -> Vec<String> {
+        let Some(fd) = &self.socket else {
+            std::thread::sleep(timeout);
+            return Vec::new();
+        };
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => {
+                    self.seen += 1;
+                    out.push(String::from_utf8_lossy(&buf[..n]).replace('\0', "\n"));
+                }
+                Err(Errno::ENOBUFS) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     /// Calls `probe` until it yields a value, re-probing after every batch of uevents (and at
     /// least every [`BACKSTOP`]) until `deadline` has passed. `what` names the device in the
     /// slow-device warning and the timeout error.

@@ -1419,3 +1419,70 @@ async fn oom_kill_in_the_vm_is_logged_and_counted_on_cgroup_v2() {
         .unwrap();
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_added_memory_raises_the_pods_limit() {
+    let mut cfg = config();
+    cfg.gcs_args
+        .extend(["-core-dump-location", "/tmp/cores/core.%p"].map(String::from));
+    let uvm = Uvm::boot(&cfg).await.unwrap();
+    let ports = StdioPorts::default();
+    let pods_max = |out: String| out.trim().parse::<u64>().unwrap();
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &["cat", "/sys/fs/cgroup/pods/memory.max"],
+        None,
+        false,
+    )
+    .await;
+    let before = pods_max(out);
+    // -core-dump-location reached the kernel.
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &["cat", "/proc/sys/kernel/core_pattern"],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "/tmp/cores/core.%p\n");
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .unwrap();
+    qmp.execute(
+        "object-add",
+        serde_json::json!({"qom-type": "memory-backend-ram", "id": "hot1", "size": 128u64 << 20}),
+    )
+    .await
+    .unwrap();
+    qmp.execute(
+        "device_add",
+        serde_json::json!({"driver": "pc-dimm", "id": "dimm1", "memdev": "hot1"}),
+    )
+    .await
+    .unwrap();
+    // The memory comes online and the agent, woken by the kernel's uevent, raises the limit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (out, _) = run(
+            &uvm,
+            &ports,
+            &["cat", "/sys/fs/cgroup/pods/memory.max"],
+            None,
+            false,
+        )
+        .await;
+        let now = pods_max(out);
+        if now == before + (128 << 20) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/pods limit {now}, expected {} (+128 MiB)",
+            before + (128 << 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(uvm.shutdown().await.unwrap().success());
+}

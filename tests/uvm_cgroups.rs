@@ -259,3 +259,24 @@ async fn oom_kills_are_logged_and_counted() {
         .unwrap();
     agent.client.delete_container_state(id).await.unwrap();
 }
+
+/// `/gcs` above `-gcs-mem-limit-bytes` is a logged warning (not a limit: the agent serves on).
+#[tokio::test]
+async fn the_agent_warns_when_its_cgroup_passes_the_threshold() {
+    let agent = Agent::sandboxed(&["-gcs-mem-limit-bytes", "4096"]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = agent.log();
+        if log.contains("uses more memory than -gcs-mem-limit-bytes")
+            && log.contains("threshold=4096")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning in:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(agent.client.dump_stacks().await.is_ok());
+}

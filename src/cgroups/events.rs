@@ -192,6 +192,8 @@ pub fn watch_threshold(cgroup: MemoryCgroup, threshold: u64) {
                             return;
                         }
                     };
+                    // The kernel signals crossings only: look once now for where we start.
+                    over(&cgroup);
                     while efd.read().is_ok() {
                         over(&cgroup);
                     }

@@ -146,6 +146,50 @@ impl UvmCgroups {
         self.version
     }
 
+    /// Keeps the `/pods` limit in step with the VM's memory: recomputed when the kernel
+    /// announces memory coming online (the host hot-adds it), and once a minute regardless
+    /// (the original only polls every 60 s). Hot-added memory is onlined automatically.
+    /// `online_new_memory`: set the kernel to online hot-added blocks (only in a utility VM).
+    pub fn follow_memory_hotplug(self: std::sync::Arc<Self>, online_new_memory: bool) {
+        let auto = Path::new("/sys/devices/system/memory/auto_online_blocks");
+        if online_new_memory && auto.exists() {
+            if let Err(e) = std::fs::write(auto, "online") {
+                tracing::warn!(error = %e, "cannot make hot-added memory come online by itself");
+            }
+        }
+        let spawned = std::thread::Builder::new()
+            .name("gcs-memhotplug".into())
+            .spawn(move || {
+                let mut events = crate::uevent::Uevents::subscribe();
+                loop {
+                    let messages = events.next_messages(std::time::Duration::from_secs(60));
+                    let memory = messages.iter().any(|m| {
+                        m.lines().any(|l| l == "SUBSYSTEM=memory")
+                            && (m.starts_with("online@") || m.starts_with("add@"))
+                    });
+                    if !messages.is_empty() && !memory {
+                        continue;
+                    }
+                    match self.update_pods_limit() {
+                        Ok(Some(limit)) => {
+                            tracing::info!(
+                                limit,
+                                hotplug = memory,
+                                "/pods memory limit follows the VM's memory"
+                            )
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "recomputing the /pods memory limit failed")
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot follow memory hot-plug");
+        }
+    }
+
     /// The memory cgroup `rel` (e.g. `/pods/<id>`) of this hierarchy.
     pub fn memory_cgroup(&self, rel: &str) -> events::MemoryCgroup {
         events::MemoryCgroup::new(&self.root, self.version, rel)

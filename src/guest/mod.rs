@@ -118,9 +118,9 @@ impl Guest {
     }
 
     /// Hands the UVM cgroups to the guest (before the guest is shared).
-    pub fn set_uvm_cgroups(self: &mut Arc<Self>, cgroups: crate::cgroups::UvmCgroups) {
+    pub fn set_uvm_cgroups(self: &mut Arc<Self>, cgroups: Arc<crate::cgroups::UvmCgroups>) {
         if let Some(guest) = Arc::get_mut(self) {
-            guest.uvm_cgroups = Some(Arc::new(cgroups));
+            guest.uvm_cgroups = Some(cgroups);
         }
     }
 

@@ -172,13 +172,12 @@ impl Uvm {
         append.extend(config.gcs_args.iter().cloned());
         let mem = format!("{}M", config.memory_mib);
         let mut qemu = Command::new("qemu-system-x86_64");
-        let (machine, memory) = if config.pmem.is_empty() && config.virtio_pmem.is_empty() {
-            ("pc,memory-backend=mem".to_string(), mem.clone())
+        // Slots for hot-added memory (pc-dimm over QMP) and NVDIMMs.
+        let memory = format!("{mem},slots=4,maxmem=4G");
+        let machine = if config.pmem.is_empty() {
+            "pc,memory-backend=mem".to_string()
         } else {
-            (
-                "pc,memory-backend=mem,nvdimm=on".to_string(),
-                format!("{mem},slots=4,maxmem=4G"),
-            )
+            "pc,memory-backend=mem,nvdimm=on".to_string()
         };
         qemu.args([
             "-machine", &machine, "-accel", "tcg", "-smp", "1", "-m", &memory,
