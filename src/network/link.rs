@@ -191,20 +191,18 @@ fn configure_on_this_thread(
             let Some(LinkInfo { index, .. }) = link_info(&handle, name).await? else {
                 return Ok(());
             };
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).down().build())
-                .execute()
-                .await
-                .map_err(netlink(format!("set {name} down")))?;
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).setns_by_pid(pid).build())
-                .execute()
-                .await
-                .map_err(netlink(format!(
-                    "move {name} into the namespace of pid {pid}"
-                )))
+            set_link(
+                &handle,
+                LinkUnspec::new_with_index(index).down().build(),
+                format!("set {name} down"),
+            )
+            .await?;
+            set_link(
+                &handle,
+                LinkUnspec::new_with_index(index).setns_by_pid(pid).build(),
+                format!("move {name} into the namespace of pid {pid}"),
+            )
+            .await
         })?;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| {
             NetworkError::Io {
@@ -252,14 +250,27 @@ fn configure_on_this_thread(
     })
 }
 
+async fn set_link(
+    handle: &Handle,
+    message: rtnetlink::packet_route::link::LinkMessage,
+    what: String,
+) -> Result<(), NetworkError> {
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .map_err(netlink(what))
+}
+
 async fn set_up(handle: &Handle, name: &str) -> Result<(), NetworkError> {
     if let Some(LinkInfo { index, .. }) = link_info(handle, name).await? {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(netlink(format!("set {name} up")))?;
+        set_link(
+            handle,
+            LinkUnspec::new_with_index(index).up().build(),
+            format!("set {name} up"),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -273,19 +284,19 @@ async fn configure_link(
     let (index, mtu) = (link.index, link.mtu);
     if adapter.encap_overhead != 0 {
         let new_mtu = mtu.saturating_sub(u32::from(adapter.encap_overhead));
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).mtu(new_mtu).build())
-            .execute()
-            .await
-            .map_err(netlink(format!("set the MTU of {name} to {new_mtu}")))?;
+        set_link(
+            handle,
+            LinkUnspec::new_with_index(index).mtu(new_mtu).build(),
+            format!("set the MTU of {name} to {new_mtu}"),
+        )
+        .await?;
     }
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(netlink(format!("set {name} up")))?;
+    set_link(
+        handle,
+        LinkUnspec::new_with_index(index).up().build(),
+        format!("set {name} up"),
+    )
+    .await?;
     let addresses = adapter.addresses()?;
     if addresses.is_empty() {
         return configure_by_dhcp(handle, adapter, name, link).await;
