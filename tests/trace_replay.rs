@@ -62,7 +62,13 @@ fn keys(v: &Value) -> BTreeSet<String> {
 
 /// Acts as the host's stdio listeners for one process. Resolves `first_line` once the
 /// process's stdout produced a line.
-fn serve_stdio(agent: &Agent, ports: &Value, first_line: oneshot::Sender<()>) {
+fn serve_stdio(
+    agent: &Agent,
+    ports: &Value,
+    first_line: oneshot::Sender<()>,
+    stdin_gate: oneshot::Receiver<()>,
+) {
+    let mut stdin_gate = Some(stdin_gate);
     let host = agent.host();
     let mut first_line = Some(first_line);
     for (key, is_stdin) in [("StdIn", true), ("StdOut", false), ("StdErr", false)] {
@@ -75,9 +81,16 @@ fn serve_stdio(agent: &Agent, ports: &Value, first_line: oneshot::Sender<()>) {
         } else {
             None
         };
+        let gate = if is_stdin { stdin_gate.take() } else { None };
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             if is_stdin {
+                // Input goes only once every request the recorded host sent before the next
+                // answer has been sent (a ResizeConsole must reach a tty process that is still
+                // waiting for its line).
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
                 let _ = s.write_all(b"hello\n").await;
                 let _ = s.shutdown().await;
                 // Keep the socket open until the agent closes it.
@@ -130,13 +143,18 @@ async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
     let frames = read_trace(name);
     let mut pids: HashMap<u64, u64> = HashMap::new();
     let mut pending: HashMap<u64, oneshot::Receiver<gcs::host::Frame>> = HashMap::new();
+    let mut gates: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
+    let mut waits = std::collections::HashSet::new();
     let mut compared = 0;
     for frame in &frames {
         if skipped.iter().any(|(id, _)| *id == frame.id) {
             continue;
         }
         if frame.is_host_request() {
-            send(&agent, frame, &pids, &mut pending).await;
+            if frame.type_u32() == MessageType::WAIT_FOR_PROCESS.0 {
+                waits.insert(frame.id);
+            }
+            send(&agent, frame, &pids, &mut pending, &mut gates).await;
             continue;
         }
         if frame.type_u32() == MessageType::NOTIFICATION.0 {
@@ -157,6 +175,12 @@ async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
             );
             compared += 1;
             continue;
+        }
+        // An answer to a wait may need the input: the host has typed by then.
+        if waits.contains(&frame.id) {
+            for (_, gate) in gates.drain(..) {
+                let _ = gate.send(());
+            }
         }
         let rx = pending
             .remove(&frame.id)
@@ -179,6 +203,16 @@ async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
         );
         let body = got.json().unwrap();
         compare(name, frame.id, &body, &frame.body);
+        // The host has seen an answer to something it sent after an exec (a ResizeConsole):
+        // only now does it type into that exec's stdin, so that the requests it sent first
+        // have taken effect, as in the recording.
+        for (exec_id, gate) in std::mem::take(&mut gates) {
+            if exec_id == frame.id {
+                gates.push((exec_id, gate));
+            } else {
+                let _ = gate.send(());
+            }
+        }
         if let (Some(theirs), Some(ours)) =
             (frame.body["ProcessId"].as_u64(), body["ProcessId"].as_u64())
         {
@@ -199,6 +233,7 @@ async fn send(
     request: &TraceFrame,
     pids: &HashMap<u64, u64>,
     pending: &mut HashMap<u64, oneshot::Receiver<gcs::host::Frame>>,
+    gates: &mut Vec<(u64, oneshot::Sender<()>)>,
 ) {
     let mut body = request.body.clone();
     if let Some(pid) = body.get("ProcessId").and_then(|p| p.as_u64()) {
@@ -209,7 +244,14 @@ async fn send(
     let mut first_line = None;
     if request.type_u32() == MessageType::EXECUTE_PROCESS.0 {
         let (tx, rx) = oneshot::channel();
-        serve_stdio(agent, &body["Settings"]["VsockStdioRelaySettings"], tx);
+        let (gate_tx, gate_rx) = oneshot::channel();
+        gates.push((request.id, gate_tx));
+        serve_stdio(
+            agent,
+            &body["Settings"]["VsockStdioRelaySettings"],
+            tx,
+            gate_rx,
+        );
         let params = body["Settings"]["ProcessParameters"].as_str().unwrap_or("");
         let is_container_init = body["ContainerId"] != gcs::protocol::NULL_CONTAINER_ID
             && !params.contains("OciProcess");
