@@ -165,7 +165,12 @@ impl Uvm {
             }
         });
 
-        let mut append = vec!["console=ttyS0".to_string(), "panic=-1".to_string()];
+        // quiet: every console line is an emulated serial write, slow under TCG.
+        let mut append = vec![
+            "console=ttyS0".to_string(),
+            "quiet".to_string(),
+            "panic=-1".to_string(),
+        ];
         append.extend(config.kernel_args.iter().cloned());
         append.push("--".into());
         append.extend(["-e", "1", "/bin/vsockexec", "-e", "109", "/bin/gcs"].map(String::from));
