@@ -361,6 +361,12 @@ async fn bad_storage_requests_get_errors_and_leave_nothing_behind() {
             json!({"MountPath": "/run/mounts/m0", "Port": 564, "ShareName": "0,access=any"}),
             "contains ','",
         ),
+        (
+            "VPCIDevice",
+            "Add",
+            json!({"VMBusGUID": "../../etc"}),
+            "is not a GUID",
+        ),
     ];
     for (resource, request, settings, want) in cases {
         let err = call(&agent, resource, request, settings.clone())

@@ -64,7 +64,8 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
             GuestError::StillCreating(_)
             | GuestError::Storage(_)
             | GuestError::Network(_)
-            | GuestError::Cgroups(_) => Hresult::FAIL,
+            | GuestError::Cgroups(_)
+            | GuestError::Device(_) => Hresult::FAIL,
             GuestError::NotRunning(_) => Hresult::SYSTEM_ALREADY_STOPPED,
             GuestError::InvalidState(_) => Hresult::INVALID_STATE,
             GuestError::NamespaceNotFound(_) => Hresult::NOT_FOUND,

@@ -40,6 +40,8 @@ pub enum GuestError {
     Runtime(#[source] crate::runtime::RuntimeError),
     #[error("storage")]
     Storage(#[source] crate::storage::StorageError),
+    #[error("device")]
+    Device(#[source] crate::devices::DeviceError),
     #[error("cgroups")]
     Cgroups(#[source] crate::cgroups::CgroupError),
     #[error("network")]
