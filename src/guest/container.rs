@@ -181,6 +181,9 @@ pub struct Container {
     pub host_network: bool,
     /// The spec's `process` (exec inherits its rlimits and user).
     pub spec_process: serde_json::Value,
+    /// The spec's `process.user` was a name (now resolved): an exec without a name of its own
+    /// runs as that user (spec §6.5).
+    pub user_from_name: bool,
     pub init: Arc<ContainerProcess>,
     pub state: Mutex<State>,
     pub init_io: Mutex<Option<InitIo>>,

@@ -210,9 +210,10 @@ impl Guest {
                     .and_then(Value::as_str)
                     .is_some_and(|h| !h.is_empty())
                 {
-                    return Err(GuestError::InvalidRequest(
-                        "a workload container cannot set a hostname".into(),
-                    ));
+                    return Err(GuestError::InvalidRequest(format!(
+                        "workload container must not change hostname: {}",
+                        spec["hostname"].as_str().unwrap_or_default()
+                    )));
                 }
                 spec::rewrite_mount_sources(&mut spec, &root)?;
                 spec::bind_network_files(&mut spec, &root);
@@ -238,7 +239,17 @@ impl Guest {
         if let Some(obj) = spec.as_object_mut() {
             obj.remove("windows");
         }
-        spec::apply_annotations(&mut spec)?;
+        spec::apply_annotations(&mut spec, &kind)?;
+        // §6.3 step 9: a workload follows its pod's host-network annotation, not its own.
+        let host_network = match &kind {
+            Kind::Workload { sandbox_id } => self
+                .container(sandbox_id)
+                .is_ok_and(|sandbox| sandbox.host_network),
+            _ => spec::is_host_network(&spec),
+        };
+        if host_network {
+            spec::remove_namespace(&mut spec, "network");
+        }
         spec::enforce_readonly_cgroupfs(&mut spec);
         let rootfs = match spec.pointer("/root/path").and_then(Value::as_str) {
             Some(p) if p.starts_with('/') => PathBuf::from(p),
@@ -249,9 +260,10 @@ impl Guest {
                 ))
             }
         };
-        if let Some(process) = spec.get_mut("process") {
-            spec::resolve_username(process, &rootfs)?;
-        }
+        let user_from_name = match spec.get_mut("process") {
+            Some(process) => spec::user::resolve_username(process, &rootfs)?,
+            None => false,
+        };
         if let Some(cwd) = spec
             .pointer("/process/cwd")
             .and_then(Value::as_str)
@@ -300,8 +312,9 @@ impl Guest {
             kind,
             sandbox_root,
             network_namespace: namespace,
-            host_network: spec::is_host_network(&spec),
+            host_network,
             spec_process: spec.get("process").cloned().unwrap_or(Value::Null),
+            user_from_name,
             init: Arc::clone(&init),
             state: std::sync::Mutex::new(State::Created),
             init_io: std::sync::Mutex::new(Some(init_io)),
@@ -458,15 +471,22 @@ impl Guest {
         if let Some(rlimits) = c.spec_process.get("rlimits") {
             process["rlimits"] = rlimits.clone();
         }
-        if process
-            .pointer("/user/username")
-            .and_then(Value::as_str)
-            .is_some_and(|u| !u.is_empty())
-        {
-            spec::resolve_username(&mut process, &c.rootfs)?;
-        } else if process.get("user").is_none() {
+        // §6.5: the exec's own name is resolved against the container's root; without one, a
+        // container whose user was a name lends its resolved user.
+        if !spec::user::resolve_username(&mut process, &c.rootfs)? && c.user_from_name {
             if let Some(user) = c.spec_process.get("user") {
                 process["user"] = user.clone();
+            }
+        }
+        // runc execs with the umask of the container's config, never the exec's own.
+        match c.spec_process.pointer("/user/umask") {
+            Some(umask) if process.get("user").is_some_and(Value::is_object) => {
+                process["user"]["umask"] = umask.clone();
+            }
+            _ => {
+                if let Some(user) = process.get_mut("user").and_then(Value::as_object_mut) {
+                    user.remove("umask");
+                }
             }
         }
         let dir = self.runtime_dir.join("exec");

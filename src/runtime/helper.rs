@@ -38,6 +38,11 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     // Container processes inherit this disposition; they must get the default.
     crate::sys::default_sigpipe();
+    // And its supplementary groups: libcontainer calls setgroups(2) only for a non-empty
+    // `additionalGids`, where runc always does (an empty list clears them).
+    if let Err(e) = nix::unistd::setgroups(&[]) {
+        eprintln!("{}: cannot clear supplementary groups: {e}", super::HELPER_NAME);
+    }
     // libcontainer changes directory temporarily and needs a cwd that exists meanwhile.
     let _ = std::env::set_current_dir(&root);
     let mut buf = vec![0u8; MAX_MESSAGE];
@@ -94,7 +99,76 @@ fn failed(what: &str, e: LibcontainerError) -> HelperResponse {
         message.push_str(&format!(": {s}"));
         source = s.source();
     }
-    error(kind, message)
+    error(kind, clean_message(&message))
+}
+
+/// A message fit for the host's JSON: libcontainer pads what a container process reports
+/// with NUL bytes, and control characters have no place in an error text.
+fn clean_message(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != '\0')
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+/// runc's check of an exec's `cwd`, made before libcontainer is asked (it would report a
+/// missing directory only as "failed to unix syscall"): the path is resolved inside the
+/// container's root (`/proc/<init>/root`, its mount namespace included) without leaving it.
+fn check_exec_cwd(container: &Container, process: &Path) -> Result<(), HelperResponse> {
+    let text = std::fs::read(process)
+        .map_err(|e| error(RuntimeErrorKind::Other, format!("read {}: {e}", process.display())))?;
+    let cwd: String = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|p| p.get("cwd").and_then(|c| c.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    if cwd.is_empty() {
+        return Ok(());
+    }
+    if !cwd.starts_with('/') {
+        return Err(error(
+            RuntimeErrorKind::Other,
+            "Cwd must be an absolute path".into(),
+        ));
+    }
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    let chdir_error = |errno: i32| {
+        error(
+            RuntimeErrorKind::Other,
+            format!(
+                "unable to start container process: chdir to cwd ({cwd:?}) set in config.json failed: {}",
+                super::executor::errno_text(&std::io::Error::from_raw_os_error(errno))
+            ),
+        )
+    };
+    // The magic link is followed once, by open(2); pathrs then resolves inside it.
+    let Ok(dir) = std::fs::File::open(format!("/proc/{pid}/root")) else {
+        return Ok(());
+    };
+    let root = pathrs::Root::from_fd(std::os::fd::OwnedFd::from(dir));
+    match root.resolve(&cwd) {
+        Ok(handle) => {
+            let is_dir = handle
+                .reopen(pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_DIRECTORY)
+                .is_ok();
+            if is_dir {
+                Ok(())
+            } else {
+                Err(chdir_error(libc::ENOTDIR))
+            }
+        }
+        Err(e) => match e.kind() {
+            pathrs::error::ErrorKind::OsError(Some(errno))
+                if errno == libc::ENOENT || errno == libc::ENOTDIR =>
+            {
+                Err(chdir_error(errno))
+            }
+            _ => Ok(()),
+        },
+    }
 }
 
 fn load(root: &Path, id: &str) -> Result<Container, HelperResponse> {
@@ -143,7 +217,10 @@ fn builder(
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .and_then(|b| b.validate_id())
-        .map(|b| b.with_console_socket(console_socket))
+        .map(|b| {
+            b.with_console_socket(console_socket)
+                .with_executor(super::executor::RuncExecutor)
+        })
         .map_err(|e| failed("container builder", e))
 }
 
@@ -249,6 +326,7 @@ fn exec(
     console_socket: Option<PathBuf>,
     fds: Vec<OwnedFd>,
 ) -> Result<HelperResponse, HelperResponse> {
+    check_exec_cwd(&load(root, id)?, process)?;
     let b = with_stdio(builder(root, id, console_socket)?, stdio, fds)?;
     let pid = b
         .as_tenant()

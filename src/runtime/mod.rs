@@ -9,8 +9,10 @@
 
 pub mod channel;
 mod client;
+pub mod executor;
 pub mod helper;
 pub mod metrics;
+pub mod passwd;
 
 use std::path::PathBuf;
 

@@ -494,3 +494,157 @@ pub fn container_settings(
         scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
     }
 }
+
+/// `/etc/passwd` of the image used to compare against runc (issue 11's fixture).
+pub const USERS_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:alice:/home/alice:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+/// `/etc/group` of that image: alice is a member of staff.
+pub const USERS_GROUP: &str = "root:x:0:\nstaff:x:50:alice\nalice:x:1000:\nnogroup:x:65534:\n";
+
+/// A busybox tree in `dir` with [`USERS_PASSWD`], [`USERS_GROUP`], `/root`, `/home/alice`,
+/// a non-executable `/noexec`, a `/garbage` with execute bits but no format, and a
+/// directory `/secret` only root may enter. Returns its path.
+pub fn users_tree(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tree = gcs::host::layers::busybox_tree(dir).unwrap();
+    std::fs::write(tree.join("etc/passwd"), USERS_PASSWD).unwrap();
+    std::fs::write(tree.join("etc/group"), USERS_GROUP).unwrap();
+    for d in ["root", "home/alice", "secret"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::set_permissions(tree.join("secret"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(tree.join("home/alice"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    std::os::unix::fs::chown(tree.join("home/alice"), Some(1000), Some(1000)).unwrap();
+    std::fs::write(tree.join("noexec"), "#!/bin/sh\necho no\n").unwrap();
+    std::fs::set_permissions(tree.join("noexec"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(tree.join("garbage"), "garbage").unwrap();
+    std::fs::set_permissions(tree.join("garbage"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    tree
+}
+
+/// The [`users_tree`] layer inside the agent's private /run, at /run/layers/users.
+pub fn users_layer(agent: &Agent) -> &'static str {
+    let layers = agent.root().join("run/layers");
+    if !layers.join("users/bin/busybox").exists() {
+        std::fs::create_dir_all(&layers).unwrap();
+        let tmp = tempfile::tempdir_in(&layers).unwrap();
+        let tree = users_tree(tmp.path());
+        std::fs::rename(tree, layers.join("users")).unwrap();
+    }
+    "/run/layers/users"
+}
+
+/// What a container process printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: u32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Host ends of a started process's stdio, and its pid.
+pub struct Started {
+    pub pid: u32,
+    pub stdin: Option<tokio::net::UnixStream>,
+    pub stdout: Option<tokio::net::UnixStream>,
+    pub stderr: Option<tokio::net::UnixStream>,
+}
+
+impl Started {
+    /// Reads both streams to their end and waits for the exit code; stdin stays open until
+    /// then (a terminal's relay would send EOF otherwise).
+    pub async fn finish(self, agent: &Agent, id: &str) -> Outcome {
+        let (stdout, stderr) = tokio::join!(read_all(self.stdout), read_all(self.stderr));
+        let code = agent
+            .client
+            .wait_for_process(id, self.pid, gcs::protocol::INFINITE_WAIT)
+            .await
+            .unwrap();
+        drop(self.stdin);
+        Outcome {
+            code,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Runs a process through ExecuteProcess (`oci_process` `None`: the container's init) with
+/// stdin (kept open), stdout, and stderr unless it is a terminal.
+pub async fn start_process(
+    agent: &Agent,
+    id: &str,
+    oci_process: Option<serde_json::Value>,
+    terminal: bool,
+) -> Result<Started, String> {
+    let mut params = gcs::protocol::messages::ProcessParameters {
+        oci_process,
+        ..Default::default()
+    };
+    let stdio = HostStdio::listen(agent, &mut params, [true, true, !terminal]);
+    let pid = agent
+        .client
+        .execute_process(id, &params, stdio.ports)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (stdin, stdout, stderr) = stdio.accept().await;
+    Ok(Started {
+        pid,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+/// A container made from `layer` with `spec` (CombinedLayers Add, Create, Start), whose init
+/// has not run yet. On a Create error, the rootfs is removed again and the error returned.
+pub async fn create_container(
+    agent: &Agent,
+    id: &str,
+    layer: &str,
+    spec: serde_json::Value,
+) -> Result<(), String> {
+    add_rootfs(&agent.client, id, layer).await;
+    match agent
+        .client
+        .create_container(id, &container_settings(id, spec))
+        .await
+    {
+        Ok(()) => {
+            agent.client.start_container(id).await.unwrap();
+            Ok(())
+        }
+        Err(e) => {
+            remove_rootfs(&agent.client, id).await;
+            Err(e.to_string())
+        }
+    }
+}
+
+/// CombinedLayers Remove of container `id`'s rootfs.
+pub async fn remove_rootfs(client: &BridgeClient, id: &str) {
+    let request = gcs::protocol::messages::ModifySettingRequest {
+        resource_type: "CombinedLayers".into(),
+        request_type: "Remove".into(),
+        settings: Some(
+            serde_json::json!({"ContainerRootPath": format!("/run/gcs/c/{id}/rootfs")}),
+        ),
+    };
+    client
+        .modify_settings(gcs::protocol::NULL_CONTAINER_ID, request)
+        .await
+        .unwrap();
+}
+
+/// After the init exited and was waited for: its notification, rootfs removal and
+/// DeleteContainerState.
+pub async fn destroy_container(agent: &Agent, id: &str) {
+    agent
+        .client
+        .next_notification(Duration::from_secs(20))
+        .await
+        .unwrap();
+    remove_rootfs(&agent.client, id).await;
+    agent.client.delete_container_state(id).await.unwrap();
+}

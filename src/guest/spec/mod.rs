@@ -1,0 +1,162 @@
+//! What the guest does to a container's OCI spec before handing it to the runtime (spec
+//! §6.3, §6.4), one concern per file: classification by CRI annotations (here), the pod's
+//! `/etc` files ([`pod_files`]), mount sources and binds ([`mounts`]), annotations
+//! ([`annotations`]), device nodes ([`devices`]) and `process.user` ([`user`]). Works on the
+//! spec as JSON so that fields the typed OCI structs do not know survive untouched.
+
+pub mod annotations;
+pub mod devices;
+pub mod mounts;
+pub mod pod_files;
+pub mod user;
+
+use serde_json::{json, Value};
+
+use super::GuestError;
+
+pub use annotations::{apply_annotations, remove_namespace};
+pub use mounts::{bind_log_dir, bind_sources, enforce_readonly_cgroupfs, rewrite_mount_sources};
+pub use pod_files::{bind_network_files, hostname_for, resolv_conf, write_network_files};
+
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+pub const VIRTUAL_POD_ID: &str = "io.microsoft.cri.virtual-pod-id";
+pub const SKIP_POD_NETWORKING: &str = "io.microsoft.cri.skip-pod-networking";
+pub const HOST_NETWORK: &str = "io.microsoft.virtualmachine.lcow.hostnetwork";
+pub const PRIVILEGED: &str = "io.microsoft.virtualmachine.lcow.privileged";
+pub const SHM_SIZE_KB: &str = "io.microsoft.lcow.shm.size-kb";
+pub const RLIMIT_CORE: &str = "io.microsoft.lcow.rlimitcore";
+pub const TEE_LOG_DIR_MOUNT: &str = "io.microsoft.container.lcow.tee-log-dir-mount";
+
+/// How a container relates to a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// No CRI annotations: a container on its own.
+    Standalone,
+    /// A pod's sandbox ("pause") container.
+    Sandbox,
+    /// A workload container of the pod `sandbox_id`.
+    Workload { sandbox_id: String },
+}
+
+pub fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
+    spec.get("annotations")?.get(key)?.as_str()
+}
+
+/// Whether the spec asks for a host-network pod (§6.8): Go `ParseBool`, default false.
+pub fn is_host_network(spec: &Value) -> bool {
+    annotations::bool_annotation(spec, HOST_NETWORK, false)
+}
+
+/// Classifies by annotations (§6.3 step 2), refusing what the original refuses: a
+/// container type other than `sandbox` or `container` (empty included), and a workload
+/// without a sandbox id.
+pub fn classify(id: &str, spec: &Value) -> Result<Kind, GuestError> {
+    let vpod = annotation(spec, VIRTUAL_POD_ID).filter(|v| !v.is_empty());
+    if let Some(vpod) = vpod {
+        if vpod == id {
+            return Ok(Kind::Sandbox);
+        }
+    }
+    match annotation(spec, CONTAINER_TYPE) {
+        None => Ok(Kind::Standalone),
+        Some("sandbox") => Ok(Kind::Sandbox),
+        Some("container") => match vpod.or_else(|| annotation(spec, SANDBOX_ID)) {
+            Some(sid) if !sid.is_empty() => Ok(Kind::Workload {
+                sandbox_id: sid.to_string(),
+            }),
+            _ => Err(GuestError::InvalidRequest(format!(
+                "unsupported '{SANDBOX_ID}': '' (workload container {id} names no pod)"
+            ))),
+        },
+        Some(other) => Err(GuestError::InvalidRequest(format!(
+            "unsupported '{CONTAINER_TYPE}': '{other}'"
+        ))),
+    }
+}
+
+/// True when the container gets a PID namespace of its own (an entry without a path).
+pub fn owns_pid_namespace(spec: &Value) -> bool {
+    spec.pointer("/linux/namespaces")
+        .and_then(Value::as_array)
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.get("type").and_then(Value::as_str) == Some("pid")
+                    && n.get("path")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+            })
+        })
+}
+
+
+/// Whether `spec.mounts` has an entry for `dst`.
+pub(crate) fn mounts_destination(spec: &Value, dst: &str) -> bool {
+    spec.get("mounts")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter()
+                .any(|m| m.get("destination").and_then(Value::as_str) == Some(dst))
+        })
+}
+
+/// Appends `mount` to `spec.mounts`, making the list if needed.
+pub(crate) fn push_mount(spec: &mut Value, mount: Value) {
+    if !spec.get("mounts").is_some_and(Value::is_array) {
+        spec["mounts"] = json!([]);
+    }
+    if let Some(m) = spec["mounts"].as_array_mut() {
+        m.push(mount);
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let spec = |a: Value| json!({"annotations": a});
+        assert_eq!(classify("c", &spec(json!({}))).unwrap(), Kind::Standalone);
+        assert_eq!(
+            classify("s", &spec(json!({CONTAINER_TYPE: "sandbox"}))).unwrap(),
+            Kind::Sandbox
+        );
+        assert_eq!(
+            classify(
+                "w",
+                &spec(json!({CONTAINER_TYPE: "container", SANDBOX_ID: "s"}))
+            )
+            .unwrap(),
+            Kind::Workload {
+                sandbox_id: "s".into()
+            }
+        );
+        assert!(classify("w", &spec(json!({CONTAINER_TYPE: "container"}))).is_err());
+        assert!(classify("w", &spec(json!({CONTAINER_TYPE: "container", SANDBOX_ID: ""}))).is_err());
+        assert!(classify("x", &spec(json!({CONTAINER_TYPE: ""}))).is_err());
+        assert!(classify("x", &spec(json!({CONTAINER_TYPE: "Sandbox"})))
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported"));
+        assert_eq!(
+            classify("v", &spec(json!({VIRTUAL_POD_ID: "v"}))).unwrap(),
+            Kind::Sandbox
+        );
+        assert_eq!(
+            classify("w", &spec(json!({VIRTUAL_POD_ID: "v", CONTAINER_TYPE: "container"}))).unwrap(),
+            Kind::Workload { sandbox_id: "v".into() }
+        );
+    }
+
+
+    #[test]
+    fn pid_namespace_ownership() {
+        assert!(!owns_pid_namespace(
+            &json!({"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}})
+        ));
+        assert!(!owns_pid_namespace(&json!({"linux": {"namespaces": []}})));
+    }
+
+}

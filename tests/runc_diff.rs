@@ -1,0 +1,527 @@
+//! The same process spec under Debian's runc (the original agent's runtime) and under the agent,
+//! comparing what the process sees: ids and groups, environment, umask, cwd, capabilities,
+//! no_new_privs, rlimits, `/dev/shm`, hostname, the terminal's size, and the errors. As root;
+//! the agent runs sandboxed, runc on this machine with a private state root.
+//!
+//! The reference is what the original hands runc: the spec after its own rewrite (the user
+//! name resolved to `uid:gid`, an init's cwd created, an exec's rlimits replaced by the
+//! container's). One deliberate departure is encoded here and listed in the README: for a user
+//! name without a group, the agent adds the user's `/etc/group` memberships as Docker does, so
+//! runc is handed them as `additionalGids`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{Agent, Outcome};
+use serde_json::{json, Value};
+
+/// What the process prints about itself.
+const PROBE: &str = "echo id=$(id); echo umask=$(umask); echo pwd=$(pwd); \
+grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+ulimit -a; echo shm=$(df -k /dev/shm | tail -1 | awk '{print $2}'); echo hostname=$(hostname); \
+echo home=$HOME; env | grep -v -E '^(PWD|SHLVL|OLDPWD)=' | sort";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Init,
+    Exec,
+}
+
+struct Cell {
+    name: String,
+    mode: Mode,
+    /// The process: the trace's, with these fields replaced.
+    process: Value,
+    readonly_root: bool,
+}
+
+fn cell(name: &str, mode: Mode, process: Value) -> Cell {
+    Cell {
+        name: name.to_string(),
+        mode,
+        process,
+        readonly_root: false,
+    }
+}
+
+const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn probe() -> Value {
+    json!(["/bin/sh", "-c", PROBE])
+}
+
+/// The matrix: every user form with and without entries, environments, cwd, umask, rlimits,
+/// capabilities, no_new_privs, terminals, a read-only root, and the errors.
+fn matrix() -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for mode in [Mode::Init, Mode::Exec] {
+        let m = if mode == Mode::Init { "init" } else { "exec" };
+        for user in [
+            "1000", "4242", "1000:50", "alice:staff", "4242:4343", "nobody:nogroup", "alice",
+            "root", "65532", "alice:4343", "4242:staff", "nobody",
+        ] {
+            cells.push(cell(
+                &format!("{m} user {user}"),
+                mode,
+                json!({"user": {"uid": 0, "gid": 0, "username": user}, "args": probe(), "env": [PATH]}),
+            ));
+        }
+        for (name, env) in [
+            ("env absent", Value::Null),
+            ("env empty", json!([])),
+            ("env FOO", json!(["FOO=1"])),
+            ("env HOME empty", json!([PATH, "HOME="])),
+            ("env HOME set", json!([PATH, "HOME=/custom"])),
+            ("env duplicates", json!(["A=1", "B=2", "A=3", PATH])),
+        ] {
+            let mut p = json!({"user": {"uid": 1000, "gid": 1000}, "args": probe()});
+            if !env.is_null() {
+                p["env"] = env.clone();
+            }
+            cells.push(cell(&format!("{m} {name} (sh)"), mode, p));
+            // /bin/env run directly shows the order runc gives.
+            let mut p = json!({"user": {"uid": 0, "gid": 0}, "args": ["/bin/env"]});
+            if !env.is_null() {
+                p["env"] = env;
+            }
+            cells.push(cell(&format!("{m} {name} (env)"), mode, p));
+        }
+        cells.push(cell(
+            &format!("{m} bare name without PATH"),
+            mode,
+            json!({"args": ["sh", "-c", "echo ran"], "env": ["FOO=1"]}),
+        ));
+        cells.push(cell(
+            &format!("{m} uid without entry, gid given"),
+            mode,
+            json!({"user": {"uid": 4242, "gid": 4343, "additionalGids": [50, 7]}, "args": probe(), "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} umask 077"),
+            mode,
+            json!({"user": {"uid": 1000, "gid": 1000, "umask": 63}, "args": probe(), "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} cwd present"),
+            mode,
+            json!({"cwd": "/home/alice", "args": probe(), "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} cwd not enterable by the user"),
+            mode,
+            json!({"cwd": "/secret", "user": {"uid": 1000, "gid": 1000}, "args": probe(), "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} missing executable"),
+            mode,
+            json!({"args": ["/no/such"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} unknown command"),
+            mode,
+            json!({"args": ["nope"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} not executable"),
+            mode,
+            json!({"args": ["/noexec"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} a directory"),
+            mode,
+            json!({"args": ["/home"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} exec format error"),
+            mode,
+            json!({"args": ["/garbage"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} environment string over 128 KiB"),
+            mode,
+            json!({"args": ["/bin/echo", "hi"], "env": [PATH, format!("BIG={}", "x".repeat(200 * 1024))]}),
+        ));
+        cells.push(cell(
+            &format!("{m} invalid environment entry"),
+            mode,
+            json!({"args": ["/bin/env"], "env": [PATH, "NOEQUALS"]}),
+        ));
+        cells.push(cell(
+            &format!("{m} terminal with consoleSize"),
+            mode,
+            json!({"terminal": true, "consoleSize": {"height": 24, "width": 80}, "args": ["/bin/sh", "-c", "stty size"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} terminal without consoleSize"),
+            mode,
+            json!({"terminal": true, "args": ["/bin/sh", "-c", "stty size; echo tty=$(tty | cut -c1-9)"], "env": [PATH]}),
+        ));
+        cells.push(cell(
+            &format!("{m} capabilities reduced, no_new_privs off"),
+            mode,
+            json!({"args": probe(), "env": [PATH], "noNewPrivileges": false,
+                   "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
+                                    "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_KILL"]}}),
+        ));
+        cells.push(cell(
+            &format!("{m} rlimits"),
+            mode,
+            json!({"args": probe(), "env": [PATH],
+                   "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}, {"type": "RLIMIT_CORE", "soft": 1, "hard": 2},
+                               {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400}]}),
+        ));
+    }
+    cells.push(cell(
+        "init cwd missing (created, as the original does)",
+        Mode::Init,
+        json!({"cwd": "/made/by/create", "args": probe(), "env": [PATH]}),
+    ));
+    cells.push(cell(
+        "exec cwd missing",
+        Mode::Exec,
+        json!({"cwd": "/no/such/dir", "args": probe(), "env": [PATH]}),
+    ));
+    cells.push(cell(
+        "exec cwd is a file",
+        Mode::Exec,
+        json!({"cwd": "/noexec", "args": probe(), "env": [PATH]}),
+    ));
+    let mut ro = cell(
+        "init read-only root",
+        Mode::Init,
+        json!({"args": ["/bin/sh", "-c", "touch /x 2>&1 | sed 's/.*: //'; echo id=$(id)"], "env": [PATH]}),
+    );
+    ro.readonly_root = true;
+    cells.push(ro);
+    cells
+}
+
+/// The original's resolution of a user name (hcsshim `ParseUserStr`) against the fixture, plus
+/// the Docker membership groups of the departure above.
+fn resolved(user: &str) -> Value {
+    let (uid, gid, groups): (u32, u32, &[u32]) = match user {
+        "1000" | "alice" => (1000, 1000, &[50]),
+        "4242" | "65532" => (user.parse().unwrap(), 0, &[]),
+        "1000:50" | "alice:staff" => (1000, 50, &[]),
+        "4242:4343" => (4242, 4343, &[]),
+        "nobody:nogroup" => (65534, 65534, &[]),
+        "nobody" => (65534, 65534, &[]),
+        "root" => (0, 0, &[]),
+        "alice:4343" => (1000, 4343, &[]),
+        "4242:staff" => (4242, 50, &[]),
+        other => panic!("no reference resolution for {other}"),
+    };
+    let mut u = json!({"uid": uid, "gid": gid});
+    if !groups.is_empty() {
+        u["additionalGids"] = json!(groups);
+    }
+    u
+}
+
+/// The trace's process with the cell's fields.
+fn process_of(cell: &Cell) -> Value {
+    let mut p = common::trace_spec(&[])["process"].clone();
+    p["env"] = json!([PATH]);
+    for (k, v) in cell.process.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    if cell.process.get("env").is_none() {
+        p.as_object_mut().unwrap().remove("env");
+    }
+    p
+}
+
+/// What the original hands runc for this process (its rewrite of §6.3/§6.5).
+fn as_the_original_hands_runc(mut p: Value, container_rlimits: &Value) -> Value {
+    if let Some(name) = p.pointer("/user/username").and_then(Value::as_str) {
+        p["user"] = resolved(name);
+    }
+    if !container_rlimits.is_null() {
+        p["rlimits"] = container_rlimits.clone();
+    }
+    p
+}
+
+/// The container's init for exec cells: it waits, as root.
+fn sleeper() -> Value {
+    json!({"args": ["/bin/sleep", "1000"], "env": [PATH]})
+}
+
+/// A runc bundle over a fresh users tree; runc's own state root beside it.
+struct Runc {
+    dir: tempfile::TempDir,
+    rootfs: PathBuf,
+}
+
+impl Runc {
+    fn new() -> Runc {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = common::users_tree(dir.path());
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        Runc { dir, rootfs }
+    }
+
+    fn runc(&self) -> Command {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(self.dir.path().join("state"));
+        c
+    }
+
+    fn write_bundle(&self, name: &str, process: &Value, readonly: bool) -> PathBuf {
+        let bundle = self.dir.path().join(name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let mut spec = common::trace_spec(&[]);
+        spec["process"] = process.clone();
+        spec["root"] = json!({"path": self.rootfs, "readonly": readonly});
+        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        bundle
+    }
+
+    /// `runc run` in the foreground; a terminal process runs under `script` for a pty.
+    fn run(&self, id: &str, process: &Value, readonly: bool) -> Result<Outcome, String> {
+        // The original creates an init's cwd in the rootfs before `runc create` (§6.5).
+        if let Some(cwd) = process.get("cwd").and_then(Value::as_str) {
+            let _ = std::fs::create_dir_all(self.rootfs.join(cwd.trim_start_matches('/')));
+        }
+        let bundle = self.write_bundle(id, process, readonly);
+        if process["terminal"] == json!(true) {
+            let mut c = self.runc();
+            c.args(["run", "-d", "--bundle"]).arg(&bundle);
+            return self.on_console(id, c);
+        }
+        let mut c = self.runc();
+        c.args(["run", "--bundle"]).arg(&bundle).arg(id);
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        let _ = self.runc().args(["delete", "-f", id]).output();
+        runc_outcome(out)
+    }
+
+    fn start_sleeper(&self, id: &str) {
+        let bundle = self.write_bundle(id, &sleeper_process(), false);
+        let out = self
+            .runc()
+            .args(["run", "-d", "--bundle"])
+            .arg(&bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(out.success(), "runc run -d");
+    }
+
+    fn exec(&self, id: &str, process: &Value) -> Result<Outcome, String> {
+        let file = self.dir.path().join(format!("{id}-process.json"));
+        std::fs::write(&file, process.to_string()).unwrap();
+        if process["terminal"] == json!(true) {
+            let mut c = self.runc();
+            c.args(["exec", "-d", "--process"]).arg(&file);
+            return self.on_console(id, c);
+        }
+        let out = self
+            .runc()
+            .args(["exec", "--process"])
+            .arg(&file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        runc_outcome(out)
+    }
+
+    /// Runs `cmd` (a detached `run` or `exec`) with a console socket, as the original runs
+    /// runc for a terminal, and reads the pty until the process has gone. The exit code is not
+    /// seen this way (0).
+    fn on_console(&self, id: &str, mut cmd: Command) -> Result<Outcome, String> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let sock = self.dir.path().join(format!("{id}-console.sock"));
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let out = cmd
+            .arg("--console-socket")
+            .arg(&sock)
+            .arg(id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let _ = self.runc().args(["delete", "-f", id]).output();
+            return runc_outcome(out);
+        }
+        listener.set_nonblocking(false).unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 256];
+        let (_, fds) = gcs::runtime::channel::recv(conn.as_raw_fd(), &mut buf)
+            .unwrap()
+            .unwrap();
+        let mut master = std::fs::File::from(fds.into_iter().next().unwrap());
+        let mut data = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // EIO once every slave end is closed.
+        while let Ok(n) = master.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&chunk[..n]);
+        }
+        if !id.starts_with("diff-exec") || !out.status.success() {
+            let _ = self.runc().args(["delete", "-f", id]).output();
+        }
+        Ok(Outcome {
+            code: 0,
+            stdout: String::from_utf8_lossy(&data).into_owned(),
+            stderr: String::new(),
+        })
+    }
+
+    fn stop(&self, id: &str) {
+        let _ = self.runc().args(["delete", "-f", id]).output();
+    }
+}
+
+fn sleeper_process() -> Value {
+    let mut p = common::trace_spec(&[])["process"].clone();
+    for (k, v) in sleeper().as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    p
+}
+
+/// A runc run's outcome, or its error: what runc reports after "unable to start container
+/// process: " (the cause, which the agent's error must name too).
+fn runc_outcome(out: std::process::Output) -> Result<Outcome, String> {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for text in [&stderr, &stdout] {
+        if let Some(i) = text.find("unable to start container process: ") {
+            let cause = &text[i + "unable to start container process: ".len()..];
+            let cause = cause.strip_prefix("error during container init: ").unwrap_or(cause);
+            // runc logs in logrus's text form: msg="...", quotes escaped.
+            let cause = cause.lines().next().unwrap_or_default().trim();
+            let cause = cause.strip_suffix('"').unwrap_or(cause).replace("\\\"", "\"");
+            return Err(cause);
+        }
+    }
+    if let Some(cause) = stderr
+        .lines()
+        .chain(stdout.lines())
+        .find_map(|l| l.trim().split("exec failed: ").nth(1))
+    {
+        let cause = cause.strip_suffix('"').unwrap_or(cause).replace("\\\"", "\"");
+        return Err(cause);
+    }
+    Ok(Outcome {
+        code: out.status.code().unwrap_or(255) as u32,
+        stdout,
+        stderr,
+    })
+}
+
+/// A terminal's output without carriage returns; its exit code is not compared (runc's
+/// detached terminal run does not report it).
+fn normalise(o: &Outcome, terminal: bool) -> (u32, String, String) {
+    let clean = |s: &str| s.replace('\r', "");
+    let code = if terminal { 0 } else { o.code };
+    (code, clean(&o.stdout), clean(&o.stderr))
+}
+
+async fn agent_init(agent: &Agent, layer: &str, id: &str, cell: &Cell) -> Result<Outcome, String> {
+    let mut spec = common::trace_spec(&[]);
+    spec["process"] = process_of(cell);
+    spec["root"] = json!({"path": format!("/run/gcs/c/{id}/rootfs"), "readonly": cell.readonly_root});
+    common::create_container(agent, id, layer, spec).await?;
+    let terminal = cell.process["terminal"] == json!(true);
+    let started = common::start_process(agent, id, None, terminal).await;
+    let outcome = match started {
+        Ok(s) => Ok(s.finish(agent, id).await),
+        Err(e) => Err(e),
+    };
+    common::destroy_container(agent, id).await;
+    outcome
+}
+
+/// Compares one cell; returns a description of the difference, if any.
+fn compare(
+    cell: &Cell,
+    runc: &Result<Outcome, String>,
+    ours: &Result<Outcome, String>,
+) -> Option<String> {
+    let name = &cell.name;
+    let terminal = cell.process["terminal"] == json!(true);
+    match (runc, ours) {
+        (Ok(r), Ok(o)) if normalise(r, terminal) == normalise(o, terminal) => None,
+        (Err(cause), Err(message)) if message.contains(cause.as_str()) => None,
+        _ => Some(format!("{name}:\n  runc:  {runc:?}\n  agent: {ours:?}")),
+    }
+}
+
+#[tokio::test]
+async fn the_process_sees_what_it_sees_under_runc() {
+    assert!(
+        Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "runc is needed (make test installs Debian's)"
+    );
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = common::users_layer(&agent);
+    let runc = Runc::new();
+    let cells = matrix();
+    assert!(cells.len() >= 40, "{} cells", cells.len());
+    let mut differences = Vec::new();
+
+    for (i, cell) in cells.iter().filter(|c| c.mode == Mode::Init).enumerate() {
+        let id = format!("diff-init-{i}");
+        let reference = runc.run(&id, &as_the_original_hands_runc(process_of(cell), &Value::Null), cell.readonly_root);
+        let ours = agent_init(&agent, layer, &id, cell).await;
+        differences.extend(compare(cell, &reference, &ours));
+    }
+
+    // Exec cells: one running container on each side.
+    let id = "diff-exec";
+    runc.start_sleeper(id);
+    let mut spec = common::trace_spec(&[]);
+    spec["process"] = sleeper_process();
+    spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+    common::create_container(&agent, id, layer, spec).await.unwrap();
+    let init = common::start_process(&agent, id, None, false).await.unwrap();
+    let container_rlimits = sleeper_process()["rlimits"].clone();
+    for cell in cells.iter().filter(|c| c.mode == Mode::Exec) {
+        let process = process_of(cell);
+        let reference = runc.exec(id, &as_the_original_hands_runc(process.clone(), &container_rlimits));
+        let terminal = process["terminal"] == json!(true);
+        let ours = match common::start_process(&agent, id, Some(process), terminal).await {
+            Ok(s) => Ok(s.finish(&agent, id).await),
+            Err(e) => Err(e),
+        };
+        differences.extend(compare(cell, &reference, &ours));
+    }
+    runc.stop(id);
+    agent
+        .client
+        .signal_process(id, init.pid, Some(9))
+        .await
+        .unwrap();
+    init.finish(&agent, id).await;
+    common::destroy_container(&agent, id).await;
+
+    let cell_count = cells.len();
+    assert!(
+        differences.is_empty(),
+        "{} of {cell_count} cells differ from runc:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+    assert!(agent.client.failure().is_none());
+    println!("{cell_count} cells, none differs from runc");
+    let _ = Path::new("");
+}
