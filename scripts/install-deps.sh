@@ -8,6 +8,8 @@ need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v cpio >/dev/null || need_apt+=(cpio)
 command -v file >/dev/null || need_apt+=(file)
+# Debian's runc: the reference the differential container test compares the agent against.
+command -v runc >/dev/null || need_apt+=(runc)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q

@@ -66,8 +66,18 @@ fn matrix() -> Vec<Cell> {
     for mode in [Mode::Init, Mode::Exec] {
         let m = if mode == Mode::Init { "init" } else { "exec" };
         for user in [
-            "1000", "4242", "1000:50", "alice:staff", "4242:4343", "nobody:nogroup", "alice",
-            "root", "65532", "alice:4343", "4242:staff", "nobody",
+            "1000",
+            "4242",
+            "1000:50",
+            "alice:staff",
+            "4242:4343",
+            "nobody:nogroup",
+            "alice",
+            "root",
+            "65532",
+            "alice:4343",
+            "4242:staff",
+            "nobody",
         ] {
             cells.push(cell(
                 &format!("{m} user {user}"),
@@ -406,10 +416,15 @@ fn runc_outcome(out: std::process::Output) -> Result<Outcome, String> {
     for text in [&stderr, &stdout] {
         if let Some(i) = text.find("unable to start container process: ") {
             let cause = &text[i + "unable to start container process: ".len()..];
-            let cause = cause.strip_prefix("error during container init: ").unwrap_or(cause);
+            let cause = cause
+                .strip_prefix("error during container init: ")
+                .unwrap_or(cause);
             // runc logs in logrus's text form: msg="...", quotes escaped.
             let cause = cause.lines().next().unwrap_or_default().trim();
-            let cause = cause.strip_suffix('"').unwrap_or(cause).replace("\\\"", "\"");
+            let cause = cause
+                .strip_suffix('"')
+                .unwrap_or(cause)
+                .replace("\\\"", "\"");
             return Err(cause);
         }
     }
@@ -418,7 +433,10 @@ fn runc_outcome(out: std::process::Output) -> Result<Outcome, String> {
         .chain(stdout.lines())
         .find_map(|l| l.trim().split("exec failed: ").nth(1))
     {
-        let cause = cause.strip_suffix('"').unwrap_or(cause).replace("\\\"", "\"");
+        let cause = cause
+            .strip_suffix('"')
+            .unwrap_or(cause)
+            .replace("\\\"", "\"");
         return Err(cause);
     }
     Ok(Outcome {
@@ -439,7 +457,8 @@ fn normalise(o: &Outcome, terminal: bool) -> (u32, String, String) {
 async fn agent_init(agent: &Agent, layer: &str, id: &str, cell: &Cell) -> Result<Outcome, String> {
     let mut spec = common::trace_spec(&[]);
     spec["process"] = process_of(cell);
-    spec["root"] = json!({"path": format!("/run/gcs/c/{id}/rootfs"), "readonly": cell.readonly_root});
+    spec["root"] =
+        json!({"path": format!("/run/gcs/c/{id}/rootfs"), "readonly": cell.readonly_root});
     common::create_container(agent, id, layer, spec).await?;
     let terminal = cell.process["terminal"] == json!(true);
     let started = common::start_process(agent, id, None, terminal).await;
@@ -469,7 +488,10 @@ fn compare(
 #[tokio::test]
 async fn the_process_sees_what_it_sees_under_runc() {
     assert!(
-        Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success()),
+        Command::new("runc")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "runc is needed (make test installs Debian's)"
     );
     let agent = Agent::sandboxed(&[]).await;
@@ -481,7 +503,11 @@ async fn the_process_sees_what_it_sees_under_runc() {
 
     for (i, cell) in cells.iter().filter(|c| c.mode == Mode::Init).enumerate() {
         let id = format!("diff-init-{i}");
-        let reference = runc.run(&id, &as_the_original_hands_runc(process_of(cell), &Value::Null), cell.readonly_root);
+        let reference = runc.run(
+            &id,
+            &as_the_original_hands_runc(process_of(cell), &Value::Null),
+            cell.readonly_root,
+        );
         let ours = agent_init(&agent, layer, &id, cell).await;
         differences.extend(compare(cell, &reference, &ours));
     }
@@ -492,12 +518,19 @@ async fn the_process_sees_what_it_sees_under_runc() {
     let mut spec = common::trace_spec(&[]);
     spec["process"] = sleeper_process();
     spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
-    common::create_container(&agent, id, layer, spec).await.unwrap();
-    let init = common::start_process(&agent, id, None, false).await.unwrap();
+    common::create_container(&agent, id, layer, spec)
+        .await
+        .unwrap();
+    let init = common::start_process(&agent, id, None, false)
+        .await
+        .unwrap();
     let container_rlimits = sleeper_process()["rlimits"].clone();
     for cell in cells.iter().filter(|c| c.mode == Mode::Exec) {
         let process = process_of(cell);
-        let reference = runc.exec(id, &as_the_original_hands_runc(process.clone(), &container_rlimits));
+        let reference = runc.exec(
+            id,
+            &as_the_original_hands_runc(process.clone(), &container_rlimits),
+        );
         let terminal = process["terminal"] == json!(true);
         let ours = match common::start_process(&agent, id, Some(process), terminal).await {
             Ok(s) => Ok(s.finish(&agent, id).await),

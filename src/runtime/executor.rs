@@ -38,7 +38,9 @@ pub fn runc_env(spec_env: &[String], home: impl FnOnce() -> String) -> Result<Ve
             return Err(format!("invalid environment variable: {pair:?}"));
         };
         if name.is_empty() {
-            return Err(format!("environment variable name can't be empty: {pair:?}"));
+            return Err(format!(
+                "environment variable name can't be empty: {pair:?}"
+            ));
         }
         if name.contains('\0') {
             return Err(format!(
@@ -109,7 +111,11 @@ pub fn look_path(file: &str, path: &str) -> Result<PathBuf, String> {
             .map_err(|e| format!("exec: {file:?}: {e}"));
     }
     // Go's filepath.SplitList: an empty PATH has no entries, an empty entry is ".".
-    let dirs = if path.is_empty() { None } else { Some(path.split(':')) };
+    let dirs = if path.is_empty() {
+        None
+    } else {
+        Some(path.split(':'))
+    };
     for dir in dirs.into_iter().flatten() {
         let dir = if dir.is_empty() { "." } else { dir };
         let candidate = Path::new(dir).join(file);
@@ -117,7 +123,9 @@ pub fn look_path(file: &str, path: &str) -> Result<PathBuf, String> {
             return Ok(candidate);
         }
     }
-    Err(format!("exec: {file:?}: executable file not found in $PATH"))
+    Err(format!(
+        "exec: {file:?}: executable file not found in $PATH"
+    ))
 }
 
 /// An errno as Go prints it: the C library's text, lower-cased first letter.
@@ -272,7 +280,10 @@ mod tests {
 
     #[test]
     fn look_path_as_go() {
-        assert_eq!(look_path("sh", "/nonexistent:/bin").unwrap(), Path::new("/bin/sh"));
+        assert_eq!(
+            look_path("sh", "/nonexistent:/bin").unwrap(),
+            Path::new("/bin/sh")
+        );
         assert_eq!(
             look_path("no-such-tool", "/bin").unwrap_err(),
             "exec: \"no-such-tool\": executable file not found in $PATH"
@@ -285,7 +296,10 @@ mod tests {
             look_path("/no/such", "").unwrap_err(),
             "exec: \"/no/such\": stat /no/such: no such file or directory"
         );
-        assert_eq!(look_path("/bin", "").unwrap_err(), "exec: \"/bin\": permission denied");
+        assert_eq!(
+            look_path("/bin", "").unwrap_err(),
+            "exec: \"/bin\": permission denied"
+        );
         assert_eq!(look_path("/bin/sh", "").unwrap(), Path::new("/bin/sh"));
     }
 }

@@ -41,7 +41,10 @@ pub fn main(args: &[String]) -> ExitCode {
     // And its supplementary groups: libcontainer calls setgroups(2) only for a non-empty
     // `additionalGids`, where runc always does (an empty list clears them).
     if let Err(e) = nix::unistd::setgroups(&[]) {
-        eprintln!("{}: cannot clear supplementary groups: {e}", super::HELPER_NAME);
+        eprintln!(
+            "{}: cannot clear supplementary groups: {e}",
+            super::HELPER_NAME
+        );
     }
     // libcontainer changes directory temporarily and needs a cwd that exists meanwhile.
     let _ = std::env::set_current_dir(&root);
@@ -117,8 +120,12 @@ fn clean_message(text: &str) -> String {
 /// missing directory only as "failed to unix syscall"): the path is resolved inside the
 /// container's root (`/proc/<init>/root`, its mount namespace included) without leaving it.
 fn check_exec_cwd(container: &Container, process: &Path) -> Result<(), HelperResponse> {
-    let text = std::fs::read(process)
-        .map_err(|e| error(RuntimeErrorKind::Other, format!("read {}: {e}", process.display())))?;
+    let text = std::fs::read(process).map_err(|e| {
+        error(
+            RuntimeErrorKind::Other,
+            format!("read {}: {e}", process.display()),
+        )
+    })?;
     let cwd: String = serde_json::from_slice::<serde_json::Value>(&text)
         .ok()
         .and_then(|p| p.get("cwd").and_then(|c| c.as_str()).map(str::to_string))

@@ -95,7 +95,10 @@ mod tests {
         assert_eq!(p[1].name, "alice");
         assert_eq!((p[1].uid, p[1].gid), (Some(1000), Some(1000)));
         assert_eq!(p[1].home, "/home/alice");
-        assert_eq!((p[2].uid, p[2].gid, p[2].home.as_str()), (Some(7), None, ""));
+        assert_eq!(
+            (p[2].uid, p[2].gid, p[2].home.as_str()),
+            (Some(7), None, "")
+        );
         assert_eq!((p[3].uid, p[3].gid), (None, None));
     }
 

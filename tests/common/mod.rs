@@ -512,14 +512,16 @@ pub fn users_tree(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(tree.join(d)).unwrap();
     }
     std::fs::set_permissions(tree.join("secret"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::set_permissions(tree.join("home/alice"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        tree.join("home/alice"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::os::unix::fs::chown(tree.join("home/alice"), Some(1000), Some(1000)).unwrap();
     std::fs::write(tree.join("noexec"), "#!/bin/sh\necho no\n").unwrap();
     std::fs::set_permissions(tree.join("noexec"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(tree.join("garbage"), "garbage").unwrap();
-    std::fs::set_permissions(tree.join("garbage"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(tree.join("garbage"), std::fs::Permissions::from_mode(0o755)).unwrap();
     tree
 }
 
@@ -627,9 +629,7 @@ pub async fn remove_rootfs(client: &BridgeClient, id: &str) {
     let request = gcs::protocol::messages::ModifySettingRequest {
         resource_type: "CombinedLayers".into(),
         request_type: "Remove".into(),
-        settings: Some(
-            serde_json::json!({"ContainerRootPath": format!("/run/gcs/c/{id}/rootfs")}),
-        ),
+        settings: Some(serde_json::json!({"ContainerRootPath": format!("/run/gcs/c/{id}/rootfs")})),
     };
     client
         .modify_settings(gcs::protocol::NULL_CONTAINER_ID, request)

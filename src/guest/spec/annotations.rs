@@ -23,7 +23,11 @@ pub fn bool_annotation(spec: &Value, key: &str, default: bool) -> bool {
     match annotation(spec, key) {
         None => default,
         Some(v) => go_parse_bool(v).unwrap_or_else(|| {
-            warn!(annotation = key, value = v, "annotation value could not be parsed");
+            warn!(
+                annotation = key,
+                value = v,
+                "annotation value could not be parsed"
+            );
             default
         }),
     }
@@ -173,7 +177,9 @@ mod tests {
             (RLIMIT_CORE, "1;-2"),
         ] {
             let mut spec = json!({"annotations": {key: value}, "process": {}});
-            let e = apply_annotations(&mut spec, &workload()).unwrap_err().to_string();
+            let e = apply_annotations(&mut spec, &workload())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(key), "{key}={value:?}: {e}");
         }
         // Empty rlimitcore is ignored; standalone containers read neither key.
@@ -183,7 +189,8 @@ mod tests {
         let mut spec = json!({"annotations": {SHM_SIZE_KB: "x", RLIMIT_CORE: "x"}});
         apply_annotations(&mut spec, &Kind::Standalone).unwrap();
         // A sandbox reads the core rlimit only.
-        let mut spec = json!({"annotations": {SHM_SIZE_KB: "x", RLIMIT_CORE: "3;4"}, "process": {}});
+        let mut spec =
+            json!({"annotations": {SHM_SIZE_KB: "x", RLIMIT_CORE: "3;4"}, "process": {}});
         apply_annotations(&mut spec, &Kind::Sandbox).unwrap();
         assert_eq!(spec["process"]["rlimits"][0]["hard"], 4);
         assert!(spec.get("mounts").is_none());

@@ -89,7 +89,6 @@ pub fn owns_pid_namespace(spec: &Value) -> bool {
         })
 }
 
-
 /// Whether `spec.mounts` has an entry for `dst`.
 pub(crate) fn mounts_destination(spec: &Value, dst: &str) -> bool {
     spec.get("mounts")
@@ -109,7 +108,6 @@ pub(crate) fn push_mount(spec: &mut Value, mount: Value) {
         m.push(mount);
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -134,7 +132,11 @@ mod tests {
             }
         );
         assert!(classify("w", &spec(json!({CONTAINER_TYPE: "container"}))).is_err());
-        assert!(classify("w", &spec(json!({CONTAINER_TYPE: "container", SANDBOX_ID: ""}))).is_err());
+        assert!(classify(
+            "w",
+            &spec(json!({CONTAINER_TYPE: "container", SANDBOX_ID: ""}))
+        )
+        .is_err());
         assert!(classify("x", &spec(json!({CONTAINER_TYPE: ""}))).is_err());
         assert!(classify("x", &spec(json!({CONTAINER_TYPE: "Sandbox"})))
             .unwrap_err()
@@ -145,11 +147,16 @@ mod tests {
             Kind::Sandbox
         );
         assert_eq!(
-            classify("w", &spec(json!({VIRTUAL_POD_ID: "v", CONTAINER_TYPE: "container"}))).unwrap(),
-            Kind::Workload { sandbox_id: "v".into() }
+            classify(
+                "w",
+                &spec(json!({VIRTUAL_POD_ID: "v", CONTAINER_TYPE: "container"}))
+            )
+            .unwrap(),
+            Kind::Workload {
+                sandbox_id: "v".into()
+            }
         );
     }
-
 
     #[test]
     fn pid_namespace_ownership() {
@@ -158,5 +165,4 @@ mod tests {
         ));
         assert!(!owns_pid_namespace(&json!({"linux": {"namespaces": []}})));
     }
-
 }

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use super::{annotation, push_mount, TEE_LOG_DIR_MOUNT};
 use crate::guest::GuestError;
 
-
 /// Resolves the special mount sources of §6.4 relative to the sandbox root; refuses escapes.
 pub fn rewrite_mount_sources(spec: &mut Value, sandbox_root: &Path) -> Result<(), GuestError> {
     let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
@@ -113,7 +112,6 @@ fn under(base: &Path, rel: &str, create: bool) -> Result<PathBuf, GuestError> {
     Ok(path)
 }
 
-
 /// Makes `/sys/fs/cgroup` read-only inside the container when the spec mounts it `ro`
 /// (libcontainer alone leaves it writable): the path is added to `linux.readonlyPaths`.
 pub fn enforce_readonly_cgroupfs(spec: &mut Value) {
@@ -146,9 +144,6 @@ pub fn enforce_readonly_cgroupfs(spec: &mut Value) {
         }
     }
 }
-
-/// Resolves `process.user.username` against the container rootfs's `/etc/passwd` (static
-
 
 /// Absolute sources of the spec's bind mounts (type `bind`, or a `bind`/`rbind` option).
 pub fn bind_sources(spec: &Value) -> Vec<PathBuf> {
@@ -190,5 +185,4 @@ mod tests {
         let mut bad = json!({"mounts": [{"destination": "/d", "source": "uvm:///does/not/exist"}]});
         assert!(rewrite_mount_sources(&mut bad, dir.path()).is_err());
     }
-
 }

@@ -172,5 +172,4 @@ mod tests {
         assert_eq!(m[1]["destination"], "/etc/hostname");
         assert_eq!(m[1]["options"], json!(["bind", "ro"]));
     }
-
 }

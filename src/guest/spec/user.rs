@@ -44,7 +44,9 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, GuestError> 
     let root = pathrs::Root::open(rootfs).map_err(|e| io(std::io::Error::other(e)))?;
     let file = match root.open_subpath(rel, pathrs::flags::OpenFlags::O_RDONLY) {
         Ok(f) => f,
-        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => return Ok(None),
+        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => {
+            return Ok(None)
+        }
         Err(e) => return Err(io(std::io::Error::other(e))),
     };
     let mut text = String::new();
@@ -55,11 +57,11 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, GuestError> 
 }
 
 /// The one entry `pred` matches; more than one is an error, as in the original.
-fn exactly_one<'a, T>(
-    entries: &'a [T],
+fn exactly_one<T>(
+    entries: &[T],
     pred: impl Fn(&T) -> bool,
     what: impl Fn() -> String,
-) -> Result<Option<&'a T>, GuestError> {
+) -> Result<Option<&T>, GuestError> {
     let mut found = entries.iter().filter(|e| pred(e));
     let first = found.next();
     if first.is_some() && found.next().is_some() {
@@ -91,7 +93,9 @@ pub fn parse_user_str(
     let users: Vec<PasswdEntry> = passwd_text.map(passwd::parse_passwd).unwrap_or_default();
     let groups: Vec<GroupEntry> = group_text.map(passwd::parse_group).unwrap_or_default();
     let out_of_range = |what: &str, v: i128| {
-        invalid(format!("{what} ({v}) in user {user:?} exceeds uint32 bounds"))
+        invalid(format!(
+            "{what} ({v}) in user {user:?} exceeds uint32 bounds"
+        ))
     };
 
     let (uid, mut gid, matched) = match passwd::numeric_id(parts[0]) {
@@ -112,7 +116,9 @@ pub fn parse_user_str(
             let entry = exactly_one(&users, |u| u.name == name, || format!("user {name:?}"))?
                 .ok_or_else(|| {
                     invalid(match passwd_text {
-                        Some(_) => format!("user {name:?} not found in the container's /etc/passwd"),
+                        Some(_) => {
+                            format!("user {name:?} not found in the container's /etc/passwd")
+                        }
                         None => format!(
                             "user {name:?} cannot be resolved: the container has no /etc/passwd"
                         ),
@@ -130,7 +136,10 @@ pub fn parse_user_str(
     match parts.get(1) {
         None => {
             if let Some(name) = &matched {
-                for g in groups.iter().filter(|g| g.members.iter().any(|m| m == name)) {
+                for g in groups
+                    .iter()
+                    .filter(|g| g.members.iter().any(|m| m == name))
+                {
                     if let Some(id) = g.gid {
                         if !supplementary.contains(&id) {
                             supplementary.push(id);
@@ -139,11 +148,12 @@ pub fn parse_user_str(
                 }
             }
         }
-        Some(group) => match passwd::numeric_id(group) {
-            Err(v) => return Err(out_of_range("GID", v)),
-            Ok(Some(id)) => gid = id,
-            Ok(None) => {
-                let entry =
+        Some(group) => {
+            match passwd::numeric_id(group) {
+                Err(v) => return Err(out_of_range("GID", v)),
+                Ok(Some(id)) => gid = id,
+                Ok(None) => {
+                    let entry =
                     exactly_one(&groups, |g| g.name == *group, || format!("group {group:?}"))?
                         .ok_or_else(|| {
                             invalid(match group_text {
@@ -155,9 +165,10 @@ pub fn parse_user_str(
                                 ),
                             })
                         })?;
-                gid = id_of(entry.gid, "gid", group, "/etc/group")?;
+                    gid = id_of(entry.gid, "gid", group, "/etc/group")?;
+                }
             }
-        },
+        }
     }
     Ok(Credentials {
         uid,
@@ -241,19 +252,27 @@ mod tests {
 
     #[test]
     fn bad_users_name_their_cause() {
-        assert!(resolve("bob").unwrap_err().contains("user \"bob\" not found"));
+        assert!(resolve("bob")
+            .unwrap_err()
+            .contains("user \"bob\" not found"));
         assert!(resolve("alice:wheel")
             .unwrap_err()
             .contains("group \"wheel\" not found"));
         assert!(resolve("a:b:c").unwrap_err().contains("invalid user"));
-        assert!(resolve("4294967296").unwrap_err().contains("exceeds uint32"));
+        assert!(resolve("4294967296")
+            .unwrap_err()
+            .contains("exceeds uint32"));
         assert!(resolve("-1").unwrap_err().contains("UID (-1)"));
         assert!(resolve("1:-5").unwrap_err().contains("GID (-5)"));
         let e = parse_user_str("alice", None, None).unwrap_err().to_string();
         assert!(e.contains("no /etc/passwd"), "{e}");
         assert_eq!(
             parse_user_str("1000:50", None, None).unwrap(),
-            Credentials { uid: 1000, gid: 50, supplementary: vec![] }
+            Credentials {
+                uid: 1000,
+                gid: 50,
+                supplementary: vec![]
+            }
         );
         let dup = "a:x:1:1::/:\na:x:2:2::/:\n";
         assert!(parse_user_str("a", Some(dup), None)
@@ -275,9 +294,13 @@ mod tests {
         // An absolute symlink resolves inside the root, never to this machine's file.
         std::fs::write(dir.path().join("in-root-group"), GROUP).unwrap();
         std::os::unix::fs::symlink("/in-root-group", dir.path().join("etc/group")).unwrap();
-        let mut p = json!({"user": {"uid": 0, "gid": 0, "username": "alice", "additionalGids": [7, 50]}});
+        let mut p =
+            json!({"user": {"uid": 0, "gid": 0, "username": "alice", "additionalGids": [7, 50]}});
         assert!(resolve_username(&mut p, dir.path()).unwrap());
-        assert_eq!(p["user"], json!({"uid": 1000, "gid": 1000, "additionalGids": [50, 7]}));
+        assert_eq!(
+            p["user"],
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [50, 7]})
+        );
         let mut p = json!({"user": {"uid": 0, "gid": 0}});
         assert!(!resolve_username(&mut p, dir.path()).unwrap());
     }
