@@ -102,6 +102,15 @@ fn failed(what: &str, e: LibcontainerError) -> HelperResponse {
         message.push_str(&format!(": {s}"));
         source = s.source();
     }
+    // What a container process reported comes wrapped in libcontainer's layers; say it as
+    // runc does.
+    const REPORTED: &str = "error in executing process : ";
+    if let Some(i) = message.find(REPORTED) {
+        message = format!(
+            "{what}: unable to start container process: {}",
+            &message[i + REPORTED.len()..]
+        );
+    }
     error(kind, clean_message(&message))
 }
 
@@ -146,7 +155,7 @@ fn check_exec_cwd(container: &Container, process: &Path) -> Result<(), HelperRes
         error(
             RuntimeErrorKind::Other,
             format!(
-                "unable to start container process: chdir to cwd ({cwd:?}) set in config.json failed: {}",
+                "exec in container: unable to start container process: chdir to cwd ({cwd:?}) set in config.json failed: {}",
                 super::executor::errno_text(&std::io::Error::from_raw_os_error(errno))
             ),
         )
