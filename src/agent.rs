@@ -14,9 +14,10 @@ use tracing_subscriber::Layer;
 use crate::bridge::{Bridge, BridgeConfig, ConnectionEnd};
 use crate::cgroups::UvmCgroups;
 use crate::cli::{self, AgentOptions, Parsed};
-use crate::guest::{Guest, Reaper};
+use crate::guest::Guest;
 use crate::logging::LogrusLayer;
 use crate::protocol::BRIDGE_PORT;
+use crate::reaper::Reaper;
 use crate::transport::{Dialer, FdStream, Stream, RETRY_INTERVAL};
 
 pub fn main(args: &[String]) -> ExitCode {

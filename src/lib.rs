@@ -16,6 +16,7 @@ pub mod kmsg;
 pub mod logging;
 pub mod network;
 pub mod protocol;
+pub mod reaper;
 pub mod runtime;
 pub mod storage;
 pub mod sys;

@@ -768,6 +768,80 @@ async fn bad_input_gets_clear_errors_and_the_agent_keeps_serving() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid hostname"), "{err}");
+    // Annotations and users refused as the original refuses them, before anything is made:
+    // no sandbox directory or mount is left behind.
+    for (cid, annotations, user, want) in [
+        (
+            "c-type",
+            json!({"io.kubernetes.cri.container-type": ""}),
+            None,
+            "unsupported 'io.kubernetes.cri.container-type': ''",
+        ),
+        (
+            "c-type2",
+            json!({"io.kubernetes.cri.container-type": "Pod"}),
+            None,
+            "unsupported",
+        ),
+        (
+            "c-core",
+            json!({"io.kubernetes.cri.container-type": "sandbox", "io.microsoft.cri.skip-pod-networking": "true",
+                          "io.microsoft.lcow.rlimitcore": "1"}),
+            None,
+            "wrong number of values supplied for rlimit core",
+        ),
+        (
+            "c-core2",
+            json!({"io.kubernetes.cri.container-type": "sandbox", "io.microsoft.cri.skip-pod-networking": "true",
+                           "io.microsoft.lcow.rlimitcore": "1;x"}),
+            None,
+            "failed to parse hard core rlimit",
+        ),
+        (
+            "c-user",
+            json!({"io.kubernetes.cri.container-type": "sandbox", "io.microsoft.cri.skip-pod-networking": "true"}),
+            Some("bob"),
+            "user \"bob\" not found in the container's /etc/passwd",
+        ),
+        (
+            "c-group",
+            json!({}),
+            Some("root:wheel"),
+            "group \"wheel\" not found in the container's /etc/group",
+        ),
+        (
+            "c-uid",
+            json!({}),
+            Some("4294967296"),
+            "exceeds uint32 bounds",
+        ),
+        (
+            "c-userstr",
+            json!({}),
+            Some("a:b:c"),
+            "invalid user \"a:b:c\"",
+        ),
+    ] {
+        add_rootfs(&agent, cid).await;
+        let mut bad = spec(cid, &["true"]);
+        bad["annotations"] = annotations;
+        if let Some(user) = user {
+            bad["process"]["user"]["username"] = json!(user);
+        }
+        let err = c
+            .create_container(cid, &settings(cid, bad))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(want), "{cid}: {err}");
+        let mountinfo =
+            std::fs::read_to_string(format!("/proc/{}/mountinfo", agent.agent_pid())).unwrap();
+        let left: Vec<&str> = mountinfo
+            .lines()
+            .filter(|l| l.contains(&format!("/{cid}/")) && !l.contains("/rootfs "))
+            .collect();
+        assert!(left.is_empty(), "{cid}: mounts left behind: {left:#?}");
+        remove_rootfs(&agent, cid).await;
+    }
     // Hostile CombinedLayers paths.
     let request = ModifySettingRequest {
         resource_type: "CombinedLayers".into(),

@@ -105,90 +105,80 @@ fn matrix() -> Vec<Cell> {
             }
             cells.push(cell(&format!("{m} {name} (env)"), mode, p));
         }
-        cells.push(cell(
-            &format!("{m} bare name without PATH"),
-            mode,
-            json!({"args": ["sh", "-c", "echo ran"], "env": ["FOO=1"]}),
-        ));
-        cells.push(cell(
-            &format!("{m} uid without entry, gid given"),
-            mode,
-            json!({"user": {"uid": 4242, "gid": 4343, "additionalGids": [50, 7]}, "args": probe(), "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} umask 077"),
-            mode,
-            json!({"user": {"uid": 1000, "gid": 1000, "umask": 63}, "args": probe(), "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} cwd present"),
-            mode,
-            json!({"cwd": "/home/alice", "args": probe(), "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} cwd not enterable by the user"),
-            mode,
-            json!({"cwd": "/secret", "user": {"uid": 1000, "gid": 1000}, "args": probe(), "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} missing executable"),
-            mode,
-            json!({"args": ["/no/such"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} unknown command"),
-            mode,
-            json!({"args": ["nope"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} not executable"),
-            mode,
-            json!({"args": ["/noexec"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} a directory"),
-            mode,
-            json!({"args": ["/home"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} exec format error"),
-            mode,
-            json!({"args": ["/garbage"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} environment string over 128 KiB"),
-            mode,
-            json!({"args": ["/bin/echo", "hi"], "env": [PATH, format!("BIG={}", "x".repeat(200 * 1024))]}),
-        ));
-        cells.push(cell(
-            &format!("{m} invalid environment entry"),
-            mode,
-            json!({"args": ["/bin/env"], "env": [PATH, "NOEQUALS"]}),
-        ));
-        cells.push(cell(
-            &format!("{m} terminal with consoleSize"),
-            mode,
-            json!({"terminal": true, "consoleSize": {"height": 24, "width": 80}, "args": ["/bin/sh", "-c", "stty size"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} terminal without consoleSize"),
-            mode,
-            json!({"terminal": true, "args": ["/bin/sh", "-c", "stty size; echo tty=$(tty | cut -c1-9)"], "env": [PATH]}),
-        ));
-        cells.push(cell(
-            &format!("{m} capabilities reduced, no_new_privs off"),
-            mode,
-            json!({"args": probe(), "env": [PATH], "noNewPrivileges": false,
-                   "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
-                                    "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_KILL"]}}),
-        ));
-        cells.push(cell(
-            &format!("{m} rlimits"),
-            mode,
-            json!({"args": probe(), "env": [PATH],
-                   "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}, {"type": "RLIMIT_CORE", "soft": 1, "hard": 2},
-                               {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400}]}),
-        ));
+        let big = format!("BIG={}", "x".repeat(200 * 1024));
+        for (name, process) in [
+            (
+                "bare name without PATH",
+                json!({"args": ["sh", "-c", "echo ran"], "env": ["FOO=1"]}),
+            ),
+            (
+                "uid without entry, gid given",
+                json!({"user": {"uid": 4242, "gid": 4343, "additionalGids": [50, 7]}, "args": probe(), "env": [PATH]}),
+            ),
+            (
+                "umask 077",
+                json!({"user": {"uid": 1000, "gid": 1000, "umask": 63}, "args": probe(), "env": [PATH]}),
+            ),
+            (
+                "cwd present",
+                json!({"cwd": "/home/alice", "args": probe(), "env": [PATH]}),
+            ),
+            (
+                "cwd not enterable by the user",
+                json!({"cwd": "/secret", "user": {"uid": 1000, "gid": 1000}, "args": probe(), "env": [PATH]}),
+            ),
+            (
+                "missing executable",
+                json!({"args": ["/no/such"], "env": [PATH]}),
+            ),
+            ("unknown command", json!({"args": ["nope"], "env": [PATH]})),
+            (
+                "not executable",
+                json!({"args": ["/noexec"], "env": [PATH]}),
+            ),
+            ("a directory", json!({"args": ["/home"], "env": [PATH]})),
+            (
+                "exec format error",
+                json!({"args": ["/garbage"], "env": [PATH]}),
+            ),
+            (
+                "environment string over 128 KiB",
+                json!({"args": ["/bin/echo", "hi"], "env": [PATH, big]}),
+            ),
+            (
+                "invalid environment entry",
+                json!({"args": ["/bin/env"], "env": [PATH, "NOEQUALS"]}),
+            ),
+            (
+                "terminal with consoleSize",
+                json!({"terminal": true, "consoleSize": {"height": 24, "width": 80}, "args": ["/bin/sh", "-c", "stty size"], "env": [PATH]}),
+            ),
+            (
+                "terminal without consoleSize",
+                json!({"terminal": true, "args": ["/bin/sh", "-c", "stty size; echo tty=$(tty | cut -c1-9)"], "env": [PATH]}),
+            ),
+            (
+                "capabilities reduced, no_new_privs off",
+                json!({"args": probe(), "env": [PATH], "noNewPrivileges": false,
+                    "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
+                                     "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_KILL"]}}),
+            ),
+            (
+                "ambient capabilities",
+                json!({"args": probe(), "env": [PATH], "user": {"uid": 1000, "gid": 1000},
+                    "capabilities": {"bounding": ["CAP_KILL", "CAP_NET_RAW"], "effective": ["CAP_KILL"],
+                                     "permitted": ["CAP_KILL", "CAP_NET_RAW"], "inheritable": ["CAP_KILL", "CAP_NET_RAW"],
+                                     "ambient": ["CAP_KILL"]}}),
+            ),
+            (
+                "rlimits",
+                json!({"args": probe(), "env": [PATH],
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}, {"type": "RLIMIT_CORE", "soft": 1, "hard": 2},
+                                {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400}]}),
+            ),
+        ] {
+            cells.push(cell(&format!("{m} {name}"), mode, process));
+        }
     }
     cells.push(cell(
         "init cwd missing (created, as the original does)",
@@ -695,5 +685,84 @@ async fn issue_11_failing_inputs() {
         .unwrap();
     sleeper.finish(&agent, id).await;
     common::destroy_container(&agent, id).await;
+    assert!(agent.client.failure().is_none());
+}
+
+/// A pod's sandbox and workload containers resolve their users against their own image, and
+/// an exec into the workload with a user of its own resolves it too.
+#[tokio::test]
+async fn users_of_pod_containers() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = common::users_layer(&agent);
+    let sid = "pod-users";
+    let mut s = common::trace_spec(&[]);
+    s["process"] = sleeper_process();
+    s["process"]["args"] = json!([
+        "/bin/sh",
+        "-c",
+        "echo $(id -u):$(id -g):$(id -G); exec sleep 1000"
+    ]);
+    s["process"]["user"] = json!({"uid": 0, "gid": 0, "username": "alice:staff"});
+    s["root"]["path"] = json!(format!("/run/gcs/c/{sid}/rootfs"));
+    s["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox", "io.microsoft.cri.skip-pod-networking": "true"});
+    common::create_container(&agent, sid, layer, s)
+        .await
+        .unwrap();
+    let mut sandbox = common::start_process(&agent, sid, None, false)
+        .await
+        .unwrap();
+    let mut line = String::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let out = sandbox.stdout.as_mut().unwrap();
+        let mut b = [0u8; 1];
+        while !line.ends_with('\n') {
+            assert_eq!(out.read(&mut b).await.unwrap(), 1);
+            line.push(b[0] as char);
+        }
+    }
+    assert_eq!(line, "1000:50:50\n");
+
+    let wid = "pod-users-w";
+    let mut w = common::trace_spec(&[]);
+    w.as_object_mut().unwrap().remove("hostname");
+    w["process"] = sleeper_process();
+    w["process"]["args"] = json!(["/bin/sh", "-c", "echo $(id -u):$(id -g):$(id -G) $HOME"]);
+    w["process"]["user"] = json!({"uid": 0, "gid": 0, "username": "1000"});
+    w["root"]["path"] = json!(format!("/run/gcs/c/{wid}/rootfs"));
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": sid});
+    w["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"},
+        {"type": "ipc", "path": format!("/proc/{}/ns/ipc", sandbox.pid)},
+        {"type": "uts", "path": format!("/proc/{}/ns/uts", sandbox.pid)},
+    ]);
+    common::create_container(&agent, wid, layer, w)
+        .await
+        .unwrap();
+    let out = common::start_process(&agent, wid, None, false)
+        .await
+        .unwrap()
+        .finish(&agent, wid)
+        .await;
+    // USER 1000 names no group: alice's memberships come with it (README: departures).
+    assert_eq!(out.stdout, "1000:1000:1000 50 /home/alice\n");
+    common::destroy_container(&agent, wid).await;
+
+    let mut p = sleeper_process();
+    p["args"] = json!(["/bin/sh", "-c", "echo $(id -u):$(id -g)"]);
+    p["user"] = json!({"uid": 0, "gid": 0, "username": "nobody:nogroup"});
+    let out = common::start_process(&agent, sid, Some(p), false)
+        .await
+        .unwrap()
+        .finish(&agent, sid)
+        .await;
+    assert_eq!(out.stdout, "65534:65534\n");
+    agent
+        .client
+        .signal_process(sid, sandbox.pid, Some(9))
+        .await
+        .unwrap();
+    sandbox.finish(&agent, sid).await;
+    common::destroy_container(&agent, sid).await;
     assert!(agent.client.failure().is_none());
 }

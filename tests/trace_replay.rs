@@ -39,11 +39,22 @@ const REPLAYED: &[(&str, &[(u64, &str)])] = &[
     ("11-container-signal.jsonl", &[]),
     ("12-container-wait-timeout-kill.jsonl", &[]),
     ("13-container-tty-resize.jsonl", &[]),
+    ("19-container-tty-init.jsonl", &[]),
     ("14-container-getproperties.jsonl", &[]),
     ("15-container-duplicate-create.jsonl", &[]),
     ("16-unsupported-and-errors.jsonl", &[]),
     ("17-negotiation-edge.jsonl", &[]),
 ];
+
+/// Traces whose processes' stdout is compared with the recording's, byte for byte: the
+/// terminal's initial size (`consoleSize`) shows in it before any resize.
+const STDOUT_COMPARED: &[&str] = &[
+    "13-container-tty-resize.jsonl",
+    "19-container-tty-init.jsonl",
+];
+
+/// What each process of a replay wrote to its stdout, in ExecuteProcess order.
+type Outputs = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
 /// Fields whose values are free text or vary per run.
 const FREE: &[&str] = &[
@@ -67,7 +78,13 @@ fn serve_stdio(
     ports: &Value,
     first_line: oneshot::Sender<()>,
     stdin_gate: oneshot::Receiver<()>,
+    outputs: &Outputs,
 ) {
+    let slot = {
+        let mut all = outputs.lock().unwrap();
+        all.push(Vec::new());
+        all.len() - 1
+    };
     let mut stdin_gate = Some(stdin_gate);
     let host = agent.host();
     let mut first_line = Some(first_line);
@@ -82,6 +99,7 @@ fn serve_stdio(
             None
         };
         let gate = if is_stdin { stdin_gate.take() } else { None };
+        let outputs = (key == "StdOut").then(|| outputs.clone());
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             if is_stdin {
@@ -104,6 +122,9 @@ fn serve_stdio(
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        if let Some(outputs) = &outputs {
+                            outputs.lock().unwrap()[slot].extend_from_slice(&buf[..n]);
+                        }
                         if buf[..n].contains(&b'\n') {
                             if let Some(tx) = notify.take() {
                                 let _ = tx.send(());
@@ -145,6 +166,7 @@ async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
     let mut pending: HashMap<u64, oneshot::Receiver<gcs::host::Frame>> = HashMap::new();
     let mut gates: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut waits = std::collections::HashSet::new();
+    let outputs = Outputs::default();
     let mut compared = 0;
     for frame in &frames {
         if skipped.iter().any(|(id, _)| *id == frame.id) {
@@ -154,7 +176,7 @@ async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
             if frame.type_u32() == MessageType::WAIT_FOR_PROCESS.0 {
                 waits.insert(frame.id);
             }
-            send(&agent, frame, &pids, &mut pending, &mut gates).await;
+            send(&agent, frame, &pids, &mut pending, &mut gates, &outputs).await;
             continue;
         }
         if frame.type_u32() == MessageType::NOTIFICATION.0 {
@@ -225,6 +247,42 @@ async fn replay(name: &str, skipped: &[(u64, &str)]) -> usize {
         "{name}: {:?}",
         agent.client.failure()
     );
+    if STDOUT_COMPARED.contains(&name) {
+        compared += compare_stdout(name, &outputs).await;
+    }
+    compared
+}
+
+/// Every stdout the recording's host saw was produced by one of the replayed processes.
+async fn compare_stdout(name: &str, outputs: &Outputs) -> usize {
+    let outcome = common::traces_dir().join(name.replace(".jsonl", ".outcome.json"));
+    let outcome: Value = serde_json::from_slice(&std::fs::read(outcome).unwrap()).unwrap();
+    let mut compared = 0;
+    for want in outcome["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["result"]["stdout"].as_str())
+    {
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            seen = outputs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|o| String::from_utf8_lossy(o).into_owned())
+                .collect();
+            if seen.iter().any(|o| o == want) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            seen.iter().any(|o| o == want),
+            "{name}: the recording's stdout {want:?} was not produced; ours: {seen:?}"
+        );
+        compared += 1;
+    }
     compared
 }
 
@@ -234,6 +292,7 @@ async fn send(
     pids: &HashMap<u64, u64>,
     pending: &mut HashMap<u64, oneshot::Receiver<gcs::host::Frame>>,
     gates: &mut Vec<(u64, oneshot::Sender<()>)>,
+    outputs: &Outputs,
 ) {
     let mut body = request.body.clone();
     if let Some(pid) = body.get("ProcessId").and_then(|p| p.as_u64()) {
@@ -251,6 +310,7 @@ async fn send(
             &body["Settings"]["VsockStdioRelaySettings"],
             tx,
             gate_rx,
+            outputs,
         );
         let params = body["Settings"]["ProcessParameters"].as_str().unwrap_or("");
         let is_container_init = body["ContainerId"] != gcs::protocol::NULL_CONTAINER_ID

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
 
-use super::reaper::ExitStatus;
 use super::spec::Kind;
 use super::stdio::{self, PtyMaster};
 use super::{wait_exit, GuestError};
 use crate::protocol::messages::NotificationType;
+use crate::reaper::ExitStatus;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::reaper::{ExitStatus, Reaper};
 use super::stdio::{self, StdioConnections};
 use super::GuestError;
 use crate::protocol::messages::{ProcessParameters, VsockStdioRelaySettings};
+use crate::reaper::{ExitStatus, Reaper};
 use crate::sys::{SpawnRequest, SpawnStage};
 use crate::transport::Dialer;
 

@@ -157,6 +157,22 @@ impl Guest {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_lowercase();
+        // Everything that can refuse the spec without touching the UVM comes first, so that a
+        // refused Create leaves nothing behind.
+        spec::apply_annotations(&mut spec, &kind)?;
+        let rootfs = match spec.pointer("/root/path").and_then(Value::as_str) {
+            Some(p) if p.starts_with('/') => PathBuf::from(p),
+            Some(p) => bundle.join(p),
+            None => {
+                return Err(GuestError::InvalidRequest(
+                    "OciSpecification.root.path is missing".into(),
+                ))
+            }
+        };
+        let user_from_name = match spec.get_mut("process") {
+            Some(process) => spec::user::resolve_username(process, &rootfs)?,
+            None => false,
+        };
         let sandbox_root = match &kind {
             Kind::Sandbox => {
                 let root =
@@ -239,7 +255,6 @@ impl Guest {
         if let Some(obj) = spec.as_object_mut() {
             obj.remove("windows");
         }
-        spec::apply_annotations(&mut spec, &kind)?;
         // §6.3 step 9: a workload follows its pod's host-network annotation, not its own.
         let host_network = match &kind {
             Kind::Workload { sandbox_id } => self
@@ -251,25 +266,17 @@ impl Guest {
             spec::remove_namespace(&mut spec, "network");
         }
         spec::enforce_readonly_cgroupfs(&mut spec);
-        let rootfs = match spec.pointer("/root/path").and_then(Value::as_str) {
-            Some(p) if p.starts_with('/') => PathBuf::from(p),
-            Some(p) => bundle.join(p),
-            None => {
-                return Err(GuestError::InvalidRequest(
-                    "OciSpecification.root.path is missing".into(),
-                ))
-            }
-        };
-        let user_from_name = match spec.get_mut("process") {
-            Some(process) => spec::user::resolve_username(process, &rootfs)?,
-            None => false,
-        };
+        // §6.5: the init's cwd is created before the create, errors ignored; inside the
+        // rootfs, whatever symlinks the image holds.
         if let Some(cwd) = spec
             .pointer("/process/cwd")
             .and_then(Value::as_str)
             .filter(|c| *c != "/")
         {
-            let _ = std::fs::create_dir_all(rootfs.join(cwd.trim_start_matches('/')));
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(root) = pathrs::Root::open(&rootfs) {
+                let _ = root.mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755));
+            }
         }
         mkdir(&bundle, 0o700)?;
         let mut config = serde_json::to_vec(&spec)

@@ -10,7 +10,6 @@ mod error;
 pub mod external;
 pub mod lifecycle;
 pub mod network;
-pub mod reaper;
 pub mod spec;
 pub mod stdio;
 pub mod storage;
@@ -21,9 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
 
+pub use crate::reaper::{ExitStatus, Reaper};
 pub use container::Container;
 pub use error::GuestError;
-pub use reaper::{ExitStatus, Reaper};
 
 use crate::protocol::messages::{
     ContainerNotification, ProcessParameters, VsockStdioRelaySettings,

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::channel::{self, MAX_MESSAGE};
 use super::{HelperRequest, HelperResponse, RuntimeError, HELPER_NAME};
-use crate::guest::Reaper;
+use crate::reaper::Reaper;
 
 struct Helper {
     sock: AsyncFd<OwnedFd>,

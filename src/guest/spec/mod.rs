@@ -54,6 +54,12 @@ pub fn is_host_network(spec: &Value) -> bool {
 pub fn classify(id: &str, spec: &Value) -> Result<Kind, GuestError> {
     let vpod = annotation(spec, VIRTUAL_POD_ID).filter(|v| !v.is_empty());
     if let Some(vpod) = vpod {
+        // It names a directory under the bundle's parent (`virtual-pods/<id>`).
+        if vpod.starts_with('/') || vpod.split('/').any(|c| c == "..") {
+            return Err(GuestError::InvalidRequest(format!(
+                "invalid virtual pod ID {vpod:?}: path traversal attempt"
+            )));
+        }
         if vpod == id {
             return Ok(Kind::Sandbox);
         }
@@ -146,6 +152,12 @@ mod tests {
             classify("v", &spec(json!({VIRTUAL_POD_ID: "v"}))).unwrap(),
             Kind::Sandbox
         );
+        for hostile in ["../x", "/abs", "a/../../b", ".."] {
+            assert!(classify(hostile, &spec(json!({VIRTUAL_POD_ID: hostile})))
+                .unwrap_err()
+                .to_string()
+                .contains("path traversal"));
+        }
         assert_eq!(
             classify(
                 "w",
