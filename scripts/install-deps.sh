@@ -8,6 +8,13 @@ need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v cpio >/dev/null || need_apt+=(cpio)
 command -v file >/dev/null || need_apt+=(file)
+# Static C libraries linked into the agent: libseccomp (seccomp profiles), libelf and zlib
+# (libbpf, built from its vendored source, for the cgroup v2 device program); make builds libbpf.
+[ -f /usr/lib/x86_64-linux-gnu/libseccomp.a ] || need_apt+=(libseccomp-dev)
+[ -f /usr/lib/x86_64-linux-gnu/libelf.a ] || need_apt+=(libelf-dev)
+[ -f /usr/lib/x86_64-linux-gnu/libz.a ] || need_apt+=(zlib1g-dev)
+command -v make >/dev/null || need_apt+=(make)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Debian's runc: the reference the differential container test compares the agent against.
 command -v runc >/dev/null || need_apt+=(runc)
 if [ ${#need_apt[@]} -gt 0 ]; then

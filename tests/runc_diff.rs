@@ -42,6 +42,10 @@ struct Cell {
     /// The process: the trace's, with these fields replaced.
     process: Value,
     readonly_root: bool,
+    /// `linux.seccomp` of the container (init cells).
+    seccomp: Option<Value>,
+    /// A bind mount of an empty directory at `/data` (init cells).
+    bind_data: bool,
 }
 
 fn cell(name: &str, mode: Mode, process: Value) -> Cell {
@@ -50,8 +54,17 @@ fn cell(name: &str, mode: Mode, process: Value) -> Cell {
         mode,
         process,
         readonly_root: false,
+        seccomp: None,
+        bind_data: false,
     }
 }
+
+/// Device access: a block node made in the container (refused by the device cgroup), a char
+/// node outside the default list, and default nodes.
+const DEVICES: &str = "mknod /dev/probe b 7 0 2>/dev/null; head -c 1 /dev/probe >/dev/null 2>&1 && echo block-opened || echo block-refused; \
+mknod /dev/kmem2 c 1 2 2>/dev/null; head -c 1 /dev/kmem2 >/dev/null 2>&1 && echo kmem-opened || echo kmem-refused; \
+head -c 4 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; head -c 3 /dev/zero | wc -c; \
+exec 3<>/dev/ptmx && echo ptmx-ok";
 
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -176,6 +189,10 @@ fn matrix() -> Vec<Cell> {
                     "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}, {"type": "RLIMIT_CORE", "soft": 1, "hard": 2},
                                 {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400}]}),
             ),
+            (
+                "device cgroup",
+                json!({"args": ["/bin/sh", "-c", DEVICES], "env": [PATH]}),
+            ),
         ] {
             cells.push(cell(&format!("{m} {name}"), mode, process));
         }
@@ -186,6 +203,18 @@ fn matrix() -> Vec<Cell> {
         json!({"cwd": "/made/by/create", "args": probe(), "env": [PATH]}),
     ));
     cells.push(cell(
+        "init cwd is a file",
+        Mode::Init,
+        json!({"cwd": "/noexec", "args": probe(), "env": [PATH]}),
+    ));
+    let mut c = cell(
+        "init cwd under a bind mount",
+        Mode::Init,
+        json!({"cwd": "/data/deep/er", "args": ["/bin/sh", "-c", "pwd; ls -d /data/deep"], "env": [PATH]}),
+    );
+    c.bind_data = true;
+    cells.push(c);
+    cells.push(cell(
         "exec cwd missing",
         Mode::Exec,
         json!({"cwd": "/no/such/dir", "args": probe(), "env": [PATH]}),
@@ -195,6 +224,31 @@ fn matrix() -> Vec<Cell> {
         Mode::Exec,
         json!({"cwd": "/noexec", "args": probe(), "env": [PATH]}),
     ));
+    for (name, profile) in [
+        (
+            "init seccomp denying mkdir",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}),
+        ),
+        (
+            "init seccomp with an unknown syscall name",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["no_such_syscall"], "action": "SCMP_ACT_ERRNO"}]}),
+        ),
+        (
+            "init seccomp killing on uname",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["uname"], "action": "SCMP_ACT_KILL"}]}),
+        ),
+    ] {
+        let mut c = cell(
+            name,
+            Mode::Init,
+            json!({"args": ["/bin/sh", "-c", "grep Seccomp: /proc/self/status; mkdir /seccomp-probe 2>&1 | sed 's/.*: //'; rmdir /seccomp-probe 2>/dev/null; uname -s"], "env": [PATH]}),
+        );
+        c.seccomp = Some(profile);
+        cells.push(c);
+    }
     let mut ro = cell(
         "init read-only root",
         Mode::Init,
@@ -241,19 +295,26 @@ fn process_of(cell: &Cell) -> Value {
 }
 
 /// What the original hands runc for this process (its rewrite of §6.3/§6.5).
-fn as_the_original_hands_runc(mut p: Value, container_rlimits: &Value) -> Value {
+/// `exec_of`: for an exec, the container's process (its rlimits replace the exec's, §6.5).
+fn as_the_original_hands_runc(mut p: Value, exec_of: Option<&Value>) -> Value {
     if let Some(name) = p.pointer("/user/username").and_then(Value::as_str) {
         p["user"] = resolved(name);
     }
-    if !container_rlimits.is_null() {
-        p["rlimits"] = container_rlimits.clone();
+    if let Some(container) = exec_of {
+        match container.get("rlimits") {
+            Some(r) => p["rlimits"] = r.clone(),
+            None => {
+                p.as_object_mut().unwrap().remove("rlimits");
+            }
+        }
     }
     p
 }
 
-/// The container's init for exec cells: it waits, as root.
+/// The container's init for exec cells: it waits, as root, with a umask of its own (an exec
+/// does not take it under runc 1.1) and no rlimits (an exec then has none either).
 fn sleeper() -> Value {
-    json!({"args": ["/bin/sleep", "1000"], "env": [PATH]})
+    json!({"args": ["/bin/sleep", "1000"], "env": [PATH], "user": {"uid": 0, "gid": 0, "umask": 63}})
 }
 
 /// A runc bundle over a fresh users tree; runc's own state root beside it.
@@ -277,22 +338,46 @@ impl Runc {
     }
 
     fn write_bundle(&self, name: &str, process: &Value, readonly: bool) -> PathBuf {
+        self.write_bundle_with(name, process, readonly, None)
+    }
+
+    fn write_bundle_with(
+        &self,
+        name: &str,
+        process: &Value,
+        readonly: bool,
+        seccomp: Option<&Value>,
+    ) -> PathBuf {
         let bundle = self.dir.path().join(name);
         std::fs::create_dir_all(&bundle).unwrap();
         let mut spec = common::trace_spec(&[]);
         spec["process"] = process.clone();
         spec["root"] = json!({"path": self.rootfs, "readonly": readonly});
+        if let Some(profile) = seccomp {
+            spec["linux"]["seccomp"] = profile.clone();
+        }
         std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
         bundle
     }
 
     /// `runc run` in the foreground; a terminal process runs under `script` for a pty.
-    fn run(&self, id: &str, process: &Value, readonly: bool) -> Result<Outcome, String> {
+    fn run(&self, id: &str, process: &Value, cell: &Cell) -> Result<Outcome, String> {
+        let readonly = cell.readonly_root;
         // The original creates an init's cwd in the rootfs before `runc create` (§6.5).
         if let Some(cwd) = process.get("cwd").and_then(Value::as_str) {
             let _ = std::fs::create_dir_all(self.rootfs.join(cwd.trim_start_matches('/')));
         }
-        let bundle = self.write_bundle(id, process, readonly);
+        let bundle = self.write_bundle_with(id, process, readonly, cell.seccomp.as_ref());
+        if cell.bind_data {
+            let source = self.dir.path().join(format!("data-{id}"));
+            std::fs::create_dir_all(&source).unwrap();
+            let config = bundle.join("config.json");
+            let mut spec: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+            spec["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": "/data", "type": "bind", "source": source, "options": ["rbind"]}),
+            );
+            std::fs::write(&config, spec.to_string()).unwrap();
+        }
         if process["terminal"] == json!(true) {
             let mut c = self.runc();
             c.args(["run", "-d", "--bundle"]).arg(&bundle);
@@ -395,6 +480,7 @@ fn sleeper_process() -> Value {
     for (k, v) in sleeper().as_object().unwrap() {
         p[k] = v.clone();
     }
+    p.as_object_mut().unwrap().remove("rlimits");
     p
 }
 
@@ -449,6 +535,16 @@ async fn agent_init(agent: &Agent, layer: &str, id: &str, cell: &Cell) -> Result
     spec["process"] = process_of(cell);
     spec["root"] =
         json!({"path": format!("/run/gcs/c/{id}/rootfs"), "readonly": cell.readonly_root});
+    if let Some(profile) = &cell.seccomp {
+        spec["linux"]["seccomp"] = profile.clone();
+    }
+    if cell.bind_data {
+        let source = format!("/run/diff-data-{id}");
+        std::fs::create_dir_all(agent.root().join(source.trim_start_matches('/'))).unwrap();
+        spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/data", "type": "bind", "source": source, "options": ["rbind"]}),
+        );
+    }
     common::create_container(agent, id, layer, spec).await?;
     let terminal = cell.process["terminal"] == json!(true);
     let started = common::start_process(agent, id, None, terminal).await;
@@ -471,7 +567,8 @@ fn compare(
     match (runc, ours) {
         (Ok(r), Ok(o)) if normalise(r, terminal) == normalise(o, terminal) => None,
         (Err(cause), Err(message))
-            if message.contains(cause.as_str())
+            if !cause.is_empty()
+                && message.contains(cause.as_str())
                 && !message.contains('\0')
                 && !message.contains("failed to unix syscall") =>
         {
@@ -501,8 +598,8 @@ async fn the_process_sees_what_it_sees_under_runc() {
         let id = format!("diff-init-{i}");
         let reference = runc.run(
             &id,
-            &as_the_original_hands_runc(process_of(cell), &Value::Null),
-            cell.readonly_root,
+            &as_the_original_hands_runc(process_of(cell), None),
+            cell,
         );
         let ours = agent_init(&agent, layer, &id, cell).await;
         differences.extend(compare(cell, &reference, &ours));
@@ -520,12 +617,12 @@ async fn the_process_sees_what_it_sees_under_runc() {
     let init = common::start_process(&agent, id, None, false)
         .await
         .unwrap();
-    let container_rlimits = sleeper_process()["rlimits"].clone();
+    let container = sleeper_process();
     for cell in cells.iter().filter(|c| c.mode == Mode::Exec) {
         let process = process_of(cell);
         let reference = runc.exec(
             id,
-            &as_the_original_hands_runc(process.clone(), &container_rlimits),
+            &as_the_original_hands_runc(process.clone(), Some(&container)),
         );
         let terminal = process["terminal"] == json!(true);
         let ours = match common::start_process(&agent, id, Some(process), terminal).await {

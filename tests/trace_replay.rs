@@ -283,6 +283,10 @@ async fn compare_stdout(name: &str, outputs: &Outputs) -> usize {
         );
         compared += 1;
     }
+    assert!(
+        compared > 0,
+        "{name}: the recording shows no stdout to compare"
+    );
     compared
 }
 

@@ -79,13 +79,27 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
             },
         },
     };
-    let text = chain(err);
+    let text = printable(&chain(err));
     let message = if hresult == Hresult::FAIL {
         text
     } else {
         format!("HRESULT {hresult}: {text}")
     };
     (hresult, message)
+}
+
+/// An error text fit for the host's logs: control characters (a NUL, a newline from an echoed
+/// host string or a runtime's report) are shown escaped, as `\u{0}`, never sent raw.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The error and its sources joined with `: `.
@@ -158,6 +172,12 @@ mod tests {
         for (err, want) in cases {
             assert_eq!(to_wire(&err).0, want, "{err:?}");
         }
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_wire() {
+        let (_, m) = to_wire(&BridgeError::InvalidRequest("bad\0host\nname".into()));
+        assert_eq!(m, "bad\\u{0}host\\nname");
     }
 
     #[test]

@@ -45,6 +45,24 @@ fn bundle_path(p: &str) -> Result<PathBuf, GuestError> {
         .map_err(|e| GuestError::InvalidRequest(format!("OciBundlePath: {e}")))
 }
 
+/// The container table's `Creating` reservation of one Create, released on drop while armed.
+struct CreatingSlot<'a> {
+    guest: &'a Guest,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for CreatingSlot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut table = self.guest.lock_containers();
+            if matches!(table.get(self.id), Some(Entry::Creating)) {
+                table.remove(self.id);
+            }
+        }
+    }
+}
+
 /// A console socket the runtime connects to once to hand over the pty master.
 struct ConsoleSocket {
     path: PathBuf,
@@ -111,8 +129,16 @@ impl Guest {
             }
             table.insert(id.to_string(), Entry::Creating);
         }
+        // Frees the id if this Create ends in any other way than a created container (an
+        // error, or a panic unwinding through the task).
+        let mut slot = CreatingSlot {
+            guest: self,
+            id,
+            armed: true,
+        };
         match self.create_inner(id, activity_id, settings.clone()).await {
             Ok(container) => {
+                slot.armed = false;
                 self.lock_containers()
                     .insert(id.to_string(), Entry::Ready(Arc::clone(&container)));
                 // §6.3 step 12: the pod's NICs move into the new namespace (or are set up in
@@ -134,7 +160,15 @@ impl Guest {
                 Ok(())
             }
             Err(e) => {
-                self.lock_containers().remove(id);
+                drop(slot);
+                // A sandbox refused at launch: its registration and shared mounts go too.
+                let root = self.lock_sandbox_roots().remove(id);
+                if let Some(root) = root {
+                    for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
+                        unmount_under(&root.join(dir));
+                    }
+                    let _ = std::fs::remove_dir(root.join("logs"));
+                }
                 if let Ok(bundle) = bundle_path(&settings.oci_bundle_path) {
                     let _ = std::fs::remove_file(bundle.join("config.json"));
                 }
@@ -160,6 +194,9 @@ impl Guest {
         // Everything that can refuse the spec without touching the UVM comes first, so that a
         // refused Create leaves nothing behind.
         spec::apply_annotations(&mut spec, &kind)?;
+        let allow_all_devices = matches!(kind, Kind::Workload { .. })
+            && spec::annotations::bool_annotation(&spec, spec::PRIVILEGED, false);
+        spec::devices::default_deny(&mut spec, allow_all_devices);
         let rootfs = match spec.pointer("/root/path").and_then(Value::as_str) {
             Some(p) if p.starts_with('/') => PathBuf::from(p),
             Some(p) => bundle.join(p),
@@ -266,18 +303,7 @@ impl Guest {
             spec::remove_namespace(&mut spec, "network");
         }
         spec::enforce_readonly_cgroupfs(&mut spec);
-        // §6.5: the init's cwd is created before the create, errors ignored; inside the
-        // rootfs, whatever symlinks the image holds.
-        if let Some(cwd) = spec
-            .pointer("/process/cwd")
-            .and_then(Value::as_str)
-            .filter(|c| *c != "/")
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(root) = pathrs::Root::open(&rootfs) {
-                let _ = root.mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755));
-            }
-        }
+        spec::mounts::prepare_cwd(&spec, &rootfs)?;
         mkdir(&bundle, 0o700)?;
         let mut config = serde_json::to_vec(&spec)
             .map_err(|e| GuestError::InvalidRequest(format!("encode config.json: {e}")))?;
@@ -475,8 +501,22 @@ impl Guest {
                 "OciProcess is not an object".into(),
             ));
         }
-        if let Some(rlimits) = c.spec_process.get("rlimits") {
-            process["rlimits"] = rlimits.clone();
+        if process
+            .get("user")
+            .is_some_and(|u| !u.is_null() && !u.is_object())
+        {
+            return Err(GuestError::InvalidRequest(
+                "OciProcess.user is not an object".into(),
+            ));
+        }
+        // §6.5: an exec's rlimits are the container's, whatever it asked for.
+        match c.spec_process.get("rlimits") {
+            Some(rlimits) => process["rlimits"] = rlimits.clone(),
+            None => {
+                if let Some(p) = process.as_object_mut() {
+                    p.remove("rlimits");
+                }
+            }
         }
         // §6.5: the exec's own name is resolved against the container's root; without one, a
         // container whose user was a name lends its resolved user.
@@ -485,16 +525,10 @@ impl Guest {
                 process["user"] = user.clone();
             }
         }
-        // runc execs with the umask of the container's config, never the exec's own.
-        match c.spec_process.pointer("/user/umask") {
-            Some(umask) if process.get("user").is_some_and(Value::is_object) => {
-                process["user"]["umask"] = umask.clone();
-            }
-            _ => {
-                if let Some(user) = process.get_mut("user").and_then(Value::as_object_mut) {
-                    user.remove("umask");
-                }
-            }
+        // runc 1.1 ignores an exec's umask (its process gets 0022, as the original's runc
+        // does), and so does the executor without one.
+        if let Some(user) = process.get_mut("user").and_then(Value::as_object_mut) {
+            user.remove("umask");
         }
         let dir = self.runtime_dir.join("exec");
         mkdir(&dir, 0o700)?;

@@ -147,7 +147,15 @@ fn process_env(spec: &Spec) -> Result<Vec<String>, String> {
     let process = spec.process().as_ref().ok_or("spec has no process")?;
     let env = process.env().clone().unwrap_or_default();
     runc_env(&env, || {
-        let passwd = std::fs::read_to_string("/etc/passwd").ok();
+        use std::os::unix::fs::OpenOptionsExt;
+        // Inside the container (its root is ours now): a regular file, bounded, never a FIFO
+        // that would hold the runtime.
+        let passwd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/etc/passwd")
+            .and_then(super::passwd::read_database)
+            .ok();
         home_of(passwd.as_deref(), nix::unistd::getuid().as_raw())
     })
 }

@@ -148,6 +148,10 @@ fn check_exec_cwd(container: &Container, process: &Path) -> Result<(), HelperRes
             "Cwd must be an absolute path".into(),
         ));
     }
+    // Only a running container's init pid names its root (libcontainer refuses the rest).
+    if container.status() != libcontainer::container::ContainerStatus::Running {
+        return Ok(());
+    }
     let Some(pid) = container.pid() else {
         return Ok(());
     };

@@ -6,6 +6,24 @@
 //! One departure: a numeric field that does not parse is an error for the entry that matched,
 //! where Go's parser silently reads it as 0 (root).
 
+/// The most of a passwd or group file read (a hostile image cannot make anyone allocate more).
+pub const MAX_DATABASE_BYTES: u64 = 16 << 20;
+
+/// Reads a passwd or group file opened (with `O_NONBLOCK`, so that a FIFO cannot block the
+/// open) from an image: only a regular file counts, at most [`MAX_DATABASE_BYTES`] of it,
+/// bytes that are not UTF-8 replaced (Go reads bytes).
+///
+/// Errors: `EINVAL` for anything but a regular file, and read errors.
+pub fn read_database(file: std::fs::File) -> std::io::Result<String> {
+    use std::io::Read;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_DATABASE_BYTES).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// One `/etc/passwd` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswdEntry {
@@ -108,6 +126,29 @@ mod tests {
         assert_eq!(g[0].members, ["alice", "bob"]);
         assert!(g[1].members.is_empty() && g[2].members.is_empty());
         assert_eq!(g[2].gid, Some(52));
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |p: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(p)
+                .unwrap()
+        };
+        assert!(read_database(open(&fifo)).is_err());
+        assert!(read_database(open(dir.path())).is_err());
+        let file = dir.path().join("passwd");
+        std::fs::write(&file, b"a:x:1:1:\xff:/h:/bin/sh\n").unwrap();
+        assert_eq!(
+            parse_passwd(&read_database(open(&file)).unwrap())[0].home,
+            "/h"
+        );
     }
 
     #[test]

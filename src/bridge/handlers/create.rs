@@ -37,6 +37,18 @@ pub fn settings(req: &CreateRequest) -> Result<ContainerSettings, BridgeError> {
             )));
         }
     }
+    // Objects the guest writes into must be objects when present.
+    for pointer in ["/linux/resources", "/process/user", "/annotations"] {
+        if spec
+            .pointer(pointer)
+            .is_some_and(|v| !v.is_null() && !v.is_object())
+        {
+            return Err(BridgeError::InvalidRequest(format!(
+                "OciSpecification{} is not an object",
+                pointer.replace('/', ".")
+            )));
+        }
+    }
     Ok(settings)
 }
 

@@ -55,7 +55,11 @@ pub fn classify(id: &str, spec: &Value) -> Result<Kind, GuestError> {
     let vpod = annotation(spec, VIRTUAL_POD_ID).filter(|v| !v.is_empty());
     if let Some(vpod) = vpod {
         // It names a directory under the bundle's parent (`virtual-pods/<id>`).
-        if vpod.starts_with('/') || vpod.split('/').any(|c| c == "..") {
+        if vpod.starts_with('/')
+            || vpod
+                .split('/')
+                .any(|c| c == ".." || c == "." || c.is_empty())
+        {
             return Err(GuestError::InvalidRequest(format!(
                 "invalid virtual pod ID {vpod:?}: path traversal attempt"
             )));
@@ -152,7 +156,7 @@ mod tests {
             classify("v", &spec(json!({VIRTUAL_POD_ID: "v"}))).unwrap(),
             Kind::Sandbox
         );
-        for hostile in ["../x", "/abs", "a/../../b", ".."] {
+        for hostile in ["../x", "/abs", "a/../../b", "..", ".", "a//b", "a/"] {
             assert!(classify(hostile, &spec(json!({VIRTUAL_POD_ID: hostile})))
                 .unwrap_err()
                 .to_string()

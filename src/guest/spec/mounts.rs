@@ -164,9 +164,120 @@ pub fn bind_sources(spec: &Value) -> Vec<PathBuf> {
         .map(PathBuf::from)
         .collect()
 }
+/// Makes the init's `process.cwd` exist before the create (§6.5), as runc's init does inside
+/// the container: in the rootfs, or — when a bind mount covers it — in that bind's source,
+/// resolved inside its root either way (symlinks in the image cannot lead out). Other errors
+/// are ignored as the original ignores them; a path through a file is refused in runc's words
+/// (`mkdir /x/y: not a directory`). A cwd under another kind of mount (a tmpfs) is left to the
+/// runtime, which does not create it.
+pub fn prepare_cwd(spec: &Value, rootfs: &Path) -> Result<(), GuestError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(cwd) = spec
+        .pointer("/process/cwd")
+        .and_then(Value::as_str)
+        .filter(|c| c.starts_with('/') && *c != "/")
+    else {
+        return Ok(());
+    };
+    let cwd_path = Path::new(cwd);
+    // The deepest mount whose destination holds the cwd.
+    let covering = spec
+        .get("mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let dst = m.get("destination").and_then(Value::as_str)?;
+            let rest = cwd_path.strip_prefix(dst).ok()?;
+            Some((dst, m, rest.to_path_buf()))
+        })
+        .max_by_key(|(dst, _, _)| dst.len());
+    // `base` is where `rel` starts inside the container.
+    let (root, base, rel) = match covering {
+        None => (rootfs.to_path_buf(), PathBuf::from("/"), PathBuf::from(cwd)),
+        Some((dst, m, rest)) => {
+            let is_bind = m.get("type").and_then(Value::as_str) == Some("bind")
+                || m.get("options").and_then(Value::as_array).is_some_and(|o| {
+                    o.iter()
+                        .any(|o| matches!(o.as_str(), Some("bind" | "rbind")))
+                });
+            match m.get("source").and_then(Value::as_str) {
+                Some(src) if is_bind && src.starts_with('/') => {
+                    (PathBuf::from(src), PathBuf::from(dst), rest)
+                }
+                _ => return Ok(()),
+            }
+        }
+    };
+    if rel.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let Ok(root) = pathrs::Root::open(&root) else {
+        return Ok(());
+    };
+    if root
+        .mkdir_all(&rel, &std::fs::Permissions::from_mode(0o755))
+        .is_ok()
+    {
+        return Ok(());
+    }
+    // As Go's MkdirAll: the first component that exists and is not a directory is named.
+    let mut prefix = PathBuf::new();
+    for part in rel.components() {
+        prefix.push(part);
+        let Ok(handle) = root.resolve(&prefix) else {
+            break;
+        };
+        let flags = pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_DIRECTORY;
+        if handle.reopen(flags).is_err() {
+            return Err(GuestError::InvalidRequest(format!(
+                "unable to start container process: mkdir {}: not a directory",
+                base.join(prefix.strip_prefix("/").unwrap_or(&prefix))
+                    .display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cwd_made_inside_the_root_or_the_covering_bind() {
+        let root = tempfile::tempdir().unwrap();
+        let vol = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("evil")).unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("file"), "").unwrap();
+        let spec = |cwd: &str| {
+            json!({"process": {"cwd": cwd}, "mounts": [
+                {"destination": "/data", "type": "bind", "source": vol.path(), "options": ["rbind"]},
+                {"destination": "/tmpfs", "type": "tmpfs", "source": "tmpfs"}]})
+        };
+        prepare_cwd(&spec("/evil/x-gcs-test"), root.path()).unwrap();
+        assert!(
+            root.path().join("etc/x-gcs-test").is_dir(),
+            "made inside the root"
+        );
+        assert!(!Path::new("/etc/x-gcs-test").exists());
+        prepare_cwd(&spec("/data/a/b"), root.path()).unwrap();
+        assert!(vol.path().join("a/b").is_dir());
+        assert!(!root.path().join("data").exists());
+        prepare_cwd(&spec("/tmpfs/t"), root.path()).unwrap();
+        assert!(!root.path().join("tmpfs").exists());
+        let e = prepare_cwd(&spec("/file/sub"), root.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("mkdir /file: not a directory"),
+            "{e}"
+        );
+        let e = prepare_cwd(&spec("/file"), root.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("mkdir /file: not a directory"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn special_sources_and_escapes() {

@@ -10,17 +10,12 @@
 //! group, the groups whose member list has the user become supplementary groups, before the
 //! spec's own `additionalGids`.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
 use crate::guest::GuestError;
 use crate::runtime::passwd::{self, GroupEntry, PasswdEntry};
-
-/// The most of `/etc/passwd` or `/etc/group` read (a hostile image cannot make the agent
-/// allocate more).
-pub const MAX_DATABASE_BYTES: u64 = 16 << 20;
 
 /// What a `USER` string resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,25 +30,23 @@ fn invalid(text: String) -> GuestError {
     GuestError::InvalidRequest(text)
 }
 
-/// Reads `rel` (e.g. `etc/passwd`) inside `rootfs`; `None` when it does not exist.
+/// Reads `rel` (e.g. `etc/passwd`) inside `rootfs`, bounded and never blocking on a FIFO;
+/// `None` when it does not exist.
 fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, GuestError> {
     let io = |source: std::io::Error| GuestError::Io {
         what: format!("read /{rel} of the container"),
         source,
     };
     let root = pathrs::Root::open(rootfs).map_err(|e| io(std::io::Error::other(e)))?;
-    let file = match root.open_subpath(rel, pathrs::flags::OpenFlags::O_RDONLY) {
+    let flags = pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_NONBLOCK;
+    let file = match root.open_subpath(rel, flags) {
         Ok(f) => f,
         Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => {
             return Ok(None)
         }
         Err(e) => return Err(io(std::io::Error::other(e))),
     };
-    let mut text = String::new();
-    file.take(MAX_DATABASE_BYTES)
-        .read_to_string(&mut text)
-        .map_err(io)?;
-    Ok(Some(text))
+    passwd::read_database(file).map(Some).map_err(io)
 }
 
 /// The one entry `pred` matches; more than one is an error, as in the original.
@@ -103,6 +96,8 @@ pub fn parse_user_str(
         Ok(Some(uid)) => {
             // A uid needs no entry; an ambiguous one counts as none, as in the original.
             match exactly_one(&users, |u| u.uid == Some(uid), String::new) {
+                // The entry's gid counts only when the string names no group.
+                Ok(Some(entry)) if parts.len() == 2 => (uid, 0, Some(entry.name.clone())),
                 Ok(Some(entry)) => (
                     uid,
                     id_of(entry.gid, "gid", &entry.name, "/etc/passwd")?,
@@ -124,9 +119,14 @@ pub fn parse_user_str(
                         ),
                     })
                 })?;
+            let gid = if parts.len() == 2 {
+                0
+            } else {
+                id_of(entry.gid, "gid", name, "/etc/passwd")?
+            };
             (
                 id_of(entry.uid, "uid", name, "/etc/passwd")?,
-                id_of(entry.gid, "gid", name, "/etc/passwd")?,
+                gid,
                 Some(name.to_string()),
             )
         }
@@ -189,8 +189,13 @@ pub fn resolve_username(process: &mut Value, rootfs: &Path) -> Result<bool, Gues
     else {
         return Ok(false);
     };
-    let passwd_text = read_in_root(rootfs, "etc/passwd")?;
-    let group_text = read_in_root(rootfs, "etc/group")?;
+    // Numeric ids need no database: one that cannot be read counts as absent, as in Go.
+    let numeric = name
+        .split(':')
+        .all(|p| matches!(passwd::numeric_id(p), Ok(Some(_))));
+    let read = |rel| read_in_root(rootfs, rel).or_else(|e| if numeric { Ok(None) } else { Err(e) });
+    let passwd_text = read("etc/passwd")?;
+    let group_text = read("etc/group")?;
     let creds = parse_user_str(&name, passwd_text.as_deref(), group_text.as_deref())?;
     let mut gids = creds.supplementary;
     if let Some(extra) = process
