@@ -89,6 +89,7 @@ async fn ours() -> (Duration, Duration, Duration, u64, u64) {
                 ms(exited - started)
             );
         }
+        common::remove_rootfs(c, id).await;
         c.delete_container_state(id).await.unwrap();
         let deleted = t.elapsed();
         c.next_notification(Duration::from_secs(10)).await.unwrap();

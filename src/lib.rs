@@ -18,6 +18,7 @@ pub mod network;
 pub mod protocol;
 pub mod reaper;
 pub mod runtime;
+pub mod safe_fs;
 pub mod storage;
 pub mod sys;
 pub mod timesync;

@@ -51,21 +51,6 @@ async fn call(agent: &Agent, request: &str, settings: Value) -> Result<(), Strin
         .map_err(|e| e.to_string())
 }
 
-async fn call_storage_remove(agent: &Agent, id: &str) {
-    agent
-        .client
-        .modify_settings(
-            NULL_CONTAINER_ID,
-            ModifySettingRequest {
-                resource_type: "CombinedLayers".into(),
-                request_type: "Remove".into(),
-                settings: Some(json!({"ContainerRootPath": format!("/run/gcs/c/{id}/rootfs")})),
-            },
-        )
-        .await
-        .unwrap();
-}
-
 /// Runs `args` in container `id` with stdout; returns (stdout, exit code).
 async fn exec(agent: &Agent, id: &str, args: &[&str]) -> (String, u32) {
     let mut params = ProcessParameters {
@@ -252,7 +237,7 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
     );
     assert_eq!(server.join().unwrap(), format!("{subnet}.2"));
     assert!(start.elapsed() < Duration::from_secs(20));
-    call_storage_remove(&agent, wid).await;
+    common::remove_rootfs(&agent.client, wid).await;
     agent.client.delete_container_state(wid).await.unwrap();
 
     // Bad input: clear errors, and the agent keeps serving.
@@ -293,6 +278,7 @@ async fn nic_moved_into_the_pod_configured_and_reachable() {
         .wait_for_process(id, init, INFINITE_WAIT)
         .await
         .unwrap();
+    common::remove_rootfs(&agent.client, id).await;
     agent.client.delete_container_state(id).await.unwrap();
 }
 
@@ -386,6 +372,6 @@ async fn host_network_pod_configures_its_nic_in_place_with_low_metric_routing() 
         .wait_for_process(id, init, INFINITE_WAIT)
         .await
         .unwrap();
-    call_storage_remove(&agent, id).await;
+    common::remove_rootfs(&agent.client, id).await;
     agent.client.delete_container_state(id).await.unwrap();
 }

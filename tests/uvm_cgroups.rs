@@ -192,6 +192,7 @@ async fn gcs_and_pods_cgroups_pod_limit_and_container_constraints() {
         .wait_for_process(id, init, INFINITE_WAIT)
         .await
         .unwrap();
+    common::remove_rootfs(&agent.client, id).await;
     agent.client.delete_container_state(id).await.unwrap();
 }
 
@@ -257,6 +258,7 @@ async fn oom_kills_are_logged_and_counted() {
         .wait_for_process(id, init, INFINITE_WAIT)
         .await
         .unwrap();
+    common::remove_rootfs(&agent.client, id).await;
     agent.client.delete_container_state(id).await.unwrap();
 }
 

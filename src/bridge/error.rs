@@ -53,6 +53,7 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
         | BridgeError::InvalidRequest(_) => Hresult::FAIL,
         BridgeError::Guest(g) => match g {
             GuestError::ContainerNotFound(_) => Hresult::SYSTEM_NOT_FOUND,
+            GuestError::InvalidId(_) => Hresult::INVALID_ARG,
             GuestError::ProcessNotFound { .. } => Hresult::NOT_FOUND,
             GuestError::WaitTimeout { .. } => Hresult::TIMEOUT,
             GuestError::InvalidRequest(_)

@@ -11,6 +11,11 @@ pub enum GuestError {
     WaitTimeout { pid: u32 },
     #[error("{0}")]
     InvalidRequest(String),
+    /// A container id the runtime would refuse (`E_INVALIDARG`, as runc's refusal maps).
+    #[error(
+        "invalid container id {0:?}: it must match ^[A-Za-z0-9_+.-]{{1,1024}}$ and not be . or .."
+    )]
+    InvalidId(String),
     #[error("failed to call Start for external process: {0}")]
     StartProcess(String),
     #[error("dial {stream} port {port}")]

@@ -2,7 +2,7 @@
 //! signal, shutdown, resize, properties, delete.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -30,12 +30,9 @@ fn io(what: impl Into<String>, source: std::io::Error) -> GuestError {
     }
 }
 
+/// `mkdir -p` of an agent path (bundle, sandbox root, sockets), following no symlink.
 fn mkdir(path: &Path, mode: u32) -> Result<(), GuestError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(|e| io(format!("create {}", path.display()), e))
+    crate::safe_fs::mkdir_all(path, mode).map_err(|e| io(format!("create {}", path.display()), e))
 }
 
 /// Accepts only absolute, normalised paths under /run (where the host puts bundles).
@@ -122,6 +119,7 @@ impl Guest {
         activity_id: &str,
         settings: ContainerSettings,
     ) -> Result<(), GuestError> {
+        spec::check_container_id(id)?;
         {
             let mut table = self.lock_containers();
             if table.contains_key(id) {
@@ -304,11 +302,15 @@ impl Guest {
         }
         spec::enforce_readonly_cgroupfs(&mut spec);
         spec::mounts::prepare_cwd(&spec, &rootfs)?;
+        // The bundle and its config.json (which holds the environment, often secrets) are
+        // root's alone.
         mkdir(&bundle, 0o700)?;
+        std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io(format!("chmod {}", bundle.display()), e))?;
         let mut config = serde_json::to_vec(&spec)
             .map_err(|e| GuestError::InvalidRequest(format!("encode config.json: {e}")))?;
         config.push(b'\n');
-        std::fs::write(bundle.join("config.json"), config)
+        crate::safe_fs::write_file(&bundle.join("config.json"), &config, 0o600)
             .map_err(|e| io("write config.json", e))?;
 
         let terminal = spec
@@ -688,6 +690,16 @@ impl Guest {
                 c.id
             )));
         }
+        // Removing the bundle under a mounted overlay would delete the container's writes
+        // through it (its upper directory is in the scratch): the host removes the
+        // CombinedLayers first.
+        if mount_points().iter().any(|m| m == &c.rootfs) {
+            return Err(GuestError::InvalidState(format!(
+                "the rootfs {} of container {} is still mounted: remove its CombinedLayers first",
+                c.rootfs.display(),
+                c.id
+            )));
+        }
         self.lock_containers().remove(&c.id);
         let mut first_error = None;
         if c.kind == Kind::Sandbox {
@@ -710,10 +722,8 @@ impl Guest {
         }
         for path in [PathBuf::from(&c.scratch), c.bundle.clone()] {
             if !path.as_os_str().is_empty() && path.starts_with("/run") {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        warn!(path = %path.display(), error = %e, "cannot remove container directory");
-                    }
+                if let Err(e) = crate::storage::remove_within_filesystem(&path) {
+                    warn!(path = %path.display(), error = %e, "cannot remove container directory");
                 }
             }
         }
@@ -799,7 +809,7 @@ fn unmount_under(dir: &Path) {
     for m in mounts {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = crate::storage::remove_within_filesystem(dir);
 }
 
 /// Removes `/pods/<sandbox>` in every cgroup hierarchy (its leaves are gone by now).

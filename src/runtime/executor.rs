@@ -22,7 +22,12 @@ use libcontainer::workload::{
 
 /// runc's executor: environment, `PATH` look-up, errors and `execve` as runc 1.1 does them.
 #[derive(Debug, Clone, Default)]
-pub struct RuncExecutor;
+pub struct RuncExecutor {
+    /// For an exec: the container's `linux.seccomp`, which libcontainer 0.7 leaves out of an
+    /// exec'd process (runc applies it). Loaded just before the start; a profile that cannot
+    /// be loaded fails the exec.
+    pub exec_seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
+}
 
 /// The environment runc gives a process (`populateProcessEnvironment`, then `setupUser`):
 /// entries in spec order, a repeated name keeping its first position and its last value;
@@ -214,6 +219,23 @@ impl Executor for RuncExecutor {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
         }
         apply_console_size(spec);
+        if let Some(profile) = &self.exec_seccomp {
+            match libcontainer::seccomp::initialize_seccomp(profile) {
+                Ok(None) => {}
+                Ok(Some(listener)) => {
+                    // Nobody listens for an exec's notifications: the profile is refused.
+                    let _ = nix::unistd::close(listener);
+                    return Err(ExecutorValidationError::ArgValidationError(
+                        "seccomp: SCMP_ACT_NOTIFY is not supported for an exec".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(ExecutorValidationError::ArgValidationError(format!(
+                        "seccomp: cannot load the container's profile: {e}"
+                    )))
+                }
+            }
+        }
         Ok(())
     }
 

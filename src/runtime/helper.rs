@@ -28,7 +28,11 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&root) {
+    // The runtime's state (each container's config, with its environment) is root's alone.
+    if let Err(e) = std::fs::create_dir_all(&root).and_then(|()| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+    }) {
         eprintln!(
             "{}: cannot create {}: {e}",
             super::HELPER_NAME,
@@ -233,15 +237,30 @@ fn builder(
     root: &Path,
     id: &str,
     console_socket: Option<PathBuf>,
+    executor: super::executor::RuncExecutor,
 ) -> Result<ContainerBuilder, HelperResponse> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .and_then(|b| b.validate_id())
         .map(|b| {
             b.with_console_socket(console_socket)
-                .with_executor(super::executor::RuncExecutor)
+                .with_executor(executor)
         })
         .map_err(|e| failed("container builder", e))
+}
+
+/// The `linux.seccomp` of a created container's own config.json.
+fn container_seccomp(
+    container: &Container,
+) -> Result<Option<libcontainer::oci_spec::runtime::LinuxSeccomp>, HelperResponse> {
+    let path = container.bundle().join("config.json");
+    let spec = libcontainer::oci_spec::runtime::Spec::load(&path).map_err(|e| {
+        error(
+            RuntimeErrorKind::Other,
+            format!("read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
 }
 
 fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
@@ -318,7 +337,8 @@ fn create(
     console_socket: Option<PathBuf>,
     fds: Vec<OwnedFd>,
 ) -> Result<HelperResponse, HelperResponse> {
-    let b = with_stdio(builder(root, id, console_socket)?, stdio, fds)?;
+    let executor = super::executor::RuncExecutor::default();
+    let b = with_stdio(builder(root, id, console_socket, executor)?, stdio, fds)?;
     let container = b
         .as_init(bundle)
         .with_systemd(false)
@@ -346,8 +366,12 @@ fn exec(
     console_socket: Option<PathBuf>,
     fds: Vec<OwnedFd>,
 ) -> Result<HelperResponse, HelperResponse> {
-    check_exec_cwd(&load(root, id)?, process)?;
-    let b = with_stdio(builder(root, id, console_socket)?, stdio, fds)?;
+    let container = load(root, id)?;
+    check_exec_cwd(&container, process)?;
+    let executor = super::executor::RuncExecutor {
+        exec_seccomp: container_seccomp(&container)?,
+    };
+    let b = with_stdio(builder(root, id, console_socket, executor)?, stdio, fds)?;
     let pid = b
         .as_tenant()
         .with_process(Some(process))

@@ -71,16 +71,11 @@ pub fn checked_path<'a>(path: &'a Path, extra_roots: &[PathBuf]) -> Result<&'a P
 /// `mkdir -p path` with `mode` for the directories it makes (the host's mount points are 0700,
 /// an overlay's rootfs and upper/work directories 0755).
 pub fn make_dirs(path: &Path, mode: u32) -> Result<(), StorageError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(|source| StorageError::Io {
-            what: "create directory",
-            path: path.into(),
-            source,
-        })
+    crate::safe_fs::mkdir_all(path, mode).map_err(|source| StorageError::Io {
+        what: "create directory",
+        path: path.into(),
+        source,
+    })
 }
 
 /// Unmounts `path` repeatedly until nothing is mounted there (stacked mounts are peeled), then
@@ -105,6 +100,16 @@ pub fn unmount_and_remove(path: &Path) -> Result<(), StorageError> {
         _ => return Ok(()),
     };
     remove_tree(path, parent_dev)
+}
+
+/// Removes `path` and what is below it without crossing into another filesystem: a mount still
+/// below it is an error (`EBUSY`) and its contents are left alone. Nothing there is not an
+/// error.
+pub fn remove_within_filesystem(path: &Path) -> Result<(), StorageError> {
+    match path.parent().map(std::fs::symlink_metadata) {
+        Some(Ok(meta)) => remove_tree(path, meta.dev()),
+        _ => Ok(()),
+    }
 }
 
 /// Removes `path` and what is below it, all of which must be on filesystem `dev`.

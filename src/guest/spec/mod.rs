@@ -48,6 +48,23 @@ pub fn is_host_network(spec: &Value) -> bool {
     annotations::bool_annotation(spec, HOST_NETWORK, false)
 }
 
+/// Checks a container id before any path is built from it: runc's rule (`^[\w+-.]+$`, not `.`
+/// or `..`), at most 1024 bytes.
+pub fn check_container_id(id: &str) -> Result<(), GuestError> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(GuestError::InvalidId(id.to_string()))
+    }
+}
+
 /// Classifies by annotations (§6.3 step 2), refusing what the original refuses: a
 /// container type other than `sandbox` or `container` (empty included), and a workload
 /// without a sandbox id.
@@ -55,11 +72,7 @@ pub fn classify(id: &str, spec: &Value) -> Result<Kind, GuestError> {
     let vpod = annotation(spec, VIRTUAL_POD_ID).filter(|v| !v.is_empty());
     if let Some(vpod) = vpod {
         // It names a directory under the bundle's parent (`virtual-pods/<id>`).
-        if vpod.starts_with('/')
-            || vpod
-                .split('/')
-                .any(|c| c == ".." || c == "." || c.is_empty())
-        {
+        if check_container_id(vpod).is_err() {
             return Err(GuestError::InvalidRequest(format!(
                 "invalid virtual pod ID {vpod:?}: path traversal attempt"
             )));
@@ -72,9 +85,12 @@ pub fn classify(id: &str, spec: &Value) -> Result<Kind, GuestError> {
         None => Ok(Kind::Standalone),
         Some("sandbox") => Ok(Kind::Sandbox),
         Some("container") => match vpod.or_else(|| annotation(spec, SANDBOX_ID)) {
-            Some(sid) if !sid.is_empty() => Ok(Kind::Workload {
-                sandbox_id: sid.to_string(),
-            }),
+            Some(sid) if !sid.is_empty() => {
+                check_container_id(sid)?;
+                Ok(Kind::Workload {
+                    sandbox_id: sid.to_string(),
+                })
+            }
             _ => Err(GuestError::InvalidRequest(format!(
                 "unsupported '{SANDBOX_ID}': '' (workload container {id} names no pod)"
             ))),
@@ -124,6 +140,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sandbox_ids_are_checked() {
+        let spec = json!({"annotations": {CONTAINER_TYPE: "container", SANDBOX_ID: "../../etc"}});
+        assert!(matches!(
+            classify("w", &spec),
+            Err(GuestError::InvalidId(_))
+        ));
+    }
+
+    #[test]
+    fn container_ids_as_runc() {
+        for good in ["c", "5310babfb4770d141c", "a.b_c-d+e", "..a"] {
+            assert!(check_container_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc",
+            "a/b",
+            "a b",
+            "a\0",
+            "é",
+            &"x".repeat(1025),
+        ] {
+            assert!(check_container_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn classification() {
         let spec = |a: Value| json!({"annotations": a});
         assert_eq!(classify("c", &spec(json!({}))).unwrap(), Kind::Standalone);
@@ -156,7 +201,16 @@ mod tests {
             classify("v", &spec(json!({VIRTUAL_POD_ID: "v"}))).unwrap(),
             Kind::Sandbox
         );
-        for hostile in ["../x", "/abs", "a/../../b", "..", ".", "a//b", "a/"] {
+        for hostile in [
+            "../x",
+            "/abs",
+            "a/../../b",
+            "..",
+            ".",
+            "a//b",
+            "a/",
+            "../../../../../etc",
+        ] {
             assert!(classify(hostile, &spec(json!({VIRTUAL_POD_ID: hostile})))
                 .unwrap_err()
                 .to_string()

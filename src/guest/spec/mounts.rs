@@ -102,12 +102,15 @@ fn under(base: &Path, rel: &str, create: bool) -> Result<PathBuf, GuestError> {
         )));
     }
     let path = base.join(rel);
+    // No component may be a symlink: a workload could plant one in a shared sandbox mount to
+    // make another workload's source the UVM's root.
     if create {
-        use std::os::unix::fs::DirBuilderExt;
-        let _ = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o777)
-            .create(&path);
+        crate::safe_fs::mkdir_all(&path, 0o777).map_err(|e| {
+            GuestError::InvalidRequest(format!(
+                "mount source {}: {e} (symlinks are not followed)",
+                path.display()
+            ))
+        })?;
     }
     Ok(path)
 }

@@ -93,7 +93,7 @@ pub fn write_network_files(
         what: format!("{what} {}", path.display()),
         source,
     };
-    std::fs::create_dir_all(root).map_err(|e| io("create", root.to_path_buf(), e))?;
+    crate::safe_fs::mkdir_all(root, 0o755).map_err(|e| io("create", root.to_path_buf(), e))?;
     for (file, dst, content) in [
         ("hostname", "/etc/hostname", format!("{hostname}\n")),
         ("hosts", "/etc/hosts", hosts_content(hostname)),
@@ -101,7 +101,8 @@ pub fn write_network_files(
     ] {
         if !mounts_destination(spec, dst) {
             let path = root.join(file);
-            std::fs::write(&path, content).map_err(|e| io("write", path, e))?;
+            crate::safe_fs::write_file(&path, content.as_bytes(), 0o644)
+                .map_err(|e| io("write", path, e))?;
         }
     }
     Ok(())

@@ -1,0 +1,366 @@
+//! Containers are the untrusted party (issue 12): the device cgroup, seccomp, and paths that
+//! a container, its image, a neighbour in its pod or an id cannot redirect. As root, with the
+//! agent sandboxed; each failing input of the issue is a test here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::{busybox_layer, Agent};
+use gcs::protocol::Hresult;
+use serde_json::{json, Value};
+
+const MARKER: &str = "gcs-isolation-probe";
+
+/// The real host's spec (trace 09) for container `id` running `script`.
+fn spec(id: &str, script: &str) -> Value {
+    let mut s = common::trace_spec(&["/bin/sh", "-c", script]);
+    s["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+    s
+}
+
+/// Runs `spec` as container `id` from `layer` to its end; its stdout and stderr together.
+async fn run(agent: &Agent, id: &str, layer: &str, spec: Value) -> Result<String, String> {
+    common::create_container(agent, id, layer, spec).await?;
+    let out = common::start_process(agent, id, None, false)
+        .await
+        .unwrap()
+        .finish(agent, id)
+        .await;
+    common::destroy_container(agent, id).await;
+    Ok(format!("{}{}", out.stdout, out.stderr))
+}
+
+/// A loop device over a file holding [`MARKER`]; its minor number.
+fn marked_loop(dir: &Path) -> (common::Loop, u64) {
+    let image = dir.join("marked.img");
+    let mut data = MARKER.as_bytes().to_vec();
+    data.resize(1 << 20, 0);
+    std::fs::write(&image, data).unwrap();
+    let lo = common::Loop::attach(&image, true);
+    let rdev = std::fs::metadata(&lo.dev).unwrap().rdev();
+    (lo, nix::sys::stat::minor(rdev))
+}
+
+/// A pod sandbox that stays up; its init's pid.
+async fn sandbox(agent: &Agent, sid: &str) -> common::Started {
+    let mut s = spec(sid, "echo up; exec sleep 1000");
+    s["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox",
+                              "io.microsoft.cri.skip-pod-networking": "true"});
+    common::create_container(agent, sid, busybox_layer(agent), s)
+        .await
+        .unwrap();
+    let started = common::start_process(agent, sid, None, false)
+        .await
+        .unwrap();
+    // The init runs (its namespaces exist) once it has written.
+    let mut started = started;
+    let mut b = [0u8; 3];
+    use tokio::io::AsyncReadExt;
+    started
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut b)
+        .await
+        .unwrap();
+    started
+}
+
+/// A workload spec of pod `sid` (whose init is `spid`) running `script`.
+fn workload(wid: &str, sid: &str, spid: u32, script: &str) -> Value {
+    let mut w = spec(wid, script);
+    w.as_object_mut().unwrap().remove("hostname");
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container",
+                              "io.kubernetes.cri.sandbox-id": sid});
+    w["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"},
+        {"type": "ipc", "path": format!("/proc/{spid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{spid}/ns/uts")},
+    ]);
+    w
+}
+
+async fn stop_sandbox(agent: &Agent, sid: &str, started: common::Started) {
+    agent
+        .client
+        .signal_process(sid, started.pid, Some(9))
+        .await
+        .unwrap();
+    started.finish(agent, sid).await;
+    common::destroy_container(agent, sid).await;
+}
+
+#[tokio::test]
+async fn device_cgroup_denies_by_default_as_runc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lo, minor) = marked_loop(dir.path());
+    let agent = Agent::sandboxed_with_devices(&[], &lo.node("pmem0")).await;
+    let layer = busybox_layer(&agent);
+    // The issue's input: the real host's spec, a node made in the container.
+    let probe = format!("mknod /dev/probe b 7 {minor} && head -c 19 /dev/probe");
+    let out = run(&agent, "dev-plain", layer, spec("dev-plain", &probe))
+        .await
+        .unwrap();
+    assert!(
+        !out.contains(MARKER),
+        "the container read the UVM's disk: {out}"
+    );
+    assert!(out.contains("Operation not permitted"), "{out}");
+    // runc's default nodes stay usable.
+    let out = run(
+        &agent,
+        "dev-default",
+        layer,
+        spec(
+            "dev-default",
+            "echo x >/dev/null && head -c 4 /dev/urandom | wc -c && head -c 2 /dev/zero | wc -c && exec 3<>/dev/ptmx && echo ptmx",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "4\n2\nptmx\n");
+
+    let sid = "dev-pod";
+    let sb = sandbox(&agent, sid).await;
+    // A node the spec names is reachable (it gets its rule), nothing else.
+    let mut w = workload(
+        "dev-listed",
+        sid,
+        sb.pid,
+        &format!("head -c 19 /dev/pmem0; echo; mknod /dev/other b 7 {} 2>/dev/null; head -c 1 /dev/other 2>&1 | grep -o 'Operation not permitted'", minor + 1),
+    );
+    w["linux"]["devices"] = json!([{"path": "/dev/pmem0"}]);
+    let out = run(&agent, "dev-listed", layer, w).await.unwrap();
+    assert_eq!(out, format!("{MARKER}\nOperation not permitted\n"));
+    // A privileged workload opens what it likes.
+    let mut w = workload("dev-priv", sid, sb.pid, &probe);
+    w["annotations"]["io.microsoft.virtualmachine.lcow.privileged"] = json!("true");
+    let out = run(&agent, "dev-priv", layer, w).await.unwrap();
+    assert_eq!(out, MARKER);
+    stop_sandbox(&agent, sid, sb).await;
+    assert!(agent.client.failure().is_none());
+}
+
+#[tokio::test]
+async fn seccomp_profiles_are_enforced_for_init_and_exec() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = busybox_layer(&agent);
+    let id = "seccomp";
+    let mut s = spec(
+        id,
+        "grep Seccomp: /proc/self/status; mkdir /x 2>&1 | sed 's/.*: //'; exec sleep 1000",
+    );
+    s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]});
+    common::create_container(&agent, id, layer, s)
+        .await
+        .unwrap();
+    let mut init = common::start_process(&agent, id, None, false)
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let out = init.stdout.as_mut().unwrap();
+        let mut b = [0u8; 1];
+        while seen.matches('\n').count() < 2 {
+            assert_eq!(out.read(&mut b).await.unwrap(), 1);
+            seen.push(b[0] as char);
+        }
+    }
+    assert_eq!(seen, "Seccomp:\t2\nOperation not permitted\n");
+    let mut p = spec(
+        id,
+        "grep Seccomp: /proc/self/status; mkdir /y 2>&1 | sed 's/.*: //'",
+    )["process"]
+        .clone();
+    p["terminal"] = json!(false);
+    let out = common::start_process(&agent, id, Some(p), false)
+        .await
+        .unwrap()
+        .finish(&agent, id)
+        .await;
+    assert_eq!(out.stdout, "Seccomp:\t2\nOperation not permitted\n");
+    agent
+        .client
+        .signal_process(id, init.pid, Some(9))
+        .await
+        .unwrap();
+    init.finish(&agent, id).await;
+    common::destroy_container(&agent, id).await;
+
+    // A profile that cannot be loaded fails the Create, clearly.
+    let bad = "seccomp-bad";
+    let mut s = spec(bad, "true");
+    s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NO_SUCH_ACTION"});
+    let e = common::create_container(&agent, bad, layer, s)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_lowercase().contains("seccomp") || e.contains("SCMP_ACT_NO_SUCH_ACTION"),
+        "{e}"
+    );
+    assert!(agent.client.failure().is_none());
+}
+
+#[tokio::test]
+async fn ids_cannot_reach_outside_run() {
+    let agent = Agent::sandboxed(&[]).await;
+    let before: Vec<String> = ["etc/hostname", "etc/hosts", "etc/resolv.conf"]
+        .iter()
+        .map(|f| std::fs::read_to_string(agent.root().join(f)).unwrap_or_default())
+        .collect();
+    let id = "../../../../../etc";
+    let mut s = spec("x", "true");
+    s["hostname"] = json!("pwned");
+    s["annotations"] = json!({"io.microsoft.cri.virtual-pod-id": id,
+                              "io.microsoft.cri.skip-pod-networking": "true"});
+    let e = agent
+        .client
+        .create_container(id, &common::container_settings(id, s.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.hresult(), Some(Hresult::INVALID_ARG), "{e}");
+    // A valid id with a hostile virtual pod id, and a workload naming a hostile pod.
+    let e = agent
+        .client
+        .create_container("v", &common::container_settings("v", s))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid virtual pod ID"), "{e}");
+    let mut w = spec("w", "true");
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container",
+                              "io.kubernetes.cri.sandbox-id": "../../etc"});
+    let e = agent
+        .client
+        .create_container("w", &common::container_settings("w", w))
+        .await
+        .unwrap_err();
+    assert_eq!(e.hresult(), Some(Hresult::INVALID_ARG), "{e}");
+    let after: Vec<String> = ["etc/hostname", "etc/hosts", "etc/resolv.conf"]
+        .iter()
+        .map(|f| std::fs::read_to_string(agent.root().join(f)).unwrap_or_default())
+        .collect();
+    assert_eq!(before, after);
+    for d in [
+        "sandboxMounts",
+        "hugepages",
+        "sandboxTmpfsMounts",
+        "virtual-pods",
+    ] {
+        assert!(!agent.root().join("etc").join(d).exists(), "/etc/{d} made");
+    }
+    assert!(agent.client.failure().is_none());
+}
+
+#[tokio::test]
+async fn symlinks_cannot_redirect_what_the_agent_makes() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = busybox_layer(&agent);
+
+    // A pod: one workload plants a symlink in a shared sandbox mount; another asks for it as
+    // its mount source.
+    let sid = "ln-pod";
+    let sb = sandbox(&agent, sid).await;
+    let mut w1 = workload("ln-w1", sid, sb.pid, "ln -s / /shared/root && echo planted");
+    w1["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/shared", "type": "bind", "source": "sandbox://shared", "options": ["rbind"]}));
+    assert_eq!(run(&agent, "ln-w1", layer, w1).await.unwrap(), "planted\n");
+    let mut w2 = workload("ln-w2", sid, sb.pid, "ls /uvmroot/run/gcs/c");
+    w2["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/uvmroot", "type": "bind", "source": "sandbox://shared/root", "options": ["rbind"]}));
+    let e = run(&agent, "ln-w2", layer, w2).await.unwrap_err();
+    assert!(e.contains("sandbox"), "{e}");
+    stop_sandbox(&agent, sid, sb).await;
+
+    // An image whose `evil` is a symlink to /etc, with its cwd below it.
+    let evil_layer = "/run/layers/evil";
+    let host_layer = agent.root().join("run/layers/evil");
+    if !host_layer.exists() {
+        let tmp = tempfile::tempdir_in(agent.root().join("run/layers")).unwrap();
+        let tree = gcs::host::layers::busybox_tree(tmp.path()).unwrap();
+        std::os::unix::fs::symlink("/etc", tree.join("evil")).unwrap();
+        std::fs::rename(tree, &host_layer).unwrap();
+    }
+    let mut s = spec("cwd-evil", "pwd");
+    s["process"]["cwd"] = json!("/evil/x-gcs-probe");
+    let out = run(&agent, "cwd-evil", evil_layer, s).await.unwrap();
+    // Inside the container the link leads to its own /etc.
+    assert_eq!(out, "/etc/x-gcs-probe\n");
+    assert!(
+        !agent.root().join("etc/x-gcs-probe").exists(),
+        "made in the UVM's /etc"
+    );
+
+    // A bundle path that is a symlink to /etc.
+    let link = agent.root().join("run/gcs/c/b");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let mut s = spec("b", "true");
+    s["root"]["path"] = json!("/run/layers/p0");
+    let mut settings = common::container_settings("b", s);
+    settings.oci_bundle_path = "/run/gcs/c/b".into();
+    assert!(agent.client.create_container("b", &settings).await.is_err());
+    assert!(!agent.root().join("etc/config.json").exists());
+    assert!(!agent.root().join("etc/hostname.gcs").exists());
+    std::fs::remove_file(&link).unwrap();
+    assert!(agent.client.failure().is_none());
+}
+
+#[tokio::test]
+async fn bundles_are_private_and_a_mounted_rootfs_is_not_deleted_through() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "private";
+    common::create_container(
+        &agent,
+        id,
+        busybox_layer(&agent),
+        spec(id, "echo secret-write > /written"),
+    )
+    .await
+    .unwrap();
+    let bundle = agent.root().join(format!("run/gcs/c/{id}"));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&bundle), 0o700);
+    assert_eq!(mode(&bundle.join("config.json")), 0o600);
+    assert_eq!(mode(&agent.root().join("run/gcs/runtime/state")), 0o700);
+    let out = common::start_process(&agent, id, None, false)
+        .await
+        .unwrap()
+        .finish(&agent, id)
+        .await;
+    assert_eq!(out.code, 0);
+    agent
+        .client
+        .next_notification(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    // DeleteContainerState with the rootfs still mounted: refused, the writes kept.
+    let e = agent.client.delete_container_state(id).await.unwrap_err();
+    assert!(e.to_string().contains("still mounted"), "{e}");
+    let upper = bundle.join(format!("scratch/{id}"));
+    let found = std::process::Command::new("find")
+        .arg(&upper)
+        .args(["-name", "written"])
+        .output()
+        .unwrap();
+    assert!(!found.stdout.is_empty(), "the container's write is gone");
+    common::remove_rootfs(&agent.client, id).await;
+    agent.client.delete_container_state(id).await.unwrap();
+    assert!(!bundle.exists());
+    assert!(agent.client.failure().is_none());
+}
