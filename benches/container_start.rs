@@ -3,7 +3,8 @@
 //! since `runc run` also deletes) of a busybox `true` container, median of 30 each. Also exec
 //! latency into a running container and the agent's RSS after the containers.
 //!
-//! Needs root and Debian's `runc`; run with `make bench`.
+//! Needs root and Debian's `runc`; run with `make bench` (`GCS_BENCH_SECCOMP=1`: both under
+//! Docker's default seccomp profile).
 
 #![allow(
     clippy::unwrap_used,
@@ -25,8 +26,14 @@ use serde_json::{json, Value};
 
 const RUNS: usize = 30;
 
+/// The real host's spec running `true`; with `GCS_BENCH_SECCOMP=1`, under Docker's default
+/// seccomp profile (for the agent and runc alike).
 fn template() -> Value {
-    common::trace_spec(&["true"])
+    let mut spec = common::trace_spec(&["true"]);
+    if std::env::var_os("GCS_BENCH_SECCOMP").is_some() {
+        spec["linux"]["seccomp"] = common::docker_default_profile();
+    }
+    spec
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -364,3 +364,31 @@ async fn bundles_are_private_and_a_mounted_rootfs_is_not_deleted_through() {
     assert!(!bundle.exists());
     assert!(agent.client.failure().is_none());
 }
+
+#[tokio::test]
+async fn docker_default_profile_runs_busybox_workloads() {
+    const SCRIPT: &str = "grep Seccomp: /proc/self/status; echo hi > /tmp/x && cat /tmp/x; \
+        ls / | wc -l | grep -q . && echo ls; (sleep 0.1 &); wait; ps -o pid,comm | grep -q sh && echo ps; \
+        id -u; date +%Y | grep -q . && echo date; unshare -U true 2>&1 | sed 's/.*: //'";
+    let agent = Agent::sandboxed(&[]).await;
+    // Without a profile the script may make a user namespace (unshare(2) needs no
+    // capability): the profile is what refuses it below.
+    let unconfined = run(
+        &agent,
+        "no-seccomp",
+        busybox_layer(&agent),
+        spec("no-seccomp", SCRIPT),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unconfined, "Seccomp:\t0\nhi\nls\nps\n0\ndate\n");
+    let id = "docker-seccomp";
+    let mut s = spec(id, SCRIPT);
+    s["linux"]["seccomp"] = common::docker_default_profile();
+    let out = run(&agent, id, busybox_layer(&agent), s).await.unwrap();
+    assert_eq!(
+        out,
+        "Seccomp:\t2\nhi\nls\nps\n0\ndate\nOperation not permitted\n"
+    );
+    assert!(agent.client.failure().is_none());
+}
