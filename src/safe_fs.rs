@@ -43,6 +43,34 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()>
     file.write_all(content)
 }
 
+/// Binds what `source` names (resolved without following any symlink, and held open while
+/// it is mounted) onto `target`, a new directory or empty file made for it: later swaps of
+/// `source`'s components for symlinks cannot change what `target` shows. `MS_BIND|MS_REC`.
+pub fn pin(source: &Path, target: &Path) -> std::io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let handle = root()?.resolve(source).map_err(std::io::Error::other)?;
+    let meta = nix::sys::stat::fstat(handle.as_fd().as_raw_fd()).map_err(std::io::Error::from)?;
+    let is_dir = nix::sys::stat::SFlag::from_bits_truncate(meta.st_mode)
+        .contains(nix::sys::stat::SFlag::S_IFDIR);
+    if let Some(parent) = target.parent() {
+        mkdir_all(parent, 0o700)?;
+    }
+    if is_dir {
+        mkdir_all(target, 0o700)?;
+    } else {
+        write_file(target, b"", 0o600)?;
+    }
+    let via = format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd());
+    nix::mount::mount(
+        Some(via.as_str()),
+        target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(std::io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

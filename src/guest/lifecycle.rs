@@ -23,6 +23,9 @@ use crate::runtime::{HelperRequest, HelperResponse};
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(0);
 
+/// Where a workload's pinned mount sources live inside its bundle (`spec::mounts::pin_sources`).
+const PINNED: &str = "pinned";
+
 fn io(what: impl Into<String>, source: std::io::Error) -> GuestError {
     GuestError::Io {
         what: what.into(),
@@ -168,6 +171,7 @@ impl Guest {
                     let _ = std::fs::remove_dir(root.join("logs"));
                 }
                 if let Ok(bundle) = bundle_path(&settings.oci_bundle_path) {
+                    unmount_under(&bundle.join(PINNED));
                     let _ = std::fs::remove_file(bundle.join("config.json"));
                 }
                 Err(e)
@@ -267,6 +271,7 @@ impl Guest {
                     )));
                 }
                 spec::rewrite_mount_sources(&mut spec, &root)?;
+                spec::mounts::pin_sources(&mut spec, &root, &bundle.join(PINNED))?;
                 spec::bind_network_files(&mut spec, &root);
                 spec["linux"]["cgroupsPath"] = json!(format!("/pods/{sandbox_id}/{id}"));
                 root
@@ -716,6 +721,7 @@ impl Guest {
             Err(e) if e.kind() == crate::runtime::RuntimeErrorKind::NotExist => {}
             Err(e) => first_error = Some(GuestError::from(e)),
         }
+        unmount_under(&c.bundle.join(PINNED));
         // The bundle bind of a scratch kept outside the bundle (CombinedLayers).
         if mount_points().iter().any(|m| m == &c.bundle) {
             let _ = nix::mount::umount(&c.bundle);

@@ -41,6 +41,33 @@ pub fn rewrite_mount_sources(spec: &mut Value, sandbox_root: &Path) -> Result<()
     Ok(())
 }
 
+/// Pins every mount source below `under` (the sandbox's directories, which the pod's
+/// workloads can write) to an agent-owned bind mount `pin_dir/m<N>`, and points the spec
+/// there (`safe_fs::pin`): what the runtime later mounts is what was checked, whatever a
+/// neighbour does to the shared directory meanwhile.
+pub fn pin_sources(spec: &mut Value, under: &Path, pin_dir: &Path) -> Result<(), GuestError> {
+    let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    let mut n = 0;
+    for m in mounts.iter_mut() {
+        let Some(src) = m.get("source").and_then(Value::as_str).map(PathBuf::from) else {
+            continue;
+        };
+        if !src.starts_with(under) || src == under {
+            continue;
+        }
+        let target = pin_dir.join(format!("m{n}"));
+        n += 1;
+        crate::safe_fs::pin(&src, &target).map_err(|e| GuestError::Io {
+            what: format!("pin mount source {}", src.display()),
+            source: e,
+        })?;
+        m["source"] = Value::String(target.to_string_lossy().into_owned());
+    }
+    Ok(())
+}
+
 /// `hugepages://<size>/<path>`: `<root>/hugepages/<size>` is a hugetlbfs of that page size
 /// (mounted on first use), and the source is `<path>` inside it.
 fn hugepages_source(sandbox_root: &Path, rel: &str) -> Result<PathBuf, GuestError> {
