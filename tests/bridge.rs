@@ -258,11 +258,29 @@ async fn undersized_and_oversized_frames_are_answered_and_stream_stays_in_step()
 }
 
 #[tokio::test]
-async fn without_v4_only_negotiate_works() {
+async fn without_v4_even_negotiate_is_refused() {
+    // As the original, which registers no handler at all without -v4: the host fails at once.
     let agent = Agent::start(&[]);
-    agent.client.negotiate().await.unwrap();
+    let err = agent.client.negotiate().await.unwrap_err();
+    assert_eq!(err.hresult(), Some(Hresult::NOT_IMPL), "{err}");
     let err = agent.client.dump_stacks().await.unwrap_err();
     assert_eq!(err.hresult(), Some(Hresult::NOT_IMPL));
+}
+
+#[tokio::test]
+async fn loglevel_trace_logs_messages_and_responses() {
+    let agent = Agent::start(&["-v4", "-log-format", "json", "-loglevel", "trace"]);
+    agent.client.negotiate().await.unwrap();
+    agent.client.dump_stacks().await.unwrap();
+    let log = agent.log();
+    let traced = |msg: &str| {
+        log.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["level"] == "trace" && v["msg"] == msg && v["payload"].as_str().is_some()
+        })
+    };
+    assert!(traced("request read message"), "{log}");
+    assert!(traced("request write response"), "{log}");
 }
 
 #[tokio::test]

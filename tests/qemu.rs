@@ -347,10 +347,15 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
     ]
     .map(String::from)
     .to_vec();
+    // A seccomp profile (statically linked libseccomp in the guest), and on the guest's cgroup
+    // v2 the device program (statically linked libbpf) refuses the UVM's disks.
+    let mut spec = gcs::host::spec::container_spec(&args, &root, false);
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["chroot"], "action": "SCMP_ACT_ERRNO"}]});
     let settings = ContainerSettings {
         schema_version: SchemaVersion { major: 2, minor: 1 },
         oci_bundle_path: format!("/run/gcs/c/{id}"),
-        oci_specification: Some(gcs::host::spec::container_spec(&args, &root, false)),
+        oci_specification: Some(spec),
         scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
     };
     c.create_container(id, &settings).await.unwrap();
@@ -403,7 +408,10 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         &[
             "sh".into(),
             "-c".into(),
-            "echo written > /data.txt; cat /data.txt; exit 6".into(),
+            "echo written > /data.txt; cat /data.txt; grep Seccomp: /proc/self/status; \
+             mknod /dev/probe b 8 16 2>/dev/null; head -c 1 /dev/probe 2>&1 | grep -o 'Operation not permitted'; \
+             head -c 4 /dev/urandom | wc -c; exit 6"
+                .into(),
         ],
         &root,
         false,
@@ -434,7 +442,7 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(text, "written\n");
+    assert_eq!(text, "written\nSeccomp:\t2\nOperation not permitted\n4\n");
     assert_eq!(c.wait_for_process(id, pid, INFINITE_WAIT).await.unwrap(), 6);
 
     // ShutdownForced of the container: 137, ForcedExit.
@@ -1485,4 +1493,36 @@ async fn hot_added_memory_raises_the_pods_limit() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(uvm.shutdown().await.unwrap().success());
+}
+
+/// `uvmboot` finds the kernel and initrd `make test-image` built from any working directory,
+/// and a missing one is named.
+#[tokio::test]
+async fn uvmboot_finds_its_images_from_any_directory() {
+    config();
+    let uvmboot = env!("CARGO_BIN_EXE_uvmboot");
+    let out = tokio::process::Command::new(uvmboot)
+        .args(["exec", "--", "echo", "found from /tmp"])
+        .current_dir("/tmp")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("found from /tmp"),
+        "{out:?}"
+    );
+    let out = tokio::process::Command::new(uvmboot)
+        .args(["--kernel", "/nonexistent/vmlinux", "exec", "--", "true"])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vmlinux does not exist"),
+        "{out:?}"
+    );
 }

@@ -282,3 +282,50 @@ async fn the_agent_warns_when_its_cgroup_passes_the_threshold() {
     }
     assert!(agent.client.dump_stacks().await.is_ok());
 }
+
+/// A pod's cgroup `/pods/<sandbox>` carries the sandbox spec's `linux.resources`, so that all
+/// of the pod's containers share its limits; its devices stay the containers' own business.
+#[tokio::test]
+async fn pod_cgroup_carries_the_sandbox_resources() {
+    let agent = Agent::sandboxed(&[]).await;
+    let sid = "limited-pod";
+    let mut s = common::trace_spec(&["sh", "-c", "echo up; exec sleep 1000"]);
+    s["root"]["path"] = json!(format!("/run/gcs/c/{sid}/rootfs"));
+    s["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox",
+                              "io.microsoft.cri.skip-pod-networking": "true"});
+    s["linux"]["resources"] =
+        json!({"memory": {"limit": 48 * MIB}, "pids": {"limit": 77}, "cpu": {"shares": 300}});
+    common::create_container(&agent, sid, common::busybox_layer(&agent), s)
+        .await
+        .unwrap();
+    let pod = format!("pods/{sid}");
+    assert_eq!(
+        read_u64(dir(&agent, "memory", &pod).join("memory.limit_in_bytes")),
+        48 * MIB
+    );
+    assert_eq!(read_u64(dir(&agent, "pids", &pod).join("pids.max")), 77);
+    assert_eq!(read_u64(dir(&agent, "cpu", &pod).join("cpu.shares")), 300);
+    // The pod's device rules allow all; the sandbox's own cgroup below it is restricted.
+    let devices =
+        std::fs::read_to_string(dir(&agent, "devices", &pod).join("devices.list")).unwrap();
+    assert_eq!(devices.trim(), "a *:* rwm");
+    let own = std::fs::read_to_string(
+        dir(&agent, "devices", &format!("{pod}/{sid}")).join("devices.list"),
+    )
+    .unwrap();
+    assert!(
+        !own.contains("a *:* rwm") && own.contains("c 1:3 rwm"),
+        "{own}"
+    );
+    let init = common::start_process(&agent, sid, None, false)
+        .await
+        .unwrap();
+    agent
+        .client
+        .signal_process(sid, init.pid, Some(9))
+        .await
+        .unwrap();
+    init.finish(&agent, sid).await;
+    common::destroy_container(&agent, sid).await;
+    assert!(agent.client.failure().is_none());
+}

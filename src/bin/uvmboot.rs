@@ -40,8 +40,12 @@ fn parse() -> anyhow::Result<Options> {
     let mut o = Options {
         layers: Vec::new(),
         tty: false,
-        kernel: "out/kernel/vmlinux".into(),
-        initrd: "out/test-initrd.img".into(),
+        kernel: UvmConfig::default_image_path("kernel/vmlinux")
+            .to_string_lossy()
+            .into_owned(),
+        initrd: UvmConfig::default_image_path("test-initrd.img")
+            .to_string_lossy()
+            .into_owned(),
         memory_mib: 512,
         log: false,
         timing: false,

@@ -166,9 +166,24 @@ impl Bridge {
             msg_type = header.message_type.short_name(),
             container_id = %base.container_id,
         );
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let message = if self.config.scrub_logs {
+                crate::protocol::scrub::scrub_payload(&payload)
+            } else {
+                String::from_utf8_lossy(&payload).into_owned()
+            };
+            let _enter = span.enter();
+            tracing::trace!(payload = %message, "request read message");
+        }
         if header.message_type == MessageType::NEGOTIATE_PROTOCOL && *version == 0 {
             let _enter = span.enter();
-            let result = handlers::negotiate::handle(&payload);
+            // Without -v4 the original registers no NegotiateProtocol handler: the host
+            // learns at once that this guest serves it nothing.
+            let result = if self.config.v4 {
+                handlers::negotiate::handle(&payload)
+            } else {
+                Err(BridgeError::NotSupported(header.message_type))
+            };
             if result.is_ok() {
                 *version = PROTOCOL_V4;
             }
@@ -208,6 +223,12 @@ impl Bridge {
             };
             let shutdown_after = matches!(&result, Ok(r) if r.shutdown_after);
             let bytes = encode_response(header, &base.activity_id, result);
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let body = bytes
+                    .get(crate::protocol::header::HEADER_LEN..)
+                    .unwrap_or_default();
+                tracing::trace!(payload = %String::from_utf8_lossy(body), "request write response");
+            }
             if responses.send(bytes).await.is_err() {
                 warn!("connection closed before the response could be sent; dropped");
             }

@@ -331,6 +331,31 @@ impl Guest {
                 console_socket,
             })
             .await?;
+        // §6.3: the pod's cgroup carries the sandbox spec's resources, so that the pod's
+        // containers share its limits (the sandbox's own cgroup below it has them too).
+        if kind == Kind::Sandbox {
+            let resources = spec
+                .pointer("/linux/resources")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            let request = HelperRequest::PodCgroup {
+                path: format!("/pods/{id}"),
+                resources,
+            };
+            if let Err(e) = self.runtime.call(&request, Vec::new()).await {
+                if let Ok(raw) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(raw),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = self
+                    .runtime
+                    .call(&HelperRequest::Delete { id: id.into() }, Vec::new())
+                    .await;
+                return Err(e.into());
+            }
+        }
         let (init, tracker, slot) = ContainerProcess::new(pid, true);
         let init_io = InitIo {
             pending: pending_io,

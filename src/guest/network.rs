@@ -84,8 +84,7 @@ impl Guest {
     }
 
     /// `Network` Remove: forget the adapter (the host then hot-removes the NIC). An unknown
-    /// namespace is logged and accepted, as the original does; an unknown adapter in a known
-    /// namespace is an error.
+    /// namespace or an unknown adapter is logged and accepted, as the original does.
     pub fn remove_network_adapter(&self, adapter: &Adapter) -> Result<(), GuestError> {
         let ns_id = adapter.namespace_id.to_lowercase();
         let mut namespaces = lock(&self.namespaces);
@@ -97,10 +96,7 @@ impl Guest {
         ns.adapters
             .retain(|a| !a.id.eq_ignore_ascii_case(&adapter.id));
         if ns.adapters.len() == before {
-            return Err(net(NetworkError::NotFound(format!(
-                "adapter {} is not in namespace {ns_id}",
-                adapter.id
-            ))));
+            warn!(namespace = %ns_id, adapter = %adapter.id, "Network Remove of an adapter the namespace does not have");
         }
         Ok(())
     }

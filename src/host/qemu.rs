@@ -39,6 +39,29 @@ pub struct UvmConfig {
 }
 
 impl UvmConfig {
+    /// Where `make test-image` puts `rel` (`kernel/vmlinux`, `test-initrd.img`), found from
+    /// the running program rather than the working directory: beside it (`out/uvmboot`), or in
+    /// the `out/` of the checkout it was built in (`target/<triple>/<profile>/...`); else
+    /// `out/<rel>` relative to the working directory.
+    pub fn default_image_path(rel: &str) -> PathBuf {
+        if let Ok(exe) = std::env::current_exe() {
+            let mut dir = exe.parent();
+            if let Some(d) = dir {
+                if d.join(rel).is_file() {
+                    return d.join(rel);
+                }
+            }
+            while let Some(d) = dir {
+                let candidate = d.join("out").join(rel);
+                if candidate.is_file() {
+                    return candidate;
+                }
+                dir = d.parent();
+            }
+        }
+        Path::new("out").join(rel)
+    }
+
     pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
         Self {
             kernel: kernel.into(),
@@ -117,6 +140,18 @@ async fn wait_for_path(path: &Path, timeout: Duration) -> Result<(), HostError> 
 
 impl Uvm {
     pub async fn boot(config: &UvmConfig) -> Result<Uvm, HostError> {
+        // QEMU's own message for a missing file does not say which one.
+        for (what, path) in [("kernel", &config.kernel), ("initrd", &config.initrd)] {
+            if !path.is_file() {
+                return Err(HostError::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "the {what} {} does not exist (`make test-image` builds it)",
+                        path.display()
+                    ),
+                )));
+            }
+        }
         let dir = tempfile::tempdir()?;
         let vsock = HybridVsock::new(dir.path().join("vm.vsock"));
         let vhost_socket = dir.path().join("vhu.sock");

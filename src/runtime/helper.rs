@@ -292,10 +292,31 @@ fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperRespo
                 .map(|p| HelperResponse::Pids(p.into_iter().map(|p| p.as_raw()).collect()))
                 .map_err(|e| error(RuntimeErrorKind::Other, format!("list pids: {e}")))
         }),
+        HelperRequest::PodCgroup { path, resources } => {
+            pod_cgroup(&path, resources).map(|()| HelperResponse::Done)
+        }
         HelperRequest::Update { id, resources } => cgroup(root, &id).and_then(|m| {
-            let resources: libcontainer::oci_spec::runtime::LinuxResources =
+            let mut resources: libcontainer::oci_spec::runtime::LinuxResources =
                 serde_json::from_value(resources)
                     .map_err(|e| error(RuntimeErrorKind::Other, format!("resources: {e}")))?;
+            // The cgroup v2 device program is rebuilt on every apply: from the container's
+            // own rules, as `runc update` leaves devices alone.
+            if resources.devices().is_none() {
+                let container = load(root, &id)?;
+                let path = container.bundle().join("config.json");
+                let spec = libcontainer::oci_spec::runtime::Spec::load(&path).map_err(|e| {
+                    error(
+                        RuntimeErrorKind::Other,
+                        format!("read {}: {e}", path.display()),
+                    )
+                })?;
+                let devices = spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.resources().as_ref())
+                    .and_then(|r| r.devices().clone());
+                resources.set_devices(devices);
+            }
             m.apply(&libcgroups::common::ControllerOpt {
                 resources: &resources,
                 disable_oom_killer: false,
@@ -380,6 +401,42 @@ fn exec(
         .build()
         .map_err(|e| failed("exec in container", e))?;
     Ok(HelperResponse::Pid(pid.as_raw()))
+}
+
+/// Applies `resources` to the pod cgroup `path` (made by the sandbox's create), its device
+/// rules replaced by allow-all: a parent's device program would otherwise bind every
+/// container of the pod (a privileged one included) to the sandbox's rules.
+fn pod_cgroup(path: &str, resources: serde_json::Value) -> Result<(), HelperResponse> {
+    let mut resources: libcontainer::oci_spec::runtime::LinuxResources =
+        serde_json::from_value(resources)
+            .map_err(|e| error(RuntimeErrorKind::Other, format!("pod resources: {e}")))?;
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: PathBuf::from(path),
+        systemd_cgroup: false,
+        container_name: path.to_string(),
+    })
+    .map_err(|e| error(RuntimeErrorKind::Other, format!("pod cgroup manager: {e}")))?;
+    // cgroup v2: an allow-all program. v1 keeps the pod's inherited allow-all (it cannot be
+    // written once the sandbox's restricted cgroup exists below it); only default rules are.
+    let devices = match manager {
+        libcgroups::common::AnyCgroupManager::V2(_) => Some(vec![
+            libcontainer::oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .access("rwm")
+                .build()
+                .map_err(|e| error(RuntimeErrorKind::Other, format!("pod device rule: {e}")))?,
+        ]),
+        _ => None,
+    };
+    resources.set_devices(devices);
+    manager
+        .apply(&libcgroups::common::ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| error(RuntimeErrorKind::Other, format!("pod cgroup {path}: {e}")))
 }
 
 fn cgroup(root: &Path, id: &str) -> Result<libcgroups::common::AnyCgroupManager, HelperResponse> {

@@ -59,9 +59,16 @@ pub enum HelperRequest {
     Stats {
         id: String,
     },
-    /// Apply OCI `LinuxResources` to the running container's cgroup (`runc update`).
+    /// Apply OCI `LinuxResources` to the running container's cgroup (`runc update`). The
+    /// container's device rules are kept unless `resources` has its own.
     Update {
         id: String,
+        resources: serde_json::Value,
+    },
+    /// A pod's cgroup (`/pods/<sandbox>`, which its containers' cgroups are below) takes a
+    /// sandbox spec's `linux.resources`, devices aside (each container has its own rules).
+    PodCgroup {
+        path: String,
         resources: serde_json::Value,
     },
 }

@@ -116,6 +116,10 @@ pub fn apply_annotations(spec: &mut Value, kind: &Kind) -> Result<(), GuestError
         shm_size(spec, &kb)?;
     }
     if bool_annotation(spec, PRIVILEGED, false) {
+        super::devices::add_host_devices(spec, std::path::Path::new("/dev"));
+        if !spec["linux"]["resources"].is_object() {
+            spec["linux"]["resources"] = json!({});
+        }
         spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
     } else {
         super::devices::rebuild_devices(spec)?;

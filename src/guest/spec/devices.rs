@@ -3,6 +3,8 @@
 //! nodes (libcgroups adds them: null, zero, full, random, urandom, tty, console, ptmx, pts,
 //! tun, and `mknod` of any node), the spec's own rules and the spec's device nodes.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 
 use crate::guest::GuestError;
@@ -56,6 +58,77 @@ pub(crate) fn rebuild_devices(spec: &mut Value) -> Result<(), GuestError> {
     }
     *devices = rebuilt;
     Ok(())
+}
+
+/// Every device node under `dev` (the UVM's `/dev`) as `linux.devices` entries, as the
+/// original's `HostDevices()` finds them for a privileged container: `pts`, `shm`, `fd`,
+/// `mqueue`, `.lxc`, `.lxd-mounts` and `.udev` are skipped, as are `console`, FIFOs, symlinks and
+/// nodes numbered 0:0. At most 4096 entries (a UVM has far fewer).
+pub fn host_devices(dev: &Path) -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    const SKIPPED_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+    let mut found = Vec::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let name = entry.file_name();
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if !SKIPPED_DIRS.iter().any(|s| name == *s) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if name == "console" {
+                continue;
+            }
+            let rdev = meta.rdev();
+            let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+            if major == 0 && minor == 0 {
+                continue;
+            }
+            found.push(json!({"path": path, "type": kind, "major": major, "minor": minor,
+                              "fileMode": meta.mode() & 0o7777, "uid": meta.uid(), "gid": meta.gid()}));
+            if found.len() >= 4096 {
+                return found;
+            }
+        }
+    }
+    found
+}
+
+/// Adds the UVM's device nodes ([`host_devices`]) to a privileged container's
+/// `linux.devices`, replacing entries of the same path.
+pub fn add_host_devices(spec: &mut Value, dev: &Path) {
+    let nodes = host_devices(dev);
+    if !spec["linux"]["devices"].is_array() {
+        spec["linux"]["devices"] = json!([]);
+    }
+    if let Some(devices) = spec["linux"]["devices"].as_array_mut() {
+        for node in nodes {
+            match devices
+                .iter_mut()
+                .find(|d| d.get("path") == node.get("path"))
+            {
+                Some(existing) => *existing = node,
+                None => devices.push(node),
+            }
+        }
+    }
 }
 
 /// Makes the device cgroup start from deny-all (libcgroups' cgroup v2 program starts there on
@@ -116,6 +189,48 @@ mod tests {
             let mut spec = json!({"linux": {"devices": [{"path": bad}]}});
             assert!(rebuild_devices(&mut spec).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn host_devices_as_the_original_finds_them() {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let dev = tempfile::tempdir().unwrap();
+        let node = |rel: &str, kind: SFlag, major: u64, minor: u64| {
+            let p = dev.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            mknod(
+                &p,
+                kind,
+                Mode::from_bits_truncate(0o660),
+                makedev(major, minor),
+            )
+            .unwrap();
+        };
+        node("null", SFlag::S_IFCHR, 1, 3);
+        node("sda", SFlag::S_IFBLK, 8, 0);
+        node("dri/card0", SFlag::S_IFCHR, 226, 0);
+        node("console", SFlag::S_IFCHR, 5, 1);
+        node("pts/0", SFlag::S_IFCHR, 136, 0);
+        node("shm/x", SFlag::S_IFCHR, 1, 5);
+        node("zero-zero", SFlag::S_IFCHR, 0, 0);
+        nix::unistd::mkfifo(&dev.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("null", dev.path().join("link")).unwrap();
+        let mut found: Vec<String> = host_devices(dev.path())
+            .iter()
+            .map(|d| {
+                let p = d["path"].as_str().unwrap();
+                p.strip_prefix(dev.path().to_str().unwrap())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, ["/dri/card0", "/null", "/sda"]);
+        let mut spec = json!({"linux": {"devices": [{"path": dev.path().join("null"), "type": "c", "major": 9, "minor": 9}]}});
+        add_host_devices(&mut spec, dev.path());
+        let devices = spec["linux"]["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 3);
+        assert!(devices.iter().any(|d| d["major"] == 1 && d["minor"] == 3));
     }
 
     #[test]
