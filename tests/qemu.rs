@@ -1119,6 +1119,35 @@ async fn plan9_shares_over_vsock() {
     );
     assert!(!export.join("ro.txt").exists());
 
+    // A share at a path the user chose (as `shimdiag share` does), never over the system.
+    call(
+        "Add",
+        json!({"MountPath": "/tmp/p9share", "Port": 564, "ShareName": share}),
+    )
+    .await
+    .unwrap();
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &["cat", "/tmp/p9share/hello.txt"],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, "from the host\n");
+    call("Remove", json!({"MountPath": "/tmp/p9share"}))
+        .await
+        .unwrap();
+    for system in ["/etc/p9", "/usr", "/run/gcs", "/"] {
+        let err = call(
+            "Add",
+            json!({"MountPath": system, "Port": 564, "ShareName": share}),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains(system), "{system}: {err}");
+    }
+
     // No server on the port: a clear error after the bounded dial, nothing mounted.
     let err = call(
         "Add",

@@ -65,15 +65,21 @@ impl Guest {
                 return Err(e);
             }
         };
-        let target = lock(&self.namespaces).get(&ns_id).and_then(|ns| {
-            if ns.host_network {
+        let placed = lock(&self.namespaces).get(&ns_id).and_then(|ns| {
+            let target = if ns.host_network {
                 Some(Target::InPlace)
             } else {
                 ns.pid.map(Target::Namespace)
-            }
+            };
+            // Its place among the namespace's adapters decides its policy-based routing.
+            let mut adapters = ns.adapters.clone();
+            crate::network::adapter::apply_policy_based_routing(&mut adapters);
+            let this = adapters
+                .into_iter()
+                .find(|a| a.id.eq_ignore_ascii_case(&adapter.id))?;
+            target.map(|t| (t, this))
         });
-        if let Some(target) = target {
-            let a = adapter.clone();
+        if let Some((target, a)) = placed {
             if let Err(e) = blocking(move || link::configure(&a, &name, target)).await {
                 forget(self);
                 return Err(e);
@@ -127,7 +133,9 @@ impl Guest {
             };
             ns.host_network = c.host_network;
             ns.pid = Some(c.init.pid);
-            ns.adapters.clone()
+            let mut adapters = ns.adapters.clone();
+            crate::network::adapter::apply_policy_based_routing(&mut adapters);
+            adapters
         };
         let target = if c.host_network {
             Target::InPlace

@@ -200,9 +200,38 @@ impl Adapter {
     }
 }
 
+/// `PolicyBasedRouting` (spec §5.6, the original's `Sync`): in a namespace's adapter order,
+/// every adapter that asks for it gets the low-metric routing of `EnableLowMetric` except the
+/// first one.
+pub fn apply_policy_based_routing(adapters: &mut [Adapter]) {
+    for (i, a) in adapters.iter_mut().enumerate() {
+        if a.policy_based_routing {
+            a.enable_low_metric = i > 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_based_routing_lowers_every_nic_after_the_first() {
+        let nic = |pbr: bool, low: bool| Adapter {
+            policy_based_routing: pbr,
+            enable_low_metric: low,
+            ..Adapter::default()
+        };
+        let mut list = vec![
+            nic(true, true),
+            nic(true, false),
+            nic(false, false),
+            nic(true, false),
+        ];
+        apply_policy_based_routing(&mut list);
+        let low: Vec<bool> = list.iter().map(|a| a.enable_low_metric).collect();
+        assert_eq!(low, [false, true, false, true]);
+    }
 
     fn adapter(json: &str) -> Adapter {
         serde_json::from_str(json).unwrap()

@@ -68,6 +68,33 @@ pub fn checked_path<'a>(path: &'a Path, extra_roots: &[PathBuf]) -> Result<&'a P
     }
 }
 
+/// The UVM's own directories, which a share must neither be mounted on, nor below, nor above:
+/// its programs, libraries and configuration, the kernel's filesystems, and the agent's state.
+pub const SYSTEM_DIRS: [&str; 14] = [
+    "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc", "/proc", "/sys",
+    "/dev", "/boot", "/init", "/run/gcs",
+];
+
+/// A share's guest path (`MappedDirectory` and `MappedVirtualDisk` `MountPath`): the host may
+/// choose it (`shimdiag share`, the original's own Plan9 test mounts under `/tmp`): any
+/// absolute path without `..`, except `/`, `/run` and the [`SYSTEM_DIRS`] (equal to one, below
+/// one, or above one). Paths under `/run/gcs/c` (container bundles) stay allowed.
+pub fn checked_share_path(path: &Path) -> Result<&Path, StorageError> {
+    let normal = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let in_bundles = path.starts_with("/run/gcs/c") && path != Path::new("/run/gcs/c");
+    let system = SYSTEM_DIRS
+        .iter()
+        .any(|d| path.starts_with(d) || Path::new(d).starts_with(path));
+    if normal && path != Path::new("/run") && (in_bundles || !system) {
+        Ok(path)
+    } else {
+        Err(StorageError::HostilePath(path.to_path_buf()))
+    }
+}
+
 /// `mkdir -p path` with `mode` for the directories it makes (the host's mount points are 0700,
 /// an overlay's rootfs and upper/work directories 0755).
 pub fn make_dirs(path: &Path, mode: u32) -> Result<(), StorageError> {
@@ -343,6 +370,34 @@ mod tests {
         assert!(checked_path(Path::new("/tmp/layers/a"), &[PathBuf::from("/tmp/layers")]).is_ok());
         // "." components are normalised away; the result is the same path.
         assert!(checked_path(Path::new("/run/./x"), &[]).is_ok());
+        for ok in [
+            "/tmp/share",
+            "/mnt/data",
+            "/var/lib/x",
+            "/run/mounts/scsi/m0",
+            "/run/gcs/c/x/mounts/m0",
+            "/srv",
+        ] {
+            assert!(checked_share_path(Path::new(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/",
+            "/run",
+            "/run/gcs",
+            "/run/gcs/c",
+            "/etc",
+            "/etc/x",
+            "/usr/lib/y",
+            "/proc/1",
+            "/dev",
+            "/sys/fs",
+            "/bin",
+            "/init",
+            "tmp/x",
+            "/tmp/../etc",
+        ] {
+            assert!(checked_share_path(Path::new(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

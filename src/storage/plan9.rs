@@ -8,7 +8,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{setsockopt, sockopt};
 use serde::{Deserialize, Serialize};
 
-use super::{checked_path, Kind, Mounted, Storage, StorageError};
+use super::{checked_share_path, Kind, Mounted, Storage, StorageError};
 use crate::protocol::json::null_default;
 
 /// Settings of `MappedDirectory`.
@@ -44,7 +44,7 @@ impl MappedDirectory {
                 self.share_name
             )));
         }
-        checked_path(Path::new(&self.mount_path), &[])
+        checked_share_path(Path::new(&self.mount_path))
     }
 
     /// The `9p` mount data for a connection on fd `fd`.
@@ -102,7 +102,7 @@ pub fn add(
 pub fn remove(storage: &Storage, settings: &MappedDirectory) -> Result<(), StorageError> {
     storage.remove(
         Kind::Plan9,
-        checked_path(Path::new(&settings.mount_path), &[])?,
+        checked_share_path(Path::new(&settings.mount_path))?,
     )
 }
 

@@ -11,7 +11,9 @@ use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 
 use super::verity::VerityInfo;
-use super::{checked_path, devmapper, unmount_and_remove, Kind, Mounted, Storage, StorageError};
+use super::{
+    checked_share_path, devmapper, unmount_and_remove, Kind, Mounted, Storage, StorageError,
+};
 use crate::protocol::json::null_default;
 use crate::uevent::{Uevents, WaitError};
 
@@ -228,7 +230,7 @@ pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageErr
     let target = if disk.mount_path.is_empty() {
         None
     } else {
-        Some(checked_path(Path::new(&disk.mount_path), &[])?)
+        Some(checked_share_path(Path::new(&disk.mount_path))?)
     };
     let dev = wait_for_device(disk.controller, disk.lun, disk.partition, DEVICE_DEADLINE)?;
     // An empty MountPath means "attach only": the device is there, nothing is mounted.
@@ -363,7 +365,7 @@ pub fn remove(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), Storage
     if disk.mount_path.is_empty() {
         return Ok(());
     }
-    storage.remove(Kind::Scsi, checked_path(Path::new(&disk.mount_path), &[])?)
+    storage.remove(Kind::Scsi, checked_share_path(Path::new(&disk.mount_path))?)
 }
 
 /// Guest-side unplug before the host detaches the disk. A missing device is success.
