@@ -43,6 +43,26 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()>
     file.write_all(content)
 }
 
+/// Opens the regular file `path` for appending (created with `mode` if missing, its parent
+/// directories too), following no symlink: a container that can write the directory cannot
+/// point the agent's writes elsewhere.
+pub fn open_append(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = path.parent() {
+        mkdir_all(parent, 0o755)?;
+    }
+    let file = root()?
+        .create_file(
+            path,
+            OpenFlags::O_WRONLY | OpenFlags::O_APPEND | OpenFlags::O_NOFOLLOW,
+            &Permissions::from_mode(mode),
+        )
+        .map_err(std::io::Error::other)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(file)
+}
+
 /// Binds what `source` names (resolved without following any symlink, and held open while
 /// it is mounted) onto `target`, a new directory or empty file made for it: later swaps of
 /// `source`'s components for symlinks cannot change what `target` shows. `MS_BIND|MS_REC`.

@@ -392,3 +392,71 @@ async fn docker_default_profile_runs_busybox_workloads() {
     );
     assert!(agent.client.failure().is_none());
 }
+
+/// `…tee-log-path`: the init's stdout and stderr are also appended to a file in the pod's log
+/// directory (bound into containers with `…tee-log-dir-mount`, relative destinations too); a
+/// path out of that directory is refused, and a symlink a container plants there is not
+/// followed.
+#[tokio::test]
+async fn tee_logs_append_init_output_and_follow_no_symlink() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = busybox_layer(&agent);
+    let sid = "tee-pod";
+    let sb = sandbox(&agent, sid).await;
+    let mut w = workload(
+        "tee-w",
+        sid,
+        sb.pid,
+        "echo to-out; echo to-err >&2; ls /logs/w",
+    );
+    w["annotations"]["io.microsoft.container.lcow.tee-log-path"] = json!("w/out.log");
+    w["annotations"]["io.microsoft.container.lcow.tee-log-dir-mount"] = json!("logs");
+    let out = run(&agent, "tee-w", layer, w).await.unwrap();
+    assert!(
+        out.contains("to-out\n") && out.contains("to-err\n") && out.contains("out.log"),
+        "{out}"
+    );
+    let log = agent.root().join(format!("run/gcs/c/{sid}/logs/w/out.log"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("to-out\n") && text.contains("to-err\n"),
+        "{text:?}"
+    );
+
+    // Out of the log directory: refused at Create.
+    let mut w = workload("tee-out", sid, sb.pid, "true");
+    w["annotations"]["io.microsoft.container.lcow.tee-log-path"] = json!("../../escape.log");
+    let e = run(&agent, "tee-out", layer, w).await.unwrap_err();
+    assert!(e.contains("is not within sandbox's log dir"), "{e}");
+
+    // A workload plants a symlink in the log directory; another's tee log is that name.
+    let target = agent.root().join("etc/gcs-tee-target");
+    let _ = std::fs::remove_file(&target);
+    let mut w = workload(
+        "tee-plant",
+        sid,
+        sb.pid,
+        "ln -s /etc/gcs-tee-target /logs/evil.log && echo planted",
+    );
+    w["annotations"]["io.microsoft.container.lcow.tee-log-dir-mount"] = json!("/logs");
+    assert_eq!(
+        run(&agent, "tee-plant", layer, w).await.unwrap(),
+        "planted\n"
+    );
+    let mut w = workload("tee-victim", sid, sb.pid, "echo secret");
+    w["annotations"]["io.microsoft.container.lcow.tee-log-path"] = json!("evil.log");
+    common::create_container(&agent, "tee-victim", layer, w)
+        .await
+        .unwrap();
+    let e = common::start_process(&agent, "tee-victim", None, false)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("tee log"), "{e}");
+    assert!(
+        !target.exists(),
+        "the agent wrote through the planted symlink"
+    );
+    stop_sandbox(&agent, sid, sb).await;
+    assert!(agent.client.failure().is_none());
+}

@@ -168,6 +168,8 @@ pub struct Container {
     pub activity_id: String,
     pub bundle: PathBuf,
     pub scratch: String,
+    /// `…tee-log-path`: the file the init's stdout and stderr are also appended to.
+    pub tee_log: Option<PathBuf>,
     pub rootfs: PathBuf,
     /// The container's cgroup (`linux.cgroupsPath`), e.g. `/pods/<id>`.
     pub cgroup: String,

@@ -186,7 +186,7 @@ pub async fn start(
         };
         let pid = spawn(&request, reaper, &program, &params.working_directory)?;
         drop(slave);
-        let (_master, done) = stdio::relay_pty(master, io)?;
+        let (_master, done) = stdio::relay_pty(master, io, None)?;
         (pid, Some(done))
     } else {
         let StdioConnections {

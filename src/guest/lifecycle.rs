@@ -292,6 +292,7 @@ impl Guest {
             }
         };
         spec::bind_log_dir(&mut spec, &sandbox_root);
+        let tee_log = spec::mounts::tee_log_path(&spec, &sandbox_root)?;
         if let Some(obj) = spec.as_object_mut() {
             obj.remove("windows");
         }
@@ -367,6 +368,7 @@ impl Guest {
             activity_id: activity_id.to_string(),
             bundle,
             scratch: settings.scratch_dir_path.clone(),
+            tee_log,
             rootfs,
             mount_sources: spec::bind_sources(&spec),
             cgroup: spec
@@ -499,6 +501,17 @@ impl Guest {
             )));
         }
         let io = stdio::dial(&self.dialer, params, ports).await?;
+        // The tee log is opened (made if missing) inside the pod's log directory, which its
+        // containers can write: no symlink there leads the agent's writes elsewhere.
+        let log = match &c.tee_log {
+            Some(path) => Some(std::sync::Arc::new(
+                crate::safe_fs::open_append(path, 0o644).map_err(|source| GuestError::Io {
+                    what: format!("open the tee log {}", path.display()),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
         let Some(init_io) = c.take_init_io() else {
             return Err(GuestError::InvalidState(format!(
                 "container {} was already started",
@@ -512,6 +525,7 @@ impl Guest {
             io,
             init_io.slot,
             init_io.reaped,
+            log,
         )?;
         self.runtime
             .call(&HelperRequest::Start { id: c.id.clone() }, Vec::new())
@@ -605,6 +619,7 @@ impl Guest {
             io_conns,
             slot,
             tracker.reaped(),
+            None,
         )?;
         tracker.track(self.reaper.watch_pid(pid), |_| {});
         c.add_process(proc_);
@@ -796,11 +811,12 @@ fn start_relays(
     io: stdio::StdioConnections,
     slot: super::container::RelaySlot,
     reaped: tokio::sync::watch::Receiver<bool>,
+    log: stdio::TeeLog,
 ) -> Result<(), GuestError> {
     let done = match pending {
-        PendingIo::Pipes(pipes) => stdio::relay_pipes(pipes, io, reaped, handshake)?,
+        PendingIo::Pipes(pipes) => stdio::relay_pipes(pipes, io, reaped, handshake, log)?,
         PendingIo::Pty(master) => {
-            let (pty, done) = stdio::relay_pty(master, io)?;
+            let (pty, done) = stdio::relay_pty(master, io, log)?;
             *process.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);
             done
         }

@@ -103,9 +103,24 @@ impl PtyMaster {
 /// reading the master ends (EIO once every slave holder is gone), all connections close.
 /// stderr is never used; if dialed it is closed at the end. Resolves `done` when the output is
 /// drained.
+/// A file that a container init's output is also appended to (the tee log, spec §6.3 step 7);
+/// the streams share it. A failed write to it is logged once and the relay goes on.
+pub type TeeLog = Option<Arc<std::fs::File>>;
+
+fn tee(log: &TeeLog, data: &[u8], failed: &mut bool) {
+    use std::io::Write;
+    if let (Some(file), false) = (log, *failed) {
+        if let Err(e) = (&**file).write_all(data) {
+            tracing::warn!(error = %e, "cannot append to the tee log");
+            *failed = true;
+        }
+    }
+}
+
 pub fn relay_pty(
     master: OwnedFd,
     io: StdioConnections,
+    log: TeeLog,
 ) -> Result<(PtyMaster, oneshot::Receiver<()>), GuestError> {
     let flags =
         nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(|e| {
@@ -148,11 +163,13 @@ pub fn relay_pty(
     tokio::spawn(async move {
         let mut stdout = stdout;
         let mut buf = vec![0u8; 32 * 1024];
+        let mut tee_failed = false;
         loop {
             let n = match read_fd(&m.0, &mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            tee(&log, &buf[..n], &mut tee_failed);
             if let Some(out) = stdout.as_mut() {
                 if out.write_all(&buf[..n]).await.is_err() {
                     stdout = None;
@@ -259,6 +276,7 @@ pub fn relay_pipes(
     io: StdioConnections,
     exited: tokio::sync::watch::Receiver<bool>,
     handshake: Duration,
+    log: TeeLog,
 ) -> Result<oneshot::Receiver<()>, GuestError> {
     let StdioConnections {
         stdin,
@@ -289,7 +307,13 @@ pub fn relay_pipes(
     ] {
         let Some(sock) = sock else { continue };
         let pipe = nonblocking(pipe)?;
-        outputs.push(tokio::spawn(relay_output(pipe, sock, name, handshake)));
+        outputs.push(tokio::spawn(relay_output(
+            pipe,
+            sock,
+            name,
+            handshake,
+            log.clone(),
+        )));
     }
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -306,14 +330,17 @@ async fn relay_output(
     mut sock: Stream,
     name: &'static str,
     handshake: Duration,
+    log: TeeLog,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut host_gone = false;
+    let mut tee_failed = false;
     loop {
         let n = match read_fd(&pipe, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        tee(&log, &buf[..n], &mut tee_failed);
         // Keep draining after the host went away, so the process never blocks on a full pipe.
         if !host_gone && sock.write_all(&buf[..n]).await.is_err() {
             host_gone = true;

@@ -27,6 +27,7 @@ pub const PRIVILEGED: &str = "io.microsoft.virtualmachine.lcow.privileged";
 pub const SHM_SIZE_KB: &str = "io.microsoft.lcow.shm.size-kb";
 pub const RLIMIT_CORE: &str = "io.microsoft.lcow.rlimitcore";
 pub const TEE_LOG_DIR_MOUNT: &str = "io.microsoft.container.lcow.tee-log-dir-mount";
+pub const TEE_LOG_PATH: &str = "io.microsoft.container.lcow.tee-log-path";
 
 /// How a container relates to a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]

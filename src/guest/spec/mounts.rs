@@ -100,12 +100,49 @@ fn hugepages_source(sandbox_root: &Path, rel: &str) -> Result<PathBuf, GuestErro
     under(&mount_point, rest, true)
 }
 
+/// `io.microsoft.container.lcow.tee-log-path` = `<rel>`: the file under the pod's log
+/// directory that the init's stdout and stderr are also appended to (spec §6.3 step 7). It
+/// must stay inside that directory (`log path … is not within sandbox's log dir`).
+pub fn tee_log_path(spec: &Value, sandbox_root: &Path) -> Result<Option<PathBuf>, GuestError> {
+    use std::path::Component;
+    let Some(rel) = annotation(spec, super::TEE_LOG_PATH).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let logs = sandbox_root.join("logs");
+    let mut path = logs.clone();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(n) => path.push(n),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                if !path.pop() || !path.starts_with(&logs) {
+                    break;
+                }
+            }
+            Component::Prefix(_) => {}
+        }
+    }
+    if !path.starts_with(&logs) || path == logs {
+        return Err(GuestError::InvalidRequest(format!(
+            "{}: log path {rel:?} is not within sandbox's log dir",
+            super::TEE_LOG_PATH
+        )));
+    }
+    Ok(Some(path))
+}
+
 /// `io.microsoft.container.lcow.tee-log-dir-mount`: bind the pod's log directory into the
-/// container at the given destination.
+/// container at the given destination; a relative one (the annotation's documented example)
+/// is taken from the container's root, as the runtime takes relative destinations.
 pub fn bind_log_dir(spec: &mut Value, sandbox_root: &Path) {
     if let Some(dst) = annotation(spec, TEE_LOG_DIR_MOUNT)
-        .filter(|d| d.starts_with('/'))
-        .map(str::to_string)
+        .filter(|d| {
+            !d.is_empty()
+                && !Path::new(d)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+        })
+        .map(|d| format!("/{}", d.trim_start_matches('/')))
     {
         push_mount(
             spec,
@@ -273,6 +310,34 @@ pub fn prepare_cwd(spec: &Value, rootfs: &Path) -> Result<(), GuestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tee_log_paths_stay_in_the_log_dir() {
+        let root = Path::new("/run/gcs/c/pod");
+        let spec = |v: &str| json!({"annotations": {crate::guest::spec::TEE_LOG_PATH: v}});
+        assert_eq!(
+            tee_log_path(&spec("c1/out.log"), root).unwrap(),
+            Some(root.join("logs/c1/out.log"))
+        );
+        assert_eq!(
+            tee_log_path(&spec("/abs.log"), root).unwrap(),
+            Some(root.join("logs/abs.log"))
+        );
+        assert_eq!(
+            tee_log_path(&spec("a/../b.log"), root).unwrap(),
+            Some(root.join("logs/b.log"))
+        );
+        for bad in ["../x.log", "a/../../x", "..", "."] {
+            assert!(tee_log_path(&spec(bad), root).is_err(), "{bad}");
+        }
+        assert_eq!(tee_log_path(&json!({}), root).unwrap(), None);
+        let mut s = json!({"annotations": {TEE_LOG_DIR_MOUNT: "logs"}});
+        bind_log_dir(&mut s, root);
+        assert_eq!(s["mounts"][0]["destination"], "/logs");
+        let mut s = json!({"annotations": {TEE_LOG_DIR_MOUNT: "../x"}});
+        bind_log_dir(&mut s, root);
+        assert!(s.get("mounts").is_none());
+    }
 
     #[test]
     fn cwd_made_inside_the_root_or_the_covering_bind() {
