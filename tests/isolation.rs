@@ -41,11 +41,15 @@ async fn run(agent: &Agent, id: &str, layer: &str, spec: Value) -> Result<String
 
 /// A loop device over a file holding [`MARKER`]; its minor number.
 fn marked_loop(dir: &Path) -> (common::Loop, u64) {
+    marked_loop_rw(dir, true)
+}
+
+fn marked_loop_rw(dir: &Path, read_only: bool) -> (common::Loop, u64) {
     let image = dir.join("marked.img");
     let mut data = MARKER.as_bytes().to_vec();
     data.resize(1 << 20, 0);
     std::fs::write(&image, data).unwrap();
-    let lo = common::Loop::attach(&image, true);
+    let lo = common::Loop::attach(&image, read_only);
     let rdev = std::fs::metadata(&lo.dev).unwrap().rdev();
     (lo, nix::sys::stat::minor(rdev))
 }
@@ -457,6 +461,58 @@ async fn tee_logs_append_init_output_and_follow_no_symlink() {
         !target.exists(),
         "the agent wrote through the planted symlink"
     );
+    stop_sandbox(&agent, sid, sb).await;
+    assert!(agent.client.failure().is_none());
+}
+
+/// Raw block volumes (`blockdev://` destinations): the node the `BlockDev` symlink names is
+/// bound at the destination with its device rule; `ro` allows reading only.
+#[tokio::test]
+async fn raw_block_volumes_are_read_and_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lo, _) = marked_loop_rw(dir.path(), false);
+    let agent = Agent::sandboxed_with_devices(&[], &lo.node("pmem0")).await;
+    let layer = busybox_layer(&agent);
+    // What a MappedVirtualDisk with BlockDev leaves at its MountPath.
+    let link = agent.root().join("run/mounts/raw0");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/dev/pmem0", &link).unwrap();
+    let sid = "raw-pod";
+    let sb = sandbox(&agent, sid).await;
+    let mut w = workload(
+        "raw-rw",
+        sid,
+        sb.pid,
+        "head -c 19 /dev/raw; echo; printf written | dd of=/dev/raw bs=1 seek=100 conv=notrunc 2>/dev/null && dd if=/dev/raw bs=1 skip=100 count=7 2>/dev/null; echo",
+    );
+    w["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "blockdev:///dev/raw", "type": "bind", "source": "/run/mounts/raw0", "options": ["rbind"]}),
+    );
+    let out = run(&agent, "raw-rw", layer, w).await.unwrap();
+    assert_eq!(out, format!("{MARKER}\nwritten\n"));
+    let mut w = workload(
+        "raw-ro",
+        sid,
+        sb.pid,
+        "head -c 19 /dev/raw; echo; printf x | dd of=/dev/raw bs=1 conv=notrunc 2>&1 | grep -o -m1 'Operation not permitted\\|Read-only file system'",
+    );
+    w["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "blockdev:///dev/raw", "type": "bind", "source": "/run/mounts/raw0", "options": ["rbind", "ro"]}),
+    );
+    let out = run(&agent, "raw-ro", layer, w).await.unwrap();
+    assert!(out.starts_with(&format!("{MARKER}\n")), "{out}");
+    assert!(
+        out.len() > MARKER.len() + 1,
+        "the write went through: {out}"
+    );
+    // A source that is no symlink to a block device.
+    let mut w = workload("raw-bad", sid, sb.pid, "true");
+    w["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "blockdev:///dev/raw", "type": "bind", "source": "/run/mounts", "options": ["rbind"]}),
+    );
+    let e = run(&agent, "raw-bad", layer, w).await.unwrap_err();
+    assert!(e.contains("readlink"), "{e}");
     stop_sandbox(&agent, sid, sb).await;
     assert!(agent.client.failure().is_none());
 }

@@ -271,6 +271,7 @@ impl Guest {
                     )));
                 }
                 spec::rewrite_mount_sources(&mut spec, &root)?;
+                spec::devices::block_device_mounts(&mut spec)?;
                 spec::mounts::pin_sources(&mut spec, &root, &bundle.join(PINNED))?;
                 spec::bind_network_files(&mut spec, &root);
                 spec["linux"]["cgroupsPath"] = json!(format!("/pods/{sandbox_id}/{id}"));

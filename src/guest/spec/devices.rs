@@ -60,6 +60,71 @@ pub(crate) fn rebuild_devices(spec: &mut Value) -> Result<(), GuestError> {
     Ok(())
 }
 
+/// Raw block volumes (spec §6.4): a mount whose destination is `blockdev://<path>` has as its
+/// source the symlink a `MappedVirtualDisk` with `BlockDev` made; the disk node it names gets a
+/// device cgroup rule (`rwm`, or `r` with `ro`) and the mount's destination becomes `<path>`,
+/// where the runtime binds the node.
+///
+/// Errors: a source that is not a symlink (where a share may be) to a block device node.
+pub fn block_device_mounts(spec: &mut Value) -> Result<(), GuestError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    let mut rules = Vec::new();
+    for m in mounts.iter_mut() {
+        let Some(dst) = m
+            .get("destination")
+            .and_then(Value::as_str)
+            .and_then(|d| d.strip_prefix("blockdev://"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let source = m.get("source").and_then(Value::as_str).unwrap_or_default();
+        crate::storage::checked_share_path(Path::new(source))
+            .map_err(|e| GuestError::InvalidRequest(format!("block device mount {dst:?}: {e}")))?;
+        let node = std::fs::read_link(source).map_err(|e| GuestError::Io {
+            what: format!("failed to readlink {source}"),
+            source: e,
+        })?;
+        let meta = std::fs::symlink_metadata(&node).map_err(|e| GuestError::Io {
+            what: format!("failed to get device from path {}", node.display()),
+            source: e,
+        })?;
+        if !meta.file_type().is_block_device() {
+            return Err(GuestError::InvalidRequest(format!(
+                "block device mount {dst:?}: {} is not a block device",
+                node.display()
+            )));
+        }
+        let read_only = m
+            .get("options")
+            .and_then(Value::as_array)
+            .is_some_and(|o| o.iter().any(|o| o == "ro"));
+        let rdev = meta.rdev();
+        rules.push(
+            json!({"allow": true, "type": "b", "major": nix::sys::stat::major(rdev),
+                          "minor": nix::sys::stat::minor(rdev),
+                          "access": if read_only { "r" } else { "rwm" }}),
+        );
+        m["destination"] = json!(dst);
+    }
+    if rules.is_empty() {
+        return Ok(());
+    }
+    if !spec["linux"]["resources"].is_object() {
+        spec["linux"]["resources"] = json!({});
+    }
+    if !spec["linux"]["resources"]["devices"].is_array() {
+        spec["linux"]["resources"]["devices"] = json!([]);
+    }
+    if let Some(devices) = spec["linux"]["resources"]["devices"].as_array_mut() {
+        devices.extend(rules);
+    }
+    Ok(())
+}
+
 /// Every device node under `dev` (the UVM's `/dev`) as `linux.devices` entries, as the
 /// original's `HostDevices()` finds them for a privileged container: `pts`, `shm`, `fd`,
 /// `mqueue`, `.lxc`, `.lxd-mounts` and `.udev` are skipped, as are `console`, FIFOs, symlinks and
@@ -168,6 +233,7 @@ pub fn default_deny(spec: &mut Value, allow_all: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn nodes_rebuilt_as_device_from_path() {
@@ -189,6 +255,48 @@ mod tests {
             let mut spec = json!({"linux": {"devices": [{"path": bad}]}});
             assert!(rebuild_devices(&mut spec).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn raw_block_volumes() {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("sdq");
+        mknod(
+            &node,
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o660),
+            makedev(8, 160),
+        )
+        .unwrap();
+        let link = dir.path().join("m3");
+        std::os::unix::fs::symlink(&node, &link).unwrap();
+        let mut spec = json!({"mounts": [
+            {"destination": "blockdev:///dev/raw", "type": "bind", "source": link, "options": ["rbind"]},
+            {"destination": "blockdev:///dev/raw-ro", "type": "bind", "source": link, "options": ["rbind", "ro"]},
+            {"destination": "/data", "type": "bind", "source": "/x"}]});
+        block_device_mounts(&mut spec).unwrap();
+        assert_eq!(spec["mounts"][0]["destination"], "/dev/raw");
+        assert_eq!(spec["mounts"][1]["destination"], "/dev/raw-ro");
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "type": "b", "major": 8, "minor": 160, "access": "rwm"},
+                   {"allow": true, "type": "b", "major": 8, "minor": 160, "access": "r"}])
+        );
+        // Not a symlink to a block device; a source over the system.
+        for source in [
+            node.clone(),
+            dir.path().to_path_buf(),
+            PathBuf::from("/etc/x"),
+        ] {
+            let mut spec =
+                json!({"mounts": [{"destination": "blockdev:///dev/raw", "source": source}]});
+            assert!(block_device_mounts(&mut spec).is_err(), "{source:?}");
+        }
+        let plain = dir.path().join("plain");
+        std::os::unix::fs::symlink(dir.path(), &plain).unwrap();
+        let mut spec = json!({"mounts": [{"destination": "blockdev:///dev/raw", "source": plain}]});
+        assert!(block_device_mounts(&mut spec).is_err());
     }
 
     #[test]
