@@ -1049,3 +1049,105 @@ async fn init_with_a_terminal_gets_a_pty_and_can_be_resized() {
         .unwrap();
     cleanup(&agent, id).await;
 }
+
+/// The V2 shim's layout: bundles under `/run/gcs/pods/<pod>/`, scratch outside the bundle (the
+/// bundle is bound onto `<scratch>/bundle`), a virtual pod whose NICs the host has not added,
+/// and the pod directory gone with its sandbox.
+#[tokio::test]
+async fn v2_shim_layout_with_a_virtual_pod() {
+    let agent = Agent::sandboxed(&[]).await;
+    let c = &agent.client;
+    let layer = busybox_layer(&agent);
+    let add = |id: &'static str| {
+        let request = ModifySettingRequest {
+            resource_type: "CombinedLayers".into(),
+            request_type: "Add".into(),
+            settings: Some(json!({"ContainerID": id,
+                "ContainerRootPath": format!("/run/gcs/pods/v2pod/{id}/rootfs"),
+                "Layers": [{"Path": layer}], "ScratchPath": format!("/run/scratch/{id}")})),
+        };
+        c.modify_settings(NULL_CONTAINER_ID, request)
+    };
+    let remove = |id: &'static str| {
+        let request = ModifySettingRequest {
+            resource_type: "CombinedLayers".into(),
+            request_type: "Remove".into(),
+            settings: Some(
+                json!({"ContainerRootPath": format!("/run/gcs/pods/v2pod/{id}/rootfs")}),
+            ),
+        };
+        c.modify_settings(NULL_CONTAINER_ID, request)
+    };
+    let settings = |id: &str, spec: Value| ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/pods/v2pod/{id}"),
+        oci_specification: Some(spec),
+        scratch_dir_path: format!("/run/scratch/{id}"),
+    };
+    let sid = "v2-sandbox";
+    add(sid).await.unwrap();
+    let mut s = common::trace_spec(&["sh", "-c", "echo up; exec sleep 1000"]);
+    s["root"]["path"] = json!(format!("/run/gcs/pods/v2pod/{sid}/rootfs"));
+    s["hostname"] = json!("vpodhost");
+    s["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox",
+                              "io.microsoft.cri.virtual-pod-id": sid});
+    // Its namespace's NICs were never added: created all the same.
+    s["windows"] = json!({"network": {"networkNamespace": "ns-not-added-yet"}});
+    c.create_container(sid, &settings(sid, s)).await.unwrap();
+    c.start_container(sid).await.unwrap();
+    let mut sandbox = common::start_process(&agent, sid, None, false)
+        .await
+        .unwrap();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 3];
+        sandbox
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut b)
+            .await
+            .unwrap();
+    }
+    // The bundle lives on the scratch: bound onto <scratch>/bundle.
+    let root = agent.root();
+    assert!(root
+        .join(format!("run/scratch/{sid}/bundle/config.json"))
+        .exists());
+    assert!(root
+        .join(format!("run/gcs/pods/v2pod/virtual-pods/{sid}/hostname"))
+        .exists());
+
+    let wid = "v2-workload";
+    add(wid).await.unwrap();
+    let mut w = common::trace_spec(&["sh", "-c", "cat /etc/hostname"]);
+    w.as_object_mut().unwrap().remove("hostname");
+    w["root"]["path"] = json!(format!("/run/gcs/pods/v2pod/{wid}/rootfs"));
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container",
+                              "io.microsoft.cri.virtual-pod-id": sid});
+    w["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"},
+        {"type": "uts", "path": format!("/proc/{}/ns/uts", sandbox.pid)}]);
+    c.create_container(wid, &settings(wid, w)).await.unwrap();
+    c.start_container(wid).await.unwrap();
+    let out = common::start_process(&agent, wid, None, false)
+        .await
+        .unwrap()
+        .finish(&agent, wid)
+        .await;
+    assert_eq!(out.stdout, "vpodhost\n");
+    c.next_notification(Duration::from_secs(20)).await.unwrap();
+    remove(wid).await.unwrap();
+    c.delete_container_state(wid).await.unwrap();
+    assert!(!root.join(format!("run/gcs/pods/v2pod/{wid}")).exists());
+
+    c.signal_process(sid, sandbox.pid, Some(9)).await.unwrap();
+    sandbox.finish(&agent, sid).await;
+    c.next_notification(Duration::from_secs(20)).await.unwrap();
+    remove(sid).await.unwrap();
+    c.delete_container_state(sid).await.unwrap();
+    assert!(
+        !root.join("run/gcs/pods/v2pod").exists(),
+        "the pod directory outlived its sandbox"
+    );
+    assert!(c.failure().is_none());
+}

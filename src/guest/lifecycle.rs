@@ -214,6 +214,8 @@ impl Guest {
         };
         let sandbox_root = match &kind {
             Kind::Sandbox => {
+                let virtual_pod =
+                    spec::annotation(&spec, spec::VIRTUAL_POD_ID).is_some_and(|v| !v.is_empty());
                 let root =
                     match spec::annotation(&spec, spec::VIRTUAL_POD_ID).filter(|v| !v.is_empty()) {
                         Some(vpod) => bundle
@@ -225,8 +227,11 @@ impl Guest {
                     };
                 mkdir(&root, 0o755)?;
                 let hostname = spec::hostname_for(&spec)?;
-                let skip_networking = spec::annotation(&spec, spec::SKIP_POD_NETWORKING)
-                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                // §6.3: a virtual pod's sandbox, like one that skips pod networking, makes its
+                // namespace record if the host has not added its NICs yet.
+                let skip_networking = virtual_pod
+                    || spec::annotation(&spec, spec::SKIP_POD_NETWORKING)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
                 if skip_networking {
                     self.namespace_get_or_add(&namespace);
                 }
@@ -776,9 +781,20 @@ impl Guest {
         }
         match &c.kind {
             Kind::Sandbox => {
-                self.lock_sandbox_roots().remove(&c.id);
+                let root = self.lock_sandbox_roots().remove(&c.id);
                 remove_pod_cgroup(&c.id);
                 self.namespace_remove(&c.network_namespace);
+                // The V2 shim's layout: a virtual pod's root, then the pod directory under
+                // /run/gcs/pods go with their sandbox (once empty).
+                if let Some(root) = root.filter(|r| r != &c.bundle) {
+                    let _ = crate::storage::remove_within_filesystem(&root);
+                }
+                if c.bundle.starts_with("/run/gcs/pods") {
+                    if let Some(pod_dir) = c.bundle.parent() {
+                        let _ = std::fs::remove_dir(pod_dir.join("virtual-pods"));
+                        let _ = std::fs::remove_dir(pod_dir);
+                    }
+                }
             }
             Kind::Standalone => self.namespace_remove(&c.network_namespace),
             Kind::Workload { .. } => {}
