@@ -53,6 +53,23 @@ pub fn locate(sys: &Path, guid: &str) -> Option<PathBuf> {
         })
 }
 
+/// Waits (woken by uevents, at most `deadline`) for the PCI device of vmbus instance `guid`
+/// under `sys`; its sysfs directory. For a container's `windows.devices` the original waits
+/// 60 s.
+pub fn wait_for(sys: &Path, guid: &str, deadline: Duration) -> Result<PathBuf, DeviceError> {
+    if !is_guid(guid) {
+        return Err(DeviceError::BadGuid(guid.to_string()));
+    }
+    Uevents::subscribe()
+        .wait_for::<_, std::convert::Infallible>(&format!("VPCI device {guid}"), deadline, || {
+            Ok(locate(sys, guid))
+        })
+        .map_err(|e| match e {
+            WaitError::Timeout { .. } => DeviceError::Timeout(e.to_string()),
+            WaitError::Probe(never) => match never {},
+        })
+}
+
 /// `VPCIDevice` Add: waits (woken by uevents) for the device to be enumerated.
 pub fn add(device: &VpciDevice) -> Result<PathBuf, DeviceError> {
     if !is_guid(&device.vmbus_guid) {

@@ -125,6 +125,191 @@ pub fn block_device_mounts(spec: &mut Value) -> Result<(), GuestError> {
     Ok(())
 }
 
+/// How long a container's assigned devices are waited for (the original's 60 s).
+pub const ASSIGNED_DEVICE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The device nodes under `dev` that belong to the PCI device whose sysfs directory is `pci`:
+/// those whose `<sys>/dev/{char,block}/<major>:<minor>` resolves below it (a driver may make
+/// several).
+pub fn nodes_of_pci_device(sys: &Path, dev: &Path, pci: &Path) -> Vec<Value> {
+    let Ok(pci) = std::fs::canonicalize(pci) else {
+        return Vec::new();
+    };
+    host_devices(dev)
+        .into_iter()
+        .filter(|d| {
+            let kind = if d["type"] == "b" { "block" } else { "char" };
+            let link = sys.join(format!("dev/{kind}/{}:{}", d["major"], d["minor"]));
+            std::fs::canonicalize(link).is_ok_and(|p| p.starts_with(&pci))
+        })
+        .collect()
+}
+
+/// Adds device nodes to `linux.devices` (replacing entries of the same path), each with an
+/// `rwm` cgroup rule.
+fn add_nodes_with_rules(spec: &mut Value, nodes: Vec<Value>) {
+    if !spec["linux"]["devices"].is_array() {
+        spec["linux"]["devices"] = json!([]);
+    }
+    if !spec["linux"]["resources"].is_object() {
+        spec["linux"]["resources"] = json!({});
+    }
+    if !spec["linux"]["resources"]["devices"].is_array() {
+        spec["linux"]["resources"]["devices"] = json!([]);
+    }
+    for node in nodes {
+        let rule = json!({"allow": true, "type": node["type"], "major": node["major"],
+                          "minor": node["minor"], "access": "rwm"});
+        if let Some(devices) = spec["linux"]["devices"].as_array_mut() {
+            match devices
+                .iter_mut()
+                .find(|d| d.get("path") == node.get("path"))
+            {
+                Some(existing) => *existing = node,
+                None => devices.push(node),
+            }
+        }
+        if let Some(rules) = spec["linux"]["resources"]["devices"].as_array_mut() {
+            rules.push(rule);
+        }
+    }
+}
+
+/// Where the UVM's programs are looked for (the agent's `PATH`, then the usual directories).
+fn find_program(name: &str, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .chain(["/bin", "/sbin", "/usr/bin", "/usr/sbin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `windows.devices` of a workload (spec §6.3; the original's `AddAssignedDevice` and
+/// `addNvidiaDeviceHook`):
+/// - `vpci` / `vpci-instance-id`: the PCI device of that vmbus instance is waited for (uevents,
+///   [`ASSIGNED_DEVICE_DEADLINE`]), then for its `/dev` nodes, which join `linux.devices` with
+///   `rwm` rules;
+/// - `gpu`: a `createRuntime` hook running `generichook nvidia-container-cli … configure
+///   --device=<bus> --pid={{pid}} <rootfs>` (the GPU tools come from the UVM's base image; a
+///   missing `generichook` is an error), the `io.microsoft.container.gpu.capabilities` as
+///   `--<cap>` flags, and a `c *:* rwm` rule;
+/// - anything else is logged and skipped, as the original does.
+///
+/// `sys` and `dev` are `/sys` and `/dev` (fake trees in tests); `path` the agent's `PATH`.
+/// Blocking: it waits for devices.
+pub fn assigned_devices(
+    spec: &mut Value,
+    bundle: &Path,
+    sys: &Path,
+    dev: &Path,
+    path: &str,
+) -> Result<(), GuestError> {
+    let Some(entries) = spec
+        .pointer("/windows/devices")
+        .and_then(Value::as_array)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let mut gpu_buses = Vec::new();
+    for d in &entries {
+        let id = d.get("id").and_then(Value::as_str).unwrap_or_default();
+        let id_type = d.get("idType").and_then(Value::as_str).unwrap_or_default();
+        match id_type {
+            "vpci" | "vpci-instance-id" => {
+                let pci =
+                    crate::devices::wait_for(sys, id, ASSIGNED_DEVICE_DEADLINE).map_err(|e| {
+                        GuestError::InvalidRequest(format!(
+                            "failed to find device pci path for device {id}: {e}"
+                        ))
+                    })?;
+                let deadline = std::time::Instant::now() + ASSIGNED_DEVICE_DEADLINE;
+                let nodes = loop {
+                    let nodes = nodes_of_pci_device(sys, dev, &pci);
+                    if !nodes.is_empty() {
+                        break nodes;
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(GuestError::InvalidRequest(format!(
+                            "failed to find dev node for device {id} with path {}",
+                            pci.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                };
+                add_nodes_with_rules(spec, nodes);
+            }
+            "gpu" => {
+                let pci =
+                    crate::devices::wait_for(sys, id, ASSIGNED_DEVICE_DEADLINE).map_err(|e| {
+                        GuestError::InvalidRequest(format!(
+                            "failed to find nvidia gpu bus location: {e}"
+                        ))
+                    })?;
+                gpu_buses.push(
+                    pci.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+            }
+            other => tracing::warn!(id, id_type = other, "unknown device type"),
+        }
+    }
+    if gpu_buses.is_empty() {
+        return Ok(());
+    }
+    let hook = find_program("generichook", path).ok_or_else(|| {
+        GuestError::InvalidRequest(
+            "failed to find generichook for container device support (the UVM's base image provides it)".into(),
+        )
+    })?;
+    let debug = bundle.join("nvidia-container.log");
+    let mut args = vec![
+        hook.to_string_lossy().into_owned(),
+        "nvidia-container-cli".to_string(),
+        format!("--debug={}", debug.display()),
+        "--no-pivot".to_string(),
+        "configure".to_string(),
+        "--ldconfig=@/sbin/ldconfig".to_string(),
+    ];
+    if let Some(caps) = super::annotation(spec, "io.microsoft.container.gpu.capabilities") {
+        args.extend(caps.split(',').map(|c| format!("--{c}")));
+    }
+    args.extend(gpu_buses.iter().map(|b| format!("--device={b}")));
+    args.push("--pid={{pid}}".to_string());
+    args.push(
+        spec.pointer("/root/path")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push("NVC_INSECURE_MODE=1".to_string());
+    env.push(format!("GENERIC_HOOK_LOG_DEBUG_FILE={}", debug.display()));
+    if !spec["hooks"].is_object() {
+        spec["hooks"] = json!({});
+    }
+    if !spec["hooks"]["createRuntime"].is_array() {
+        spec["hooks"]["createRuntime"] = json!([]);
+    }
+    if let Some(list) = spec["hooks"]["createRuntime"].as_array_mut() {
+        list.push(json!({"path": hook, "args": args, "env": env}));
+    }
+    if !spec["linux"]["resources"].is_object() {
+        spec["linux"]["resources"] = json!({});
+    }
+    if !spec["linux"]["resources"]["devices"].is_array() {
+        spec["linux"]["resources"]["devices"] = json!([]);
+    }
+    if let Some(rules) = spec["linux"]["resources"]["devices"].as_array_mut() {
+        rules.push(json!({"allow": true, "type": "c", "access": "rwm"}));
+    }
+    Ok(())
+}
+
 /// Every device node under `dev` (the UVM's `/dev`) as `linux.devices` entries, as the
 /// original's `HostDevices()` finds them for a privileged container: `pts`, `shm`, `fd`,
 /// `mqueue`, `.lxc`, `.lxd-mounts` and `.udev` are skipped, as are `console`, FIFOs, symlinks and
@@ -255,6 +440,126 @@ mod tests {
             let mut spec = json!({"linux": {"devices": [{"path": bad}]}});
             assert!(rebuild_devices(&mut spec).is_err(), "{bad:?}");
         }
+    }
+
+    /// A fake vmbus PCI device with a DRM node, as sysfs and /dev show one.
+    fn fake_gpu(root: &Path, guid: &str) -> (PathBuf, PathBuf) {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let sys = root.join("sys");
+        let dev = root.join("dev");
+        let pci = sys.join(format!("bus/vmbus/devices/{guid}/pci7a3c:00/7a3c:00:00.0"));
+        std::fs::create_dir_all(pci.join("drm/card0")).unwrap();
+        std::fs::create_dir_all(sys.join("dev/char")).unwrap();
+        std::fs::create_dir_all(sys.join("devices/virtual/mem/null")).unwrap();
+        std::os::unix::fs::symlink(pci.join("drm/card0"), sys.join("dev/char/226:0")).unwrap();
+        std::os::unix::fs::symlink(
+            sys.join("devices/virtual/mem/null"),
+            sys.join("dev/char/1:3"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dev.join("dri")).unwrap();
+        let mode = Mode::from_bits_truncate(0o666);
+        mknod(
+            &dev.join("dri/card0"),
+            SFlag::S_IFCHR,
+            mode,
+            makedev(226, 0),
+        )
+        .unwrap();
+        mknod(&dev.join("null"), SFlag::S_IFCHR, mode, makedev(1, 3)).unwrap();
+        (sys, dev)
+    }
+
+    #[test]
+    fn vpci_devices_bring_their_nodes_and_rules() {
+        let root = tempfile::tempdir().unwrap();
+        let guid = "5d5a4b3c-1111-2222-3333-444455556666";
+        let (sys, dev) = fake_gpu(root.path(), guid);
+        let mut spec = json!({"root": {"path": "/run/gcs/c/w/rootfs"}, "linux": {},
+            "windows": {"devices": [{"id": guid, "idType": "vpci-instance-id"}, {"id": "x", "idType": "mystery"}]}});
+        assigned_devices(&mut spec, Path::new("/run/gcs/c/w"), &sys, &dev, "").unwrap();
+        let devices = spec["linux"]["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        assert!(devices[0]["path"].as_str().unwrap().ends_with("dri/card0"));
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "type": "c", "major": 226, "minor": 0, "access": "rwm"}])
+        );
+        assert!(spec.get("hooks").is_none());
+        // Not a GUID: a clear error, no wait.
+        let mut bad = json!({"windows": {"devices": [{"id": "../../etc", "idType": "vpci"}]}});
+        let e = assigned_devices(&mut bad, Path::new("/b"), &sys, &dev, "").unwrap_err();
+        assert!(e.to_string().contains("is not a GUID"), "{e}");
+    }
+
+    #[test]
+    fn gpus_get_the_nvidia_hook() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let guid = "5d5a4b3c-1111-2222-3333-444455556666";
+        let (sys, dev) = fake_gpu(root.path(), guid);
+        let mut spec = json!({"root": {"path": "/run/gcs/c/w/rootfs"}, "linux": {},
+            "annotations": {"io.microsoft.container.gpu.capabilities": "utility,compute"},
+            "windows": {"devices": [{"id": guid, "idType": "gpu"}]}});
+        let e = assigned_devices(
+            &mut spec.clone(),
+            Path::new("/b"),
+            &sys,
+            &dev,
+            "/nonexistent",
+        )
+        .unwrap_err();
+        if !Path::new("/bin/generichook").exists() && !Path::new("/usr/bin/generichook").exists() {
+            assert!(e.to_string().contains("generichook"), "{e}");
+        }
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("generichook"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            bin.join("generichook"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assigned_devices(
+            &mut spec,
+            Path::new("/run/gcs/c/w"),
+            &sys,
+            &dev,
+            bin.to_str().unwrap(),
+        )
+        .unwrap();
+        let hook = &spec["hooks"]["createRuntime"][0];
+        let args: Vec<&str> = hook["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(hook["path"], json!(bin.join("generichook")));
+        assert_eq!(
+            &args[1..],
+            [
+                "nvidia-container-cli",
+                "--debug=/run/gcs/c/w/nvidia-container.log",
+                "--no-pivot",
+                "configure",
+                "--ldconfig=@/sbin/ldconfig",
+                "--utility",
+                "--compute",
+                "--device=7a3c:00:00.0",
+                "--pid={{pid}}",
+                "/run/gcs/c/w/rootfs"
+            ]
+        );
+        assert!(hook["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "NVC_INSECURE_MODE=1"));
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "type": "c", "access": "rwm"}])
+        );
     }
 
     #[test]
