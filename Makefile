@@ -15,6 +15,7 @@ build:
 	cp $(RELEASE)/gcs out/gcs
 	ln -sf gcs out/init
 	ln -sf gcs out/vsockexec
+	ln -sf gcs out/install-drivers
 	cp $(RELEASE)/uvmboot out/uvmboot
 	@ls -l out/gcs
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Fetches Debian's kernel (the ABI package the metapackage points at today), unpacks it
 # under OUT (default out/kernel), extracts the uncompressed vmlinux (boots ~1 s faster than the
-# bzImage under TCG) and keeps the modules the QEMU guest needs. Cached: does nothing when
-# OUT/vmlinux exists.
+# bzImage under TCG) and keeps the modules the QEMU guest needs, and, under OUT/drivers, a
+# small driver set for the install-drivers test (macvtap and what it depends on, which the
+# guest does not load at boot). Cached: does nothing when OUT/vmlinux and OUT/drivers exist.
 set -euo pipefail
 out=${1:-out/kernel}
 # The kernel metapackage: Debian's generic one carries 9p (Plan9 shares), the cloud one does not.
 meta=${2:-linux-image-amd64}
-[ -f "$out/vmlinux" ] && exit 0
+[ -f "$out/vmlinux" ] && [ -d "$out/drivers" ] && exit 0
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d)
@@ -66,6 +67,16 @@ while [ -n "$modules" ]; do
         next="$next $deps"
     done
     modules=$next
+done
+drivers="$out/drivers/lib/modules/$release/extra"
+mkdir -p "$drivers"
+for m in macvtap macvlan tap; do
+    f=$(find "root/lib/modules/$release" \( -name "$m.ko" -o -name "$m.ko.xz" \) | head -1)
+    [ -n "$f" ] || { echo "driver module $m not in $pkg" >&2; exit 1; }
+    case "$f" in
+        *.xz) xz -dc "$f" > "$drivers/$m.ko" ;;
+        *) cp "$f" "$drivers/$m.ko" ;;
+    esac
 done
 cp vmlinux "$out/vmlinux"
 cp "$vmlinuz" "$out/vmlinuz"

@@ -39,6 +39,7 @@ done
 install -m 0755 "$bin" "$stage/init"
 ln -sfn ../init "$stage/bin/gcs"
 ln -sfn ../init "$stage/bin/vsockexec"
+ln -sfn ../init "$stage/bin/install-drivers"
 git -C "$here" rev-parse HEAD > "$stage/info/gcs.commit" 2>/dev/null || echo unknown > "$stage/info/gcs.commit"
 git -C "$here" rev-parse --abbrev-ref HEAD > "$stage/info/gcs.branch" 2>/dev/null || echo unknown > "$stage/info/gcs.branch"
 date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ > "$stage/info/tar.date"

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     match name.as_str() {
         "init" => gcs::init::main(&args),
         "vsockexec" => gcs::init::vsockexec::main(&args),
+        "install-drivers" => gcs::init::drivers::main(&args),
         gcs::runtime::HELPER_NAME => gcs::runtime::helper::main(&args),
         _ => gcs::agent::main(&args),
     }

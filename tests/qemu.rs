@@ -1555,3 +1555,56 @@ async fn uvmboot_finds_its_images_from_any_directory() {
         "{out:?}"
     );
 }
+
+/// `/bin/install-drivers` as the host runs it for `io.microsoft.virtualmachine.kerneldrivers`:
+/// a driver disk (real modules of the test kernel: macvtap and what it depends on) is mounted,
+/// overlaid and its modules loaded in dependency order, in process; a second run does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_drivers_loads_a_driver_disk_in_dependency_order() {
+    use gcs::protocol::messages::ModifySettingRequest;
+    use serde_json::json;
+    let drivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("out/kernel/drivers");
+    assert!(
+        drivers.is_dir(),
+        "run `make test-image` first (make test does)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let disk = ext4_image(work.path(), "drivers.ext4", Some(&drivers), "16M");
+    let uvm = Uvm::boot(&config()).await.unwrap();
+    let c = &uvm.client;
+    let ports = StdioPorts::default();
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .unwrap();
+    qmp.add_scsi_disk(&disk, 5, true).await.unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        ModifySettingRequest {
+            resource_type: "MappedVirtualDisk".into(),
+            request_type: "Add".into(),
+            settings: Some(json!({"MountPath": "/run/drivers/disk", "Lun": 5, "ReadOnly": true, "Options": ["ro"]})),
+        },
+    )
+    .await
+    .unwrap();
+    let (out, code) = run(
+        &uvm,
+        &ports,
+        &["sh", "-c", "grep -c -E '^(macvtap|macvlan|tap) ' /proc/modules; \
+           /bin/install-drivers /run/drivers/overlay /run/drivers/disk 2>&1 | sed 's/^install-drivers: //'; \
+           grep -c -E '^(macvtap|macvlan|tap) ' /proc/modules; \
+           /bin/install-drivers /run/drivers/overlay /run/drivers/disk 2>&1 | grep -o 'already installed'; \
+           /bin/install-drivers /run/x 2>&1; echo rc=$?"],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(
+        (out.as_str(), code),
+        (
+            "0\nloaded 3 kernel modules from /run/drivers/disk\n3\nalready installed\ninstall-drivers: expected two args, instead got 1\nrc=1\n",
+            0
+        )
+    );
+    assert!(uvm.shutdown().await.unwrap().success());
+}

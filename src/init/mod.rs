@@ -6,6 +6,7 @@
 //! Usage: `init [-d shell] [-e port] [-w] [--] command [args...]`
 
 mod cgroups;
+pub mod drivers;
 mod modules;
 mod ops;
 pub mod vsockexec;

@@ -172,15 +172,12 @@ fn load(module: &Module) -> Result<(), Errno> {
     }
 }
 
-/// Loads every module under `dir`. Failures are logged, not fatal (for example `hv_sock`
-/// outside Hyper-V). Modules whose dependencies could not be read (compressed ones) get more
-/// passes while any pass makes progress.
-pub fn load_all(dir: &Path) {
+/// Loads every module under `dir`, dependencies first. Modules whose dependencies could not be
+/// read (compressed ones) get more passes while any pass makes progress. Returns how many
+/// loaded (or were already loaded) and the ones that failed with their errors.
+pub fn load_dir(dir: &Path) -> (usize, Vec<(PathBuf, Errno)>) {
     let mut modules = Vec::new();
     scan(dir, &mut modules);
-    if modules.is_empty() {
-        return;
-    }
     let mut pending = load_order(modules);
     let mut loaded = 0;
     loop {
@@ -193,17 +190,28 @@ pub fn load_all(dir: &Path) {
             }
         }
         if failed.is_empty() || failed.len() == before {
-            for (m, e) in &failed {
-                log(4, &format!("load module {}: {e}", m.path.display()));
-            }
-            break;
+            return (
+                loaded,
+                failed.into_iter().map(|(m, e)| (m.path, e)).collect(),
+            );
         }
         pending = failed.into_iter().map(|(m, _)| m).collect();
     }
-    log(
-        6,
-        &format!("loaded {loaded} kernel modules from {}", dir.display()),
-    );
+}
+
+/// Loads every module under `dir` ([`load_dir`]). Failures are logged, not fatal (for example
+/// `hv_sock` outside Hyper-V).
+pub fn load_all(dir: &Path) {
+    let (loaded, failed) = load_dir(dir);
+    for (path, e) in &failed {
+        log(4, &format!("load module {}: {e}", path.display()));
+    }
+    if loaded > 0 || !failed.is_empty() {
+        log(
+            6,
+            &format!("loaded {loaded} kernel modules from {}", dir.display()),
+        );
+    }
 }
 
 #[cfg(test)]
