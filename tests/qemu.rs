@@ -1608,3 +1608,154 @@ async fn install_drivers_loads_a_driver_disk_in_dependency_order() {
     );
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+/// Starts container `id` (its rootfs already added) and returns its init pid and stdout.
+async fn start_vm_container(
+    uvm: &Uvm,
+    ports: &StdioPorts,
+    id: &str,
+    spec: serde_json::Value,
+) -> (u32, tokio::net::UnixStream) {
+    use gcs::protocol::messages::{ContainerSettings, SchemaVersion};
+    let settings = ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(spec),
+        scratch_dir_path: String::new(),
+    };
+    uvm.client.create_container(id, &settings).await.unwrap();
+    uvm.client.start_container(id).await.unwrap();
+    let port = ports.allocate();
+    let listener = uvm.vsock().listen(port).unwrap();
+    let params = ProcessParameters {
+        create_std_out_pipe: true,
+        ..Default::default()
+    };
+    let pid = uvm
+        .client
+        .execute_process(
+            id,
+            &params,
+            VsockStdioRelaySettings {
+                std_out: port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (pid, listener.accept().await.unwrap().0)
+}
+
+/// A pod in the VM (cgroup v2): `/pods/<sandbox>` carries the sandbox's resources, and a
+/// workload reads and writes a raw SCSI disk mounted as `blockdev://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_limits_and_a_raw_scsi_block_volume() {
+    use gcs::protocol::messages::ModifySettingRequest;
+    use serde_json::json;
+    const MARK: &[u8] = b"raw-volume-marker";
+    let work = tempfile::tempdir().unwrap();
+    let base = ext4_image(
+        work.path(),
+        "base.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let raw = work.path().join("raw.img");
+    let mut data = MARK.to_vec();
+    data.resize(4 << 20, 0);
+    std::fs::write(&raw, data).unwrap();
+    let uvm = Uvm::boot(&config()).await.unwrap();
+    let c = &uvm.client;
+    let ports = StdioPorts::default();
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .unwrap();
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    qmp.add_scsi_disk(&base, 1, true).await.unwrap();
+    qmp.add_scsi_disk(&raw, 2, false).await.unwrap();
+    c.modify_settings(NULL_CONTAINER_ID, modify("MappedVirtualDisk", "Add",
+        json!({"MountPath": "/run/mounts/scsi/m0", "Lun": 1, "ReadOnly": true, "Options": ["ro"]})))
+        .await
+        .unwrap();
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "MappedVirtualDisk",
+            "Add",
+            json!({"MountPath": "/run/mounts/scsi/raw", "Lun": 2, "BlockDev": true}),
+        ),
+    )
+    .await
+    .unwrap();
+    for id in ["qpod", "qwork"] {
+        c.modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id,
+            "ContainerRootPath": format!("/run/gcs/c/{id}/rootfs"), "Layers": [{"Path": "/run/mounts/scsi/m0"}],
+            "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
+            .await
+            .unwrap();
+    }
+    let args = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+    let mut sandbox = gcs::host::spec::container_spec(
+        &args("echo up; exec sleep 1000"),
+        "/run/gcs/c/qpod/rootfs",
+        false,
+    );
+    sandbox["annotations"] = json!({"io.kubernetes.cri.container-type": "sandbox",
+                                    "io.microsoft.cri.skip-pod-networking": "true"});
+    sandbox["linux"]["resources"] =
+        json!({"memory": {"limit": 64u64 << 20}, "pids": {"limit": 99}});
+    let (spid, mut sout) = start_vm_container(&uvm, &ports, "qpod", sandbox).await;
+    let mut up = [0u8; 3];
+    sout.read_exact(&mut up).await.unwrap();
+    let (out, _) = run(
+        &uvm,
+        &ports,
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/pods/qpod/memory.max /sys/fs/cgroup/pods/qpod/pids.max",
+        ],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(out, format!("{}\n99\n", 64u64 << 20));
+
+    let mut w = gcs::host::spec::container_spec(
+        &args("head -c 17 /dev/raw; echo; printf written | dd of=/dev/raw bs=1 seek=100 conv=notrunc,fsync 2>/dev/null; \
+               dd if=/dev/raw bs=1 skip=100 count=7 2>/dev/null; echo"),
+        "/run/gcs/c/qwork/rootfs",
+        false,
+    );
+    w.as_object_mut().unwrap().remove("hostname");
+    w["annotations"] = json!({"io.kubernetes.cri.container-type": "container",
+                              "io.kubernetes.cri.sandbox-id": "qpod"});
+    w["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"},
+        {"type": "uts", "path": format!("/proc/{spid}/ns/uts")}]);
+    w["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "blockdev:///dev/raw",
+        "type": "bind", "source": "/run/mounts/scsi/raw", "options": ["rbind"]}));
+    let (wpid, mut wout) = start_vm_container(&uvm, &ports, "qwork", w).await;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(60), wout.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text, "raw-volume-marker\nwritten\n");
+    assert_eq!(
+        c.wait_for_process("qwork", wpid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    let on_host = std::fs::read(&raw).unwrap();
+    assert_eq!(&on_host[100..107], b"written");
+    assert!(uvm.shutdown().await.unwrap().success());
+}
