@@ -238,8 +238,10 @@ impl Bridge {
             }
         }
         .instrument(span);
-        if self.config.sequential {
-            // The reader waits: the next request is read only once this one is answered.
+        // On confidential hardware the reader waits: the next request is read only once this
+        // one is answered. WaitForProcess always runs on its own, as in the original (spec
+        // §10.1): the host's infinite wait on an init must not hold every later request.
+        if self.config.sequential && header.message_type != MessageType::WAIT_FOR_PROCESS {
             work.await;
         } else {
             tokio::spawn(work);
