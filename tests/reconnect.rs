@@ -155,3 +155,70 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
     guest.request_shutdown();
     assert!(matches!(serving.await.unwrap(), ConnectionEnd::Shutdown));
 }
+
+/// A migrating host (spec §10.3): a request still running when the host drops the bridge is
+/// answered on the next connection with its old id, and the host's waiting call completes.
+#[tokio::test]
+async fn responses_of_a_dropped_connection_follow_to_the_next_one() {
+    let (guest, queue) = Guest::new(
+        gcs::transport::Dialer::new(None),
+        gcs::guest::Reaper::new(),
+        std::env::temp_dir(),
+    );
+    let bridge = Bridge::new(
+        Arc::clone(&guest),
+        queue,
+        BridgeConfig {
+            v4: true,
+            scrub_logs: true,
+            sequential: false,
+        },
+    );
+    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
+    let first = tokio::spawn({
+        let bridge = Arc::clone(&bridge);
+        async move { bridge.serve(guest_side).await }
+    });
+    let client = Arc::new(BridgeClient::new(host_side));
+    client.negotiate().await.unwrap();
+    // A request that takes seconds: a VPMem device that never appears (5 s).
+    let slow = tokio::spawn({
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .modify_settings(
+                    NULL_CONTAINER_ID,
+                    gcs::protocol::messages::ModifySettingRequest {
+                        resource_type: "VPMemDevice".into(),
+                        request_type: "Add".into(),
+                        settings: Some(serde_json::json!({"DeviceNumber": 9, "MountPath": "/run/gcs-test-never"})),
+                    },
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!slow.is_finished());
+    // The host drops the transport and takes the guest's redial.
+    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
+    let second = tokio::spawn({
+        let bridge = Arc::clone(&bridge);
+        async move { bridge.serve(guest_side).await }
+    });
+    client.migrate(host_side).await.unwrap();
+    assert!(matches!(
+        first.await.unwrap(),
+        ConnectionEnd::Closed | ConnectionEnd::Failed(_)
+    ));
+    let answered = tokio::time::timeout(Duration::from_secs(20), slow)
+        .await
+        .expect("the old request was never answered")
+        .unwrap();
+    let e = answered.unwrap_err();
+    assert!(e.to_string().contains("did not appear"), "{e}");
+    assert!(client.failure().is_none(), "{:?}", client.failure());
+    // The new connection serves on.
+    assert!(!client.dump_stacks().await.unwrap().is_empty());
+    guest.request_shutdown();
+    assert!(matches!(second.await.unwrap(), ConnectionEnd::Shutdown));
+}

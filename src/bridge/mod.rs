@@ -54,12 +54,21 @@ pub enum ConnectionEnd {
     Shutdown,
 }
 
-/// Notifications not yet written, carried from one connection to the next.
+/// Responses and notifications not yet written, carried from one connection to the next: a
+/// handler that finishes after its connection dropped has its response sent on the next one,
+/// old id and all, in the order produced (as the original, whose migration-aware host
+/// pre-registers those ids; spec §10.3).
 #[derive(Debug)]
 struct Outbox {
     queue: NotificationQueue,
     unsent: Option<ContainerNotification>,
+    responses: mpsc::Receiver<Vec<u8>>,
+    unsent_response: Option<Vec<u8>>,
 }
+
+/// Responses waiting for a connection, at most; handlers wait beyond that (back-pressure, no
+/// unbounded buffering while the host is away).
+const RESPONSES_QUEUED: usize = 256;
 
 /// The bridge server. One instance serves every connection of the agent's life.
 #[derive(Debug)]
@@ -67,6 +76,7 @@ pub struct Bridge {
     guest: Arc<Guest>,
     config: BridgeConfig,
     outbox: tokio::sync::Mutex<Outbox>,
+    responses: mpsc::Sender<Vec<u8>>,
     inflight: Arc<InFlight>,
     connections: AtomicU64,
 }
@@ -84,13 +94,17 @@ impl Bridge {
         notifications: NotificationQueue,
         config: BridgeConfig,
     ) -> Arc<Self> {
+        let (responses, responses_rx) = mpsc::channel(RESPONSES_QUEUED);
         Arc::new(Self {
             guest,
             config,
             outbox: tokio::sync::Mutex::new(Outbox {
                 queue: notifications,
                 unsent: None,
+                responses: responses_rx,
+                unsent_response: None,
             }),
+            responses,
             inflight: Arc::new(InFlight::default()),
             connections: AtomicU64::new(0),
         })
@@ -105,17 +119,17 @@ impl Bridge {
     }
 
     /// Serves one connection until the host closes it, reading fails, or the UVM is shut down.
-    /// Handlers still running afterwards finish, but their responses are dropped: a response
-    /// with an old id on a new connection would make a non-migrating host kill the bridge.
+    /// Handlers still running afterwards finish, and their responses go out on the next
+    /// connection (see [`Outbox`]).
     pub async fn serve<S>(self: &Arc<Self>, stream: S) -> ConnectionEnd
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let connection = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let (mut reader, writer) = tokio::io::split(stream);
-        let (responses, rx) = mpsc::channel::<Vec<u8>>(256);
+        let responses = self.responses.clone();
         let (stop, stopped) = oneshot::channel();
-        let writer_task = tokio::spawn(Arc::clone(self).write_loop(writer, rx, stopped));
+        let writer_task = tokio::spawn(Arc::clone(self).write_loop(writer, stopped));
         let mut version = 0u32;
         let mut shutdown = self.guest.shutdown_requested();
         info!(connection, "bridge connected");
@@ -230,7 +244,7 @@ impl Bridge {
                 tracing::trace!(payload = %String::from_utf8_lossy(body), "request write response");
             }
             if responses.send(bytes).await.is_err() {
-                warn!("connection closed before the response could be sent; dropped");
+                warn!("the bridge is gone; response dropped");
             }
             drop(guard);
             if shutdown_after {
@@ -251,31 +265,44 @@ impl Bridge {
     async fn write_loop<W: AsyncWrite>(
         self: Arc<Self>,
         writer: W,
-        mut responses: mpsc::Receiver<Vec<u8>>,
         mut stop: oneshot::Receiver<()>,
     ) {
         tokio::pin!(writer);
-        // Only one connection's writer at a time owns the notification queue.
+        // Only one connection's writer at a time owns the queues.
         let mut outbox = self.outbox.lock().await;
+        if let Some(frame) = outbox.unsent_response.take() {
+            if let Err(e) = writer.write_all(&frame).await {
+                warn!(error = %e, "bridge write failed; response kept for the next connection");
+                outbox.unsent_response = Some(frame);
+                return;
+            }
+        }
         if let Some(n) = outbox.unsent.take() {
             if let Err(n) = write_notification(&mut writer, n).await {
                 outbox.unsent = Some(n);
                 return;
             }
         }
+        let Outbox {
+            queue,
+            unsent,
+            responses,
+            unsent_response,
+        } = &mut *outbox;
         loop {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
                 Some(frame) = responses.recv() => {
                     if let Err(e) = writer.write_all(&frame).await {
-                        warn!(error = %e, "bridge write failed");
+                        warn!(error = %e, "bridge write failed; response kept for the next connection");
+                        *unsent_response = Some(frame);
                         return;
                     }
                 }
-                Some(n) = outbox.queue.recv() => {
+                Some(n) = queue.recv() => {
                     if let Err(n) = write_notification(&mut writer, n).await {
-                        outbox.unsent = Some(n);
+                        *unsent = Some(n);
                         return;
                     }
                 }
@@ -284,6 +311,7 @@ impl Bridge {
         // The reader stopped: flush what was already answered (a UVM shutdown's own response).
         while let Ok(frame) = responses.try_recv() {
             if writer.write_all(&frame).await.is_err() {
+                *unsent_response = Some(frame);
                 return;
             }
         }

@@ -66,6 +66,8 @@ struct Shared {
     pending: Pending,
     /// Why the connection failed, once it has.
     failure: Mutex<Option<String>>,
+    /// A migration is switching transports: the old one's end fails no outstanding call.
+    migrating: std::sync::atomic::AtomicBool,
 }
 
 /// A connected host-side bridge.
@@ -74,7 +76,8 @@ pub struct BridgeClient {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     notifications: tokio::sync::Mutex<mpsc::UnboundedReceiver<ContainerNotification>>,
-    reader: tokio::task::JoinHandle<()>,
+    notify_tx: mpsc::UnboundedSender<ContainerNotification>,
+    reader: Mutex<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for BridgeClient {
@@ -91,7 +94,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 impl Drop for BridgeClient {
     fn drop(&mut self) {
-        self.reader.abort();
+        lock(&self.reader).abort();
     }
 }
 
@@ -107,16 +110,45 @@ impl BridgeClient {
         let shared = Arc::new(Shared {
             pending: Arc::default(),
             failure: Mutex::new(None),
+            migrating: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(reader, Arc::clone(&shared), tx));
+        let reader = tokio::spawn(read_loop(reader, Arc::clone(&shared), tx.clone()));
         Self {
             writer: tokio::sync::Mutex::new(writer),
             shared,
             next_id: AtomicU64::new(0),
             notifications: tokio::sync::Mutex::new(rx),
-            reader,
+            notify_tx: tx,
+            reader: Mutex::new(reader),
         }
+    }
+
+    /// The migrating host's side of a bridge reconnect (spec §10.3): marks the client
+    /// migrating, drops the old transport, continues on `stream` (the guest's redial), and
+    /// renegotiates. Requests still waiting keep their ids: the guest answers them on the new
+    /// connection, and their callers get those answers. Ids keep counting from where they were.
+    pub async fn migrate<S: Stream>(
+        &self,
+        stream: S,
+    ) -> Result<NegotiateProtocolResponse, HostError> {
+        self.shared.migrating.store(true, Ordering::SeqCst);
+        let boxed: Box<dyn Stream> = Box::new(stream);
+        let (reader, writer) = tokio::io::split(boxed);
+        {
+            let mut w = self.writer.lock().await;
+            // Dropping both halves of the old transport closes it.
+            lock(&self.reader).abort();
+            *w = writer;
+        }
+        *lock(&self.shared.failure) = None;
+        self.shared.migrating.store(false, Ordering::SeqCst);
+        *lock(&self.reader) = tokio::spawn(read_loop(
+            reader,
+            Arc::clone(&self.shared),
+            self.notify_tx.clone(),
+        ));
+        self.negotiate().await
     }
 
     /// Why the connection failed, if it has (a protocol violation by the guest, or EOF).
@@ -414,6 +446,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             _ => break format!("unexpected message type {}", header.message_type),
         }
     };
+    if shared.migrating.load(Ordering::SeqCst) {
+        // The calls wait for the next transport.
+        return;
+    }
     *lock(&shared.failure) = Some(failure);
     // Fail every outstanding call.
     lock(&shared.pending).clear();
