@@ -1151,3 +1151,73 @@ async fn v2_shim_layout_with_a_virtual_pod() {
     );
     assert!(c.failure().is_none());
 }
+
+/// Spec §7.4: when the host goes away, the init's stdout redials the same port (every 100 ms)
+/// and, once reconnected, sends again the last 128 KiB it had written, then goes on; a Kill
+/// ends the redialing.
+#[tokio::test]
+async fn init_stdout_reconnects_after_the_host_goes_away() {
+    let agent = Agent::sandboxed(&[]).await;
+    let id = "c-redial";
+    create(
+        &agent,
+        id,
+        spec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 300 ]; do echo tick$i; i=$((i+1)); sleep 0.05; done",
+            ],
+        ),
+    )
+    .await;
+    let port = 47_011;
+    let listener = agent.host().listen(port).unwrap();
+    let params = ProcessParameters {
+        create_std_out_pipe: true,
+        ..ProcessParameters::default()
+    };
+    let pid = agent
+        .client
+        .execute_process(
+            id,
+            &params,
+            VsockStdioRelaySettings {
+                std_out: port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut first, _) = listener.accept().await.unwrap();
+    assert_eq!(read_line(&mut first).await, "tick0\n");
+    assert_eq!(read_line(&mut first).await, "tick1\n");
+    drop(first);
+    let (mut second, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the init's stdout did not redial")
+        .unwrap();
+    // What was written before comes again, then the output goes on.
+    assert_eq!(read_line(&mut second).await, "tick0\n");
+    let mut last = String::new();
+    while !last.starts_with("tick8") {
+        last = read_line(&mut second).await;
+    }
+    agent.client.signal_process(id, pid, Some(9)).await.unwrap();
+    assert_eq!(
+        agent
+            .client
+            .wait_for_process(id, pid, INFINITE_WAIT)
+            .await
+            .unwrap(),
+        137
+    );
+    agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(agent.log().contains("reconnected"), "{}", agent.log());
+    cleanup(&agent, id).await;
+}

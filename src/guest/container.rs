@@ -191,6 +191,9 @@ pub struct Container {
     pub init_io: Mutex<Option<InitIo>>,
     pub processes: Mutex<HashMap<u32, Arc<ContainerProcess>>>,
     pub exit_type: Mutex<NotificationType>,
+    /// Set when the container is killed, shut down by force or deleted: the init's output
+    /// relays stop redialing a host that went away (spec §7.4).
+    pub teardown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Container {
@@ -222,7 +225,15 @@ impl Container {
     }
 
     /// Records how the container is being stopped; the last SIGTERM or SIGKILL wins.
+    /// Marks the container torn down ([`Container::teardown`]).
+    pub fn tear_down(&self) {
+        self.teardown.send_replace(true);
+    }
+
     pub fn note_signal(&self, signal: i32) {
+        if signal == libc::SIGKILL {
+            self.tear_down();
+        }
         let kind = match signal {
             libc::SIGTERM => NotificationType::GracefulExit,
             libc::SIGKILL => NotificationType::ForcedExit,

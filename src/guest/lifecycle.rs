@@ -414,6 +414,7 @@ impl Guest {
             init_io: std::sync::Mutex::new(Some(init_io)),
             processes: std::sync::Mutex::new(Default::default()),
             exit_type: std::sync::Mutex::new(NotificationType::UnexpectedExit),
+            teardown: tokio::sync::watch::channel(false).0,
         });
         let weak: Weak<Container> = Arc::downgrade(&container);
         let guest = Arc::clone(self);
@@ -527,6 +528,13 @@ impl Guest {
                 c.id
             )));
         }
+        // §7.4: the init's stdout and stderr redial the host if it goes away.
+        let reconnect = stdio::Reconnect {
+            dialer: self.dialer.clone(),
+            stdout_port: ports.std_out,
+            stderr_port: ports.std_err,
+            teardown: c.teardown.subscribe(),
+        };
         let io = stdio::dial(&self.dialer, params, ports).await?;
         // The tee log is opened (made if missing) inside the pod's log directory, which its
         // containers can write: no symlink there leads the agent's writes elsewhere.
@@ -552,7 +560,7 @@ impl Guest {
             io,
             init_io.slot,
             init_io.reaped,
-            log,
+            (log, Some(reconnect)),
         )?;
         self.runtime
             .call(&HelperRequest::Start { id: c.id.clone() }, Vec::new())
@@ -646,7 +654,7 @@ impl Guest {
             io_conns,
             slot,
             tracker.reaped(),
-            None,
+            (None, None),
         )?;
         tracker.track(self.reaper.watch_pid(pid), |_| {});
         c.add_process(proc_);
@@ -773,6 +781,7 @@ impl Guest {
             )));
         }
         self.lock_containers().remove(&c.id);
+        c.tear_down();
         let mut first_error = None;
         if c.kind == Kind::Sandbox {
             for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
@@ -841,7 +850,8 @@ pub enum PendingIo {
 }
 
 /// Starts the relays between a process's pipes or pty and the host's connections, and hands
-/// their "drained" signal to the process's exit tracker.
+/// their "drained" signal to the process's exit tracker. The last argument is an init's tee
+/// log and stdout/stderr reconnection (both `None` for an exec).
 fn start_relays(
     handshake: std::time::Duration,
     process: &ContainerProcess,
@@ -849,10 +859,12 @@ fn start_relays(
     io: stdio::StdioConnections,
     slot: super::container::RelaySlot,
     reaped: tokio::sync::watch::Receiver<bool>,
-    log: stdio::TeeLog,
+    (log, reconnect): (stdio::TeeLog, Option<stdio::Reconnect>),
 ) -> Result<(), GuestError> {
     let done = match pending {
-        PendingIo::Pipes(pipes) => stdio::relay_pipes(pipes, io, reaped, handshake, log)?,
+        PendingIo::Pipes(pipes) => {
+            stdio::relay_pipes(pipes, io, reaped, handshake, log, reconnect)?
+        }
         PendingIo::Pty(master) => {
             let (pty, done) = stdio::relay_pty(master, io, log)?;
             *process.pty.lock().unwrap_or_else(|p| p.into_inner()) = Some(pty);

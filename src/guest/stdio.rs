@@ -265,6 +265,22 @@ fn nonblocking(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>, GuestError> {
     crate::sys::register_async_fd(fd).map_err(io)
 }
 
+/// How a container init's stdout and stderr reconnect when the host goes away (spec §7.4): a
+/// write failing with EPIPE, ECONNRESET or ENOTCONN makes the relay redial the same port every
+/// 100 ms until it connects or the container is torn down, then resend the last
+/// [`RESEND_BYTES`] written. Meanwhile the pipe is not read: the process blocks on it, as with a
+/// slow host (nothing is buffered without bound).
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    pub dialer: Dialer,
+    pub stdout_port: u32,
+    pub stderr_port: u32,
+    pub teardown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How much of what an init wrote is sent again after a reconnect.
+pub const RESEND_BYTES: usize = 128 * 1024;
+
 /// Relays pipes (spec §7.2). Streams the host did not request get their agent-side end closed
 /// at once, so the process reads EOF or gets EPIPE. Output: pipe → socket until every writer
 /// is gone, then the clean-close handshake (half-close, wait for the host's EOF, bounded by
@@ -277,6 +293,7 @@ pub fn relay_pipes(
     exited: tokio::sync::watch::Receiver<bool>,
     handshake: Duration,
     log: TeeLog,
+    reconnect: Option<Reconnect>,
 ) -> Result<oneshot::Receiver<()>, GuestError> {
     let StdioConnections {
         stdin,
@@ -307,12 +324,21 @@ pub fn relay_pipes(
     ] {
         let Some(sock) = sock else { continue };
         let pipe = nonblocking(pipe)?;
+        let redial = reconnect.as_ref().map(|r| {
+            let port = if name == "stdout" {
+                r.stdout_port
+            } else {
+                r.stderr_port
+            };
+            (r.clone(), port)
+        });
         outputs.push(tokio::spawn(relay_output(
             pipe,
             sock,
             name,
             handshake,
             log.clone(),
+            redial,
         )));
     }
     let (done_tx, done_rx) = oneshot::channel();
@@ -325,25 +351,76 @@ pub fn relay_pipes(
     Ok(done_rx)
 }
 
+/// Redials `port` every 100 ms until it connects (then sends `history`) or the container is torn
+/// down (`None`).
+async fn redial_until_connected(
+    r: &Reconnect,
+    port: u32,
+    name: &'static str,
+    history: &std::collections::VecDeque<u8>,
+) -> Option<Stream> {
+    tracing::warn!(stream = name, port, "host went away; redialing");
+    let mut teardown = r.teardown.clone();
+    loop {
+        if *teardown.borrow() {
+            return None;
+        }
+        if let Ok(mut sock) = r.dialer.dial(port).await {
+            let (a, b) = history.as_slices();
+            if sock.write_all(a).await.is_ok() && sock.write_all(b).await.is_ok() {
+                tracing::info!(stream = name, port, resent = history.len(), "reconnected");
+                return Some(sock);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = teardown.wait_for(|t| *t) => return None,
+        }
+    }
+}
+
 async fn relay_output(
     pipe: AsyncFd<OwnedFd>,
     mut sock: Stream,
     name: &'static str,
     handshake: Duration,
     log: TeeLog,
+    redial: Option<(Reconnect, u32)>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut host_gone = false;
     let mut tee_failed = false;
+    let mut sent = std::collections::VecDeque::<u8>::new();
     loop {
         let n = match read_fd(&pipe, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         tee(&log, &buf[..n], &mut tee_failed);
-        // Keep draining after the host went away, so the process never blocks on a full pipe.
-        if !host_gone && sock.write_all(&buf[..n]).await.is_err() {
-            host_gone = true;
+        if host_gone {
+            // Keep draining after the host went away, so the process never blocks.
+            continue;
+        }
+        if let Some((_, _)) = &redial {
+            sent.extend(&buf[..n]);
+            let excess = sent.len().saturating_sub(RESEND_BYTES);
+            sent.drain(..excess);
+        }
+        let Err(e) = sock.write_all(&buf[..n]).await else {
+            continue;
+        };
+        let reconnectable = matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::NotConnected
+        );
+        match (&redial, reconnectable) {
+            (Some((r, port)), true) => match redial_until_connected(r, *port, name, &sent).await {
+                Some(new) => sock = new,
+                None => host_gone = true,
+            },
+            _ => host_gone = true,
         }
     }
     if host_gone {
