@@ -222,3 +222,58 @@ async fn responses_of_a_dropped_connection_follow_to_the_next_one() {
     guest.request_shutdown();
     assert!(matches!(second.await.unwrap(), ConnectionEnd::Shutdown));
 }
+
+/// Spec §10.3 against the real agent: a UVM process's WaitForProcess is outstanding when the
+/// host drops the bridge; the host takes the agent's redial, renegotiates, and the response
+/// (exit code 5) arrives with the old id.
+#[tokio::test]
+async fn a_wait_outstanding_across_a_bridge_drop_is_answered_on_the_redial() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("vm.vsock");
+    let _agent = Child(
+        Command::new(common::GCS)
+            .args(["-v4", "-loglevel", "debug", "-vsock-uds"])
+            .arg(&prefix)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gcs.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let host = HybridVsock::new(&prefix);
+    let client = Arc::new(accept(&host).await);
+    client.negotiate().await.unwrap();
+    let params = gcs::protocol::messages::ProcessParameters {
+        command_args: vec!["sh".into(), "-c".into(), "sleep 2; exit 5".into()],
+        working_directory: "/".into(),
+        environment: Some([("PATH".to_string(), "/bin:/usr/bin".to_string())].into()),
+        ..Default::default()
+    };
+    let pid = client
+        .execute_process(NULL_CONTAINER_ID, &params, Default::default())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .wait_for_process(NULL_CONTAINER_ID, pid, gcs::protocol::INFINITE_WAIT)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.detach().await;
+    let stream = tokio::time::timeout(Duration::from_secs(10), host.accept_bridge())
+        .await
+        .expect("the agent did not redial")
+        .unwrap();
+    client.resume(stream).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the outstanding wait was never answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 5);
+    assert!(client.failure().is_none(), "{:?}", client.failure());
+    client.shutdown_forced(NULL_CONTAINER_ID).await.unwrap();
+}

@@ -124,11 +124,24 @@ impl BridgeClient {
         }
     }
 
-    /// The migrating host's side of a bridge reconnect (spec §10.3): marks the client
-    /// migrating, drops the old transport, continues on `stream` (the guest's redial), and
-    /// renegotiates. Requests still waiting keep their ids: the guest answers them on the new
-    /// connection, and their callers get those answers. Ids keep counting from where they were.
-    pub async fn migrate<S: Stream>(
+    /// The migrating host's side of a bridge reconnect (spec §10.3), step one: marks the client
+    /// migrating and drops its transport (the guest then redials). Calls still waiting keep
+    /// waiting for [`BridgeClient::resume`].
+    pub async fn detach(&self) {
+        self.shared.migrating.store(true, Ordering::SeqCst);
+        let (closed, _) = tokio::io::duplex(1);
+        let boxed: Box<dyn Stream> = Box::new(closed);
+        let (_, writer) = tokio::io::split(boxed);
+        let mut w = self.writer.lock().await;
+        // Dropping both halves of the old transport closes it.
+        lock(&self.reader).abort();
+        *w = writer;
+    }
+
+    /// Step two: continues on `stream` (the guest's redial) and renegotiates. Requests still
+    /// waiting keep their ids: the guest answers them on the new connection, and their callers
+    /// get those answers. Ids keep counting from where they were.
+    pub async fn resume<S: Stream>(
         &self,
         stream: S,
     ) -> Result<NegotiateProtocolResponse, HostError> {
@@ -137,7 +150,6 @@ impl BridgeClient {
         let (reader, writer) = tokio::io::split(boxed);
         {
             let mut w = self.writer.lock().await;
-            // Dropping both halves of the old transport closes it.
             lock(&self.reader).abort();
             *w = writer;
         }
@@ -149,6 +161,15 @@ impl BridgeClient {
             self.notify_tx.clone(),
         ));
         self.negotiate().await
+    }
+
+    /// [`BridgeClient::detach`] then [`BridgeClient::resume`] on a stream already connected.
+    pub async fn migrate<S: Stream>(
+        &self,
+        stream: S,
+    ) -> Result<NegotiateProtocolResponse, HostError> {
+        self.detach().await;
+        self.resume(stream).await
     }
 
     /// Why the connection failed, if it has (a protocol violation by the guest, or EOF).
