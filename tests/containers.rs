@@ -1221,3 +1221,82 @@ async fn init_stdout_reconnects_after_the_host_goes_away() {
     assert!(agent.log().contains("reconnected"), "{}", agent.log());
     cleanup(&agent, id).await;
 }
+
+/// Spec §7.4 and §10.3 together, as a migrating host sees them: a container init prints a
+/// numbered line every 100 ms for 3 s with its WaitForProcess outstanding; the host drops the
+/// bridge and the init's stdout, then listens again on the same ports. The wait is answered on
+/// the new bridge, the exit notification arrives, and every line arrives at least once.
+#[tokio::test]
+async fn a_migration_loses_neither_the_wait_nor_the_output() {
+    let agent = Agent::sandboxed_over_vsock(&[]).await;
+    let id = "c-migrate";
+    create(
+        &agent,
+        id,
+        spec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 30 ]; do echo line$i; i=$((i+1)); sleep 0.1; done",
+            ],
+        ),
+    )
+    .await;
+    let port = 47_021;
+    let listener = agent.host().listen(port).unwrap();
+    let pid = agent
+        .client
+        .execute_process(
+            id,
+            &ProcessParameters {
+                create_std_out_pipe: true,
+                ..ProcessParameters::default()
+            },
+            VsockStdioRelaySettings {
+                std_out: port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut first, _) = listener.accept().await.unwrap();
+    let wait = agent.client.wait_for_process(id, pid, INFINITE_WAIT);
+    let migrate = async {
+        let mut seen = String::new();
+        for _ in 0..3 {
+            seen.push_str(&read_line(&mut first).await);
+        }
+        // The host goes away: the bridge and the init's stdout.
+        agent.client.detach().await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let bridge = tokio::time::timeout(Duration::from_secs(10), agent.host().accept_bridge())
+            .await
+            .expect("the agent did not redial its bridge")
+            .unwrap();
+        agent.client.resume(bridge).await.unwrap();
+        let (second, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("the init's stdout did not redial")
+            .unwrap();
+        seen.push_str(&read_all(Some(second)).await);
+        seen
+    };
+    let (code, seen) = tokio::join!(wait, migrate);
+    assert_eq!(code.unwrap(), 0);
+    for i in 0..30 {
+        assert!(
+            seen.contains(&format!("line{i}\n")),
+            "line{i} lost: {seen:?}"
+        );
+    }
+    let n = agent
+        .client
+        .next_notification(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(n.container_id, id);
+    assert!(agent.client.failure().is_none());
+    cleanup(&agent, id).await;
+}

@@ -1759,3 +1759,34 @@ async fn pod_limits_and_a_raw_scsi_block_volume() {
     assert_eq!(&on_host[100..107], b"written");
     assert!(uvm.shutdown().await.unwrap().success());
 }
+
+/// Spec §10.3 across a real vhost-vsock connection: the host drops the bridge while a wait is
+/// outstanding and takes the guest's redial; the wait is answered with its old id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_survives_a_bridge_drop_in_the_vm() {
+    let uvm = Uvm::boot(&config()).await.unwrap();
+    let pid = uvm
+        .client
+        .execute_process(
+            NULL_CONTAINER_ID,
+            &params(&["sh", "-c", "sleep 2; exit 5"]),
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap();
+    let wait = uvm
+        .client
+        .wait_for_process(NULL_CONTAINER_ID, pid, INFINITE_WAIT);
+    let migrate = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        uvm.client.detach().await;
+        let bridge = tokio::time::timeout(Duration::from_secs(20), uvm.vsock().accept_bridge())
+            .await
+            .expect("the guest did not redial its bridge")
+            .unwrap();
+        uvm.client.resume(bridge).await.unwrap();
+    };
+    let (code, ()) = tokio::join!(wait, migrate);
+    assert_eq!(code.unwrap(), 5);
+    assert!(uvm.shutdown().await.unwrap().success());
+}

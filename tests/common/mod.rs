@@ -43,31 +43,49 @@ impl Agent {
 
     /// A sandboxed, negotiated agent whose private /dev has `blockdevs` ("pmem0=7:3 ...").
     pub async fn sandboxed_with_devices(args: &[&str], blockdevs: &str) -> Agent {
-        let agent = Self::sandboxed_inner(args, Some(blockdevs), false);
+        let agent = Self::sandboxed_inner(args, Some(blockdevs), false, false);
         agent.client.negotiate().await.unwrap();
         agent
     }
 
     /// A sandboxed, negotiated agent in a fresh network namespace of its own (only `lo`).
     pub async fn sandboxed_with_network(args: &[&str]) -> Agent {
-        let agent = Self::sandboxed_inner(args, None, true);
+        let agent = Self::sandboxed_inner(args, None, true, false);
         agent.client.negotiate().await.unwrap();
         agent
     }
 
     /// A sandboxed agent with `-v4` that has not negotiated (for replaying raw traces).
     pub fn sandboxed_raw(args: &[&str]) -> Agent {
-        Self::sandboxed_inner(args, None, false)
+        Self::sandboxed_inner(args, None, false, false)
     }
 
-    fn sandboxed_inner(args: &[&str], blockdevs: Option<&str>, net: bool) -> Agent {
+    /// A sandboxed, negotiated agent whose bridge is a vsock (hybrid-vsock Unix socket)
+    /// connection that it dials and redials, as in a UVM: the host can drop it.
+    pub async fn sandboxed_over_vsock(args: &[&str]) -> Agent {
+        let mut agent = Self::sandboxed_inner(args, None, false, true);
+        let stream = tokio::time::timeout(Duration::from_secs(10), agent.host().accept_bridge())
+            .await
+            .expect("the agent did not dial its bridge")
+            .unwrap();
+        agent.client = BridgeClient::new(stream);
+        agent.client.negotiate().await.unwrap();
+        agent
+    }
+
+    fn sandboxed_inner(
+        args: &[&str],
+        blockdevs: Option<&str>,
+        net: bool,
+        over_vsock: bool,
+    ) -> Agent {
         assert!(
             nix::unistd::geteuid().is_root(),
             "container tests need root"
         );
         let mut all = vec!["-v4"];
         all.extend_from_slice(args);
-        let mut agent = Self::spawn(&all, Some((blockdevs.unwrap_or(""), net)));
+        let mut agent = Self::spawn_mode(&all, Some((blockdevs.unwrap_or(""), net)), over_vsock);
         let record = agent.dir.path().join("cgroups");
         // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
         // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
@@ -95,6 +113,12 @@ impl Agent {
 
     /// `sandboxed`: the block devices of the sandbox's private /dev ("" for the shared one).
     fn spawn(args: &[&str], sandboxed: Option<(&str, bool)>) -> Agent {
+        Self::spawn_mode(args, sandboxed, false)
+    }
+
+    /// `over_vsock`: the bridge is dialed on the hybrid-vsock prefix instead of stdin/stdout
+    /// (the returned client is then a placeholder until the caller accepts the dial).
+    fn spawn_mode(args: &[&str], sandboxed: Option<(&str, bool)>, over_vsock: bool) -> Agent {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = StdUnixStream::pair().unwrap();
@@ -116,8 +140,10 @@ impl Agent {
             }
             None => Command::new(GCS),
         };
+        if !over_vsock {
+            cmd.arg("-use-inouterr");
+        }
         let child = cmd
-            .arg("-use-inouterr")
             .arg("-vsock-uds")
             .arg(dir.path().join("vm.vsock"))
             .args(args)
