@@ -94,13 +94,7 @@ fn workload(wid: &str, sid: &str, spid: u32, script: &str) -> Value {
 }
 
 async fn stop_sandbox(agent: &Agent, sid: &str, started: common::Started) {
-    agent
-        .client
-        .signal_process(sid, started.pid, Some(9))
-        .await
-        .unwrap();
-    started.finish(agent, sid).await;
-    common::destroy_container(agent, sid).await;
+    common::kill_and_destroy(agent, sid, started).await;
 }
 
 #[tokio::test]
@@ -194,13 +188,7 @@ async fn seccomp_profiles_are_enforced_for_init_and_exec() {
         .finish(&agent, id)
         .await;
     assert_eq!(out.stdout, "Seccomp:\t2\nOperation not permitted\n");
-    agent
-        .client
-        .signal_process(id, init.pid, Some(9))
-        .await
-        .unwrap();
-    init.finish(&agent, id).await;
-    common::destroy_container(&agent, id).await;
+    common::kill_and_destroy(&agent, id, init).await;
 
     // A profile that cannot be loaded fails the Create, clearly.
     let bad = "seccomp-bad";

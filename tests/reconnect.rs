@@ -84,8 +84,8 @@ async fn agent_redials_until_a_listener_appears_and_renegotiates_after_a_drop() 
     client.shutdown_forced(NULL_CONTAINER_ID).await.unwrap();
 }
 
-#[tokio::test]
-async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection() {
+/// A guest and its bridge in this process, served over in-memory streams.
+fn in_process_bridge() -> (Arc<Guest>, Arc<Bridge>) {
     let (guest, queue) = Guest::new(
         gcs::transport::Dialer::new(None),
         gcs::guest::Reaper::new(),
@@ -100,6 +100,12 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
             sequential: false,
         },
     );
+    (guest, bridge)
+}
+
+#[tokio::test]
+async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection() {
+    let (guest, bridge) = in_process_bridge();
 
     // First connection: a notification goes straight out.
     let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
@@ -160,20 +166,7 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
 /// answered on the next connection with its old id, and the host's waiting call completes.
 #[tokio::test]
 async fn responses_of_a_dropped_connection_follow_to_the_next_one() {
-    let (guest, queue) = Guest::new(
-        gcs::transport::Dialer::new(None),
-        gcs::guest::Reaper::new(),
-        std::env::temp_dir(),
-    );
-    let bridge = Bridge::new(
-        Arc::clone(&guest),
-        queue,
-        BridgeConfig {
-            v4: true,
-            scrub_logs: true,
-            sequential: false,
-        },
-    );
+    let (guest, bridge) = in_process_bridge();
     let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
     let first = tokio::spawn({
         let bridge = Arc::clone(&bridge);

@@ -632,13 +632,7 @@ async fn the_process_sees_what_it_sees_under_runc() {
         differences.extend(compare(cell, &reference, &ours));
     }
     runc.stop(id);
-    agent
-        .client
-        .signal_process(id, init.pid, Some(9))
-        .await
-        .unwrap();
-    init.finish(&agent, id).await;
-    common::destroy_container(&agent, id).await;
+    common::kill_and_destroy(&agent, id, init).await;
 
     let cell_count = cells.len();
     assert!(
@@ -775,13 +769,7 @@ async fn issue_11_failing_inputs() {
         assert!(e.contains(cause), "{e:?}");
         assert!(!e.contains('\0') && !e.contains("failed to unix"), "{e:?}");
     }
-    agent
-        .client
-        .signal_process(id, sleeper.pid, Some(9))
-        .await
-        .unwrap();
-    sleeper.finish(&agent, id).await;
-    common::destroy_container(&agent, id).await;
+    common::kill_and_destroy(&agent, id, sleeper).await;
     assert!(agent.client.failure().is_none());
 }
 
@@ -854,12 +842,6 @@ async fn users_of_pod_containers() {
         .finish(&agent, sid)
         .await;
     assert_eq!(out.stdout, "65534:65534\n");
-    agent
-        .client
-        .signal_process(sid, sandbox.pid, Some(9))
-        .await
-        .unwrap();
-    sandbox.finish(&agent, sid).await;
-    common::destroy_container(&agent, sid).await;
+    common::kill_and_destroy(&agent, sid, sandbox).await;
     assert!(agent.client.failure().is_none());
 }

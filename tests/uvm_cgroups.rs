@@ -320,12 +320,6 @@ async fn pod_cgroup_carries_the_sandbox_resources() {
     let init = common::start_process(&agent, sid, None, false)
         .await
         .unwrap();
-    agent
-        .client
-        .signal_process(sid, init.pid, Some(9))
-        .await
-        .unwrap();
-    init.finish(&agent, sid).await;
-    common::destroy_container(&agent, sid).await;
+    common::kill_and_destroy(&agent, sid, init).await;
     assert!(agent.client.failure().is_none());
 }

@@ -249,17 +249,24 @@ fn builder(
         .map_err(|e| failed("container builder", e))
 }
 
-/// The `linux.seccomp` of a created container's own config.json.
-fn container_seccomp(
+/// A created container's own spec (its bundle's config.json).
+fn container_spec(
     container: &Container,
-) -> Result<Option<libcontainer::oci_spec::runtime::LinuxSeccomp>, HelperResponse> {
+) -> Result<libcontainer::oci_spec::runtime::Spec, HelperResponse> {
     let path = container.bundle().join("config.json");
-    let spec = libcontainer::oci_spec::runtime::Spec::load(&path).map_err(|e| {
+    libcontainer::oci_spec::runtime::Spec::load(&path).map_err(|e| {
         error(
             RuntimeErrorKind::Other,
             format!("read {}: {e}", path.display()),
         )
-    })?;
+    })
+}
+
+/// The `linux.seccomp` of a created container's own config.json.
+fn container_seccomp(
+    container: &Container,
+) -> Result<Option<libcontainer::oci_spec::runtime::LinuxSeccomp>, HelperResponse> {
+    let spec = container_spec(container)?;
     Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
 }
 
@@ -302,14 +309,7 @@ fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperRespo
             // The cgroup v2 device program is rebuilt on every apply: from the container's
             // own rules, as `runc update` leaves devices alone.
             if resources.devices().is_none() {
-                let container = load(root, &id)?;
-                let path = container.bundle().join("config.json");
-                let spec = libcontainer::oci_spec::runtime::Spec::load(&path).map_err(|e| {
-                    error(
-                        RuntimeErrorKind::Other,
-                        format!("read {}: {e}", path.display()),
-                    )
-                })?;
+                let spec = container_spec(&load(root, &id)?)?;
                 let devices = spec
                     .linux()
                     .as_ref()

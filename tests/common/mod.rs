@@ -663,6 +663,17 @@ pub async fn remove_rootfs(client: &BridgeClient, id: &str) {
         .unwrap();
 }
 
+/// Kills a container's init (SIGKILL), waits for it, and destroys the container.
+pub async fn kill_and_destroy(agent: &Agent, id: &str, init: Started) {
+    agent
+        .client
+        .signal_process(id, init.pid, Some(9))
+        .await
+        .unwrap();
+    init.finish(agent, id).await;
+    destroy_container(agent, id).await;
+}
+
 /// After the init exited and was waited for: its notification, rootfs removal and
 /// DeleteContainerState.
 pub async fn destroy_container(agent: &Agent, id: &str) {
