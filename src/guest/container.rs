@@ -224,12 +224,12 @@ impl Container {
         lock(&self.processes).remove(&pid);
     }
 
-    /// Records how the container is being stopped; the last SIGTERM or SIGKILL wins.
     /// Marks the container torn down ([`Container::teardown`]).
     pub fn tear_down(&self) {
         self.teardown.send_replace(true);
     }
 
+    /// Records how the container is being stopped; the last SIGTERM or SIGKILL wins.
     pub fn note_signal(&self, signal: i32) {
         if signal == libc::SIGKILL {
             self.tear_down();

@@ -129,12 +129,21 @@ impl BridgeClient {
     /// waiting for [`BridgeClient::resume`].
     pub async fn detach(&self) {
         self.shared.migrating.store(true, Ordering::SeqCst);
+        let mut w = self.writer.lock().await;
+        // Half-close first: the guest sees the end, writes out what it had queued and closes,
+        // so no response already sent is lost with the socket (bounded: 5 s, then dropped).
+        let _ = w.shutdown().await;
+        let mut old = std::mem::replace(&mut *lock(&self.reader), tokio::spawn(async {}));
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut old)
+            .await
+            .is_err()
+        {
+            old.abort();
+            let _ = old.await;
+        }
         let (closed, _) = tokio::io::duplex(1);
         let boxed: Box<dyn Stream> = Box::new(closed);
         let (_, writer) = tokio::io::split(boxed);
-        let mut w = self.writer.lock().await;
-        // Dropping both halves of the old transport closes it.
-        lock(&self.reader).abort();
         *w = writer;
     }
 
@@ -150,7 +159,9 @@ impl BridgeClient {
         let (reader, writer) = tokio::io::split(boxed);
         {
             let mut w = self.writer.lock().await;
-            lock(&self.reader).abort();
+            let old = std::mem::replace(&mut *lock(&self.reader), tokio::spawn(async {}));
+            old.abort();
+            let _ = old.await;
             *w = writer;
         }
         *lock(&self.shared.failure) = None;
