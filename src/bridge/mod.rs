@@ -148,8 +148,19 @@ impl Bridge {
             }
         };
         let _ = stop.send(());
-        if writer_task.await.is_err() {
-            warn!(connection, "bridge writer task panicked");
+        // A host that stopped reading cannot hold the writer (and a UVM shutdown) forever: what
+        // it has not taken in 5 s stays queued for the next connection.
+        let mut writer_task = writer_task;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer_task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => warn!(connection, "bridge writer task panicked"),
+            Err(_) => {
+                warn!(
+                    connection,
+                    "the host stopped reading; bridge writer abandoned"
+                );
+                writer_task.abort();
+            }
         }
         end
     }
