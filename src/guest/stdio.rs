@@ -365,12 +365,21 @@ async fn redial_until_connected(
         if *teardown.borrow() {
             return None;
         }
-        if let Ok(mut sock) = r.dialer.dial(port).await {
+        // One attempt at a time, each raced against the teardown (so is the resend, to a host
+        // that accepts and never reads).
+        let attempt = async {
+            let mut sock = r.dialer.dial_once(port).await.ok()?;
             let (a, b) = history.as_slices();
-            if sock.write_all(a).await.is_ok() && sock.write_all(b).await.is_ok() {
+            sock.write_all(a).await.ok()?;
+            sock.write_all(b).await.ok()?;
+            Some(sock)
+        };
+        tokio::select! {
+            sock = attempt => if let Some(sock) = sock {
                 tracing::info!(stream = name, port, resent = history.len(), "reconnected");
                 return Some(sock);
-            }
+            },
+            _ = teardown.wait_for(|t| *t) => return None,
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
