@@ -6,8 +6,10 @@
 //! root, set its ids and dropped capabilities. [`Executor::validate`] runs before the
 //! container's start is awaited, so its errors are the Create's (or the exec's) errors, as
 //! runc's are: an invalid environment, an executable not found or not executable. It also sets
-//! the terminal's initial size (`process.consoleSize`). [`Executor::exec`] builds runc's
-//! environment and `execve`s.
+//! the terminal's initial size (`process.consoleSize`). [`Executor::exec`] `execve`s what
+//! `validate` settled (as runc looks the executable up once, before the start); if that fails
+//! (exec format error, `E2BIG`) the process writes runc's message to its stderr and exits 1,
+//! as under runc.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -27,6 +29,18 @@ pub struct RuncExecutor {
     /// exec'd process (runc applies it). Loaded just before the start; a profile that cannot
     /// be loaded fails the exec.
     pub exec_seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
+    /// The environment and executable `validate` settled, for `exec` (same process).
+    prepared: std::cell::OnceCell<(Vec<String>, PathBuf)>,
+}
+
+impl RuncExecutor {
+    /// An executor for an exec into a container whose profile is `seccomp`.
+    pub fn for_exec(seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>) -> Self {
+        Self {
+            exec_seccomp: seccomp,
+            ..Self::default()
+        }
+    }
 }
 
 /// The environment runc gives a process (`populateProcessEnvironment`, then `setupUser`):
@@ -173,8 +187,9 @@ fn args(spec: &Spec) -> Result<&[String], String> {
         .ok_or_else(|| "args must not be empty".to_string())
 }
 
-/// Checks made before the start, as runc's init makes them: environment, executable.
-fn check(spec: &Spec) -> Result<(), String> {
+/// Checks made before the start, as runc's init makes them: environment, executable. The
+/// environment and the executable found.
+fn check(spec: &Spec) -> Result<(Vec<String>, PathBuf), String> {
     let env = process_env(spec)?;
     let args = args(spec)?;
     let name = look_path(&args[0], path_var(&env))?;
@@ -186,7 +201,7 @@ fn check(spec: &Spec) -> Result<(), String> {
             errno_text(&std::io::Error::from(e))
         ));
     }
-    Ok(())
+    Ok((env, name))
 }
 
 /// Sets the controlling terminal's size (stdin is the pty's slave) from `process.consoleSize`,
@@ -209,7 +224,8 @@ fn apply_console_size(spec: &Spec) {
 
 impl Executor for RuncExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        check(spec).map_err(ExecutorValidationError::ArgValidationError)?;
+        let prepared = check(spec).map_err(ExecutorValidationError::ArgValidationError)?;
+        let _ = self.prepared.set(prepared);
         // runc's default umask when `user.umask` is unset (libcontainer keeps the runtime's).
         if spec
             .process()
@@ -247,9 +263,11 @@ impl Executor for RuncExecutor {
 
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let fail = |text: String| ExecutorError::Other(text);
-        let env = process_env(spec).map_err(fail)?;
+        let (env, name) = match self.prepared.get() {
+            Some(prepared) => prepared.clone(),
+            None => check(spec).map_err(fail)?,
+        };
         let args = args(spec).map_err(fail)?;
-        let name = look_path(&args[0], path_var(&env)).map_err(fail)?;
         let cstr = |s: &[u8]| CString::new(s).map_err(|_| fail("NUL byte in an argument".into()));
         let program = cstr(name.as_os_str().as_bytes())?;
         let argv = args

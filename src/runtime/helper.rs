@@ -389,9 +389,7 @@ fn exec(
 ) -> Result<HelperResponse, HelperResponse> {
     let container = load(root, id)?;
     check_exec_cwd(&container, process)?;
-    let executor = super::executor::RuncExecutor {
-        exec_seccomp: container_seccomp(&container)?,
-    };
+    let executor = super::executor::RuncExecutor::for_exec(container_seccomp(&container)?);
     let b = with_stdio(builder(root, id, console_socket, executor)?, stdio, fds)?;
     let pid = b
         .as_tenant()

@@ -110,9 +110,14 @@ pub fn block_device_mounts(spec: &mut Value) -> Result<(), GuestError> {
         );
         m["destination"] = json!(dst);
     }
-    if rules.is_empty() {
-        return Ok(());
+    if !rules.is_empty() {
+        push_device_rules(spec, rules);
     }
+    Ok(())
+}
+
+/// Appends cgroup rules to `linux.resources.devices`, making the list if needed.
+fn push_device_rules(spec: &mut Value, rules: impl IntoIterator<Item = Value>) {
     if !spec["linux"]["resources"].is_object() {
         spec["linux"]["resources"] = json!({});
     }
@@ -122,7 +127,24 @@ pub fn block_device_mounts(spec: &mut Value) -> Result<(), GuestError> {
     if let Some(devices) = spec["linux"]["resources"]["devices"].as_array_mut() {
         devices.extend(rules);
     }
-    Ok(())
+}
+
+/// Puts device nodes in `linux.devices`, replacing entries of the same path.
+fn put_device_nodes(spec: &mut Value, nodes: Vec<Value>) {
+    if !spec["linux"]["devices"].is_array() {
+        spec["linux"]["devices"] = json!([]);
+    }
+    if let Some(devices) = spec["linux"]["devices"].as_array_mut() {
+        for node in nodes {
+            match devices
+                .iter_mut()
+                .find(|d| d.get("path") == node.get("path"))
+            {
+                Some(existing) => *existing = node,
+                None => devices.push(node),
+            }
+        }
+    }
 }
 
 /// How long a container's assigned devices are waited for (the original's 60 s).
@@ -148,31 +170,15 @@ pub fn nodes_of_pci_device(sys: &Path, dev: &Path, pci: &Path) -> Vec<Value> {
 /// Adds device nodes to `linux.devices` (replacing entries of the same path), each with an
 /// `rwm` cgroup rule.
 fn add_nodes_with_rules(spec: &mut Value, nodes: Vec<Value>) {
-    if !spec["linux"]["devices"].is_array() {
-        spec["linux"]["devices"] = json!([]);
-    }
-    if !spec["linux"]["resources"].is_object() {
-        spec["linux"]["resources"] = json!({});
-    }
-    if !spec["linux"]["resources"]["devices"].is_array() {
-        spec["linux"]["resources"]["devices"] = json!([]);
-    }
-    for node in nodes {
-        let rule = json!({"allow": true, "type": node["type"], "major": node["major"],
-                          "minor": node["minor"], "access": "rwm"});
-        if let Some(devices) = spec["linux"]["devices"].as_array_mut() {
-            match devices
-                .iter_mut()
-                .find(|d| d.get("path") == node.get("path"))
-            {
-                Some(existing) => *existing = node,
-                None => devices.push(node),
-            }
-        }
-        if let Some(rules) = spec["linux"]["resources"]["devices"].as_array_mut() {
-            rules.push(rule);
-        }
-    }
+    let rules: Vec<Value> = nodes
+        .iter()
+        .map(|node| {
+            json!({"allow": true, "type": node["type"], "major": node["major"],
+                   "minor": node["minor"], "access": "rwm"})
+        })
+        .collect();
+    put_device_nodes(spec, nodes);
+    push_device_rules(spec, rules);
 }
 
 /// Where the UVM's programs are looked for (the agent's `PATH`, then the usual directories).
@@ -298,15 +304,7 @@ pub fn assigned_devices(
     if let Some(list) = spec["hooks"]["createRuntime"].as_array_mut() {
         list.push(json!({"path": hook, "args": args, "env": env}));
     }
-    if !spec["linux"]["resources"].is_object() {
-        spec["linux"]["resources"] = json!({});
-    }
-    if !spec["linux"]["resources"]["devices"].is_array() {
-        spec["linux"]["resources"]["devices"] = json!([]);
-    }
-    if let Some(rules) = spec["linux"]["resources"]["devices"].as_array_mut() {
-        rules.push(json!({"allow": true, "type": "c", "access": "rwm"}));
-    }
+    push_device_rules(spec, [json!({"allow": true, "type": "c", "access": "rwm"})]);
     Ok(())
 }
 
@@ -364,21 +362,7 @@ pub fn host_devices(dev: &Path) -> Vec<Value> {
 /// Adds the UVM's device nodes ([`host_devices`]) to a privileged container's
 /// `linux.devices`, replacing entries of the same path.
 pub fn add_host_devices(spec: &mut Value, dev: &Path) {
-    let nodes = host_devices(dev);
-    if !spec["linux"]["devices"].is_array() {
-        spec["linux"]["devices"] = json!([]);
-    }
-    if let Some(devices) = spec["linux"]["devices"].as_array_mut() {
-        for node in nodes {
-            match devices
-                .iter_mut()
-                .find(|d| d.get("path") == node.get("path"))
-            {
-                Some(existing) => *existing = node,
-                None => devices.push(node),
-            }
-        }
-    }
+    put_device_nodes(spec, host_devices(dev));
 }
 
 /// Makes the device cgroup start from deny-all (libcgroups' cgroup v2 program starts there on
