@@ -33,6 +33,7 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    crate::sys::tune_allocator();
     if let Err(e) = init_logging(&opts) {
         eprintln!("gcs: cannot set up logging: {e}");
         return ExitCode::from(1);

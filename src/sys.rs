@@ -373,3 +373,33 @@ mod tests {
         assert_eq!(set_link_up(sock.as_fd(), "no-such-if0"), Err(Errno::ENODEV));
     }
 }
+
+/// Allocations at or above this size get their own mapping, returned to the kernel when freed.
+pub const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// Sets glibc's allocator so that a burst of large requests does not stay resident (issue 15):
+/// - `M_MMAP_THRESHOLD` fixed at [`MMAP_THRESHOLD`] (the default, but fixed: glibc otherwise
+///   raises it to the size of each freed mapping, up to 32 MiB, after which a 10 MiB payload
+///   lands in the heap and stays there);
+/// - `M_TRIM_THRESHOLD` likewise, so freed heap tops go back at once;
+/// - `M_ARENA_MAX` 2: one arena per worker thread at most, rather than 8 per core, each keeping
+///   its own free memory.
+///
+/// Source: mallopt(3). Call before any thread exists; failures leave glibc's defaults.
+pub fn tune_allocator() {
+    let threshold = libc::c_int::try_from(MMAP_THRESHOLD).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets allocator parameters; called from the main thread before any
+    // other thread allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, threshold);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns the free memory of every allocator arena to the kernel (malloc_trim(3)); for idle
+/// moments after bursts of work.
+pub fn trim_allocator() {
+    // SAFETY: malloc_trim takes the arenas' own locks; safe at any time from any thread.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -32,6 +32,9 @@ pub enum BridgeError {
     PropertiesOfUvm,
     #[error("{0}")]
     InvalidRequest(String),
+    /// The handler panicked (a bug): the request is answered, the agent goes on.
+    #[error("internal error: the request's handler panicked: {0}")]
+    Panicked(String),
     #[error(transparent)]
     Guest(#[from] GuestError),
 }
@@ -50,7 +53,8 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
         | BridgeError::UnsupportedRequestType(_)
         | BridgeError::ResourceNotForContainers(_)
         | BridgeError::PropertiesOfUvm
-        | BridgeError::InvalidRequest(_) => Hresult::FAIL,
+        | BridgeError::InvalidRequest(_)
+        | BridgeError::Panicked(_) => Hresult::FAIL,
         BridgeError::Guest(g) => match g {
             GuestError::ContainerNotFound(_) => Hresult::SYSTEM_NOT_FOUND,
             GuestError::InvalidId(_) => Hresult::INVALID_ARG,

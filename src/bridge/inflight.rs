@@ -17,6 +17,9 @@ struct Entry {
     started: Instant,
 }
 
+/// Characters of a request's container id kept for the registry.
+const MAX_ID_SHOWN: usize = 128;
+
 /// Requests currently being handled, across connections.
 #[derive(Debug, Default)]
 pub struct InFlight {
@@ -54,7 +57,8 @@ impl InFlight {
             connection,
             id,
             message_type,
-            container_id: container_id.to_string(),
+            // A hostile id can be megabytes; the registry keeps enough to recognise it.
+            container_id: container_id.chars().take(MAX_ID_SHOWN).collect(),
             started: Instant::now(),
         };
         self.entries

@@ -6,6 +6,18 @@
 //! write half; responses reach it over a bounded channel and container notifications over the
 //! UVM-wide queue, which outlives connections: what is queued while no host is connected is sent
 //! on the next connection.
+//!
+//! # Bounds
+//! What the host can make the agent hold is bounded by design (issue 15):
+//! - at most [`REQUESTS_IN_FLIGHT`] requests read but not yet answered on the wire — the reader
+//!   takes no further frame until one is (back-pressure: the host waits, the agent does not
+//!   buffer);
+//! - payloads above the host's own 64 KiB message size share [`LARGE_PAYLOAD_BYTES`], held until
+//!   their handler ends (WaitForProcess, which may wait for ever, hands its share back once
+//!   decoded); a frame beyond [`MAX_FRAME`] is skipped without being stored;
+//! - responses queued for a host that is not reading: [`RESPONSES_QUEUED`], each at most the
+//!   host's 64 KiB.
+//! A handler that panics is answered with an error and the bridge goes on.
 
 mod error;
 pub mod handlers;
@@ -15,8 +27,9 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 pub use error::{to_wire, BridgeError};
@@ -62,13 +75,28 @@ pub enum ConnectionEnd {
 struct Outbox {
     queue: NotificationQueue,
     unsent: Option<ContainerNotification>,
-    responses: mpsc::Receiver<Vec<u8>>,
-    unsent_response: Option<Vec<u8>>,
+    responses: mpsc::Receiver<Outgoing>,
+    unsent_response: Option<Outgoing>,
+}
+
+/// An encoded response and its request's slot, freed once the response is on the wire.
+#[derive(Debug)]
+struct Outgoing {
+    frame: Vec<u8>,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Responses waiting for a connection, at most; handlers wait beyond that (back-pressure, no
 /// unbounded buffering while the host is away).
-const RESPONSES_QUEUED: usize = 256;
+pub const RESPONSES_QUEUED: usize = 256;
+
+/// Requests read and not yet answered on the wire, at most. The real host keeps a handful in
+/// flight (one WaitForProcess per running process, plus the request at hand).
+pub const REQUESTS_IN_FLIGHT: usize = 512;
+
+/// Payloads larger than the host's own message limit (64 KiB) share this many bytes; one frame of
+/// the largest size accepted fits.
+pub const LARGE_PAYLOAD_BYTES: usize = MAX_FRAME;
 
 /// The bridge server. One instance serves every connection of the agent's life.
 #[derive(Debug)]
@@ -76,16 +104,33 @@ pub struct Bridge {
     guest: Arc<Guest>,
     config: BridgeConfig,
     outbox: tokio::sync::Mutex<Outbox>,
-    responses: mpsc::Sender<Vec<u8>>,
+    responses: mpsc::Sender<Outgoing>,
     inflight: Arc<InFlight>,
     connections: AtomicU64,
+    /// One permit per request in flight ([`REQUESTS_IN_FLIGHT`]).
+    slots: Arc<Semaphore>,
+    /// One permit per byte of large payload held ([`LARGE_PAYLOAD_BYTES`]).
+    large: Arc<Semaphore>,
 }
 
 /// A frame as read: its header and either its payload or why it has none.
 #[derive(Debug)]
 struct Frame {
     header: MessageHeader,
-    payload: Result<Vec<u8>, FrameError>,
+    payload: Result<Payload, FrameError>,
+}
+
+/// A request's payload and its share of the large-payload budget.
+#[derive(Debug)]
+pub struct Payload {
+    bytes: Vec<u8>,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+impl Payload {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl Bridge {
@@ -107,6 +152,8 @@ impl Bridge {
             responses,
             inflight: Arc::new(InFlight::default()),
             connections: AtomicU64::new(0),
+            slots: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT)),
+            large: Arc::new(Semaphore::new(LARGE_PAYLOAD_BYTES)),
         })
     }
 
@@ -133,15 +180,45 @@ impl Bridge {
         let mut version = 0u32;
         let mut shutdown = self.guest.shutdown_requested();
         info!(connection, "bridge connected");
+        let mut writer_task = writer_task;
         let end = loop {
-            let frame = tokio::select! {
-                frame = read_frame(&mut reader) => frame,
+            // A slot first: with every slot taken the next frame stays in the socket.
+            let slot = tokio::select! {
+                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break ConnectionEnd::Shutdown,
+                },
                 _ = shutdown.wait_for(|s| *s) => break ConnectionEnd::Shutdown,
+                _ = &mut writer_task => break writer_gone(connection),
+            };
+            let frame = tokio::select! {
+                frame = read_frame(&mut reader, &self.large) => frame,
+                _ = shutdown.wait_for(|s| *s) => break ConnectionEnd::Shutdown,
+                _ = &mut writer_task => break writer_gone(connection),
             };
             match frame {
                 Ok(Some(frame)) => {
-                    self.dispatch(connection, frame, &mut version, &responses)
-                        .await
+                    // Whatever the frame holds, a panic in reading it is answered, not fatal.
+                    let header = frame.header;
+                    let dispatched = std::panic::AssertUnwindSafe(self.dispatch(
+                        connection,
+                        frame,
+                        slot,
+                        &mut version,
+                        &responses,
+                    ))
+                    .catch_unwind()
+                    .await;
+                    if let Err(panic) = dispatched {
+                        let message = panic_message(&*panic);
+                        tracing::error!(msg_id = header.id, panic = %message, "request dispatch panicked");
+                        // The slot went with the unwound dispatch; the answer takes a fresh one.
+                        if let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await {
+                            let frame =
+                                encode_response(header, "", Err(BridgeError::Panicked(message)));
+                            let _ = responses.send(Outgoing { frame, _slot: slot }).await;
+                        }
+                    }
                 }
                 Ok(None) => break ConnectionEnd::Closed,
                 Err(e) => break ConnectionEnd::Failed(e),
@@ -150,7 +227,9 @@ impl Bridge {
         let _ = stop.send(());
         // A host that stopped reading cannot hold the writer (and a UVM shutdown) forever: what
         // it has not taken in 5 s stays queued for the next connection.
-        let mut writer_task = writer_task;
+        if writer_task.is_finished() {
+            return end;
+        }
         match tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer_task).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => warn!(connection, "bridge writer task panicked"),
@@ -169,22 +248,23 @@ impl Bridge {
         self: &Arc<Self>,
         connection: u64,
         frame: Frame,
+        slot: OwnedSemaphorePermit,
         version: &mut u32,
-        responses: &mpsc::Sender<Vec<u8>>,
+        responses: &mpsc::Sender<Outgoing>,
     ) {
         let header = frame.header;
         let payload = match frame.payload {
             Ok(p) => p,
             Err(e) => {
                 warn!(msg_id = header.id, msg_type = %header.message_type, error = %e, "malformed frame");
-                let bytes = encode_response(header, "", Err(BridgeError::Frame(e)));
-                let _ = responses.send(bytes).await;
+                let frame = encode_response(header, "", Err(BridgeError::Frame(e)));
+                let _ = responses.send(Outgoing { frame, _slot: slot }).await;
                 return;
             }
         };
         // Like the original, the base is pre-parsed with errors ignored; handlers decode the
         // whole payload again and report their own decode errors.
-        let base: RequestBase = serde_json::from_slice(&payload).unwrap_or_default();
+        let base: RequestBase = serde_json::from_slice(payload.bytes()).unwrap_or_default();
         let span = tracing::debug_span!(
             "request",
             msg_id = header.id,
@@ -192,11 +272,7 @@ impl Bridge {
             container_id = %base.container_id,
         );
         if tracing::enabled!(tracing::Level::TRACE) {
-            let message = if self.config.scrub_logs {
-                crate::protocol::scrub::scrub_payload(&payload)
-            } else {
-                String::from_utf8_lossy(&payload).into_owned()
-            };
+            let message = loggable(payload.bytes(), self.config.scrub_logs);
             let _enter = span.enter();
             tracing::trace!(payload = %message, "request read message");
         }
@@ -205,15 +281,15 @@ impl Bridge {
             // Without -v4 the original registers no NegotiateProtocol handler: the host
             // learns at once that this guest serves it nothing.
             let result = if self.config.v4 {
-                handlers::negotiate::handle(&payload)
+                handlers::negotiate::handle(payload.bytes())
             } else {
                 Err(BridgeError::NotSupported(header.message_type))
             };
             if result.is_ok() {
                 *version = PROTOCOL_V4;
             }
-            let bytes = encode_response(header, &base.activity_id, result);
-            let _ = responses.send(bytes).await;
+            let frame = encode_response(header, &base.activity_id, result);
+            let _ = responses.send(Outgoing { frame, _slot: slot }).await;
             return;
         }
         let version = *version;
@@ -228,33 +304,42 @@ impl Bridge {
         let work = async move {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // The payload is logged as the original does; its secrets only when asked.
-                let message = if bridge.config.scrub_logs {
-                    crate::protocol::scrub::scrub_payload(&payload)
-                } else {
-                    String::from_utf8_lossy(&payload).into_owned()
-                };
+                let message = loggable(payload.bytes(), bridge.config.scrub_logs);
                 debug!(request = %message, "request received");
             }
             let result = if version != PROTOCOL_V4 || !bridge.config.v4 {
                 Err(BridgeError::NotSupported(header.message_type))
             } else {
+                let payload = std::sync::Mutex::new(Some(payload));
                 let request = handlers::Request {
                     header,
                     base: &base,
                     payload: &payload,
                     bridge: &bridge,
                 };
-                handlers::handle(request).await
+                // A handler that panics is answered like any failed request; the panic hook
+                // has already logged it with its backtrace.
+                match std::panic::AssertUnwindSafe(handlers::handle(request))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(panic) => Err(BridgeError::Panicked(panic_message(&*panic))),
+                }
             };
             let shutdown_after = matches!(&result, Ok(r) if r.shutdown_after);
-            let bytes = encode_response(header, &base.activity_id, result);
+            let frame = encode_response(header, &base.activity_id, result);
             if tracing::enabled!(tracing::Level::TRACE) {
-                let body = bytes
+                let body = frame
                     .get(crate::protocol::header::HEADER_LEN..)
                     .unwrap_or_default();
                 tracing::trace!(payload = %String::from_utf8_lossy(body), "request write response");
             }
-            if responses.send(bytes).await.is_err() {
+            if responses
+                .send(Outgoing { frame, _slot: slot })
+                .await
+                .is_err()
+            {
                 warn!("the bridge is gone; response dropped");
             }
             drop(guard);
@@ -282,7 +367,7 @@ impl Bridge {
         // Only one connection's writer at a time owns the queues.
         let mut outbox = self.outbox.lock().await;
         if let Some(frame) = outbox.unsent_response.take() {
-            if let Err(e) = writer.write_all(&frame).await {
+            if let Err(e) = writer.write_all(&frame.frame).await {
                 warn!(error = %e, "bridge write failed; response kept for the next connection");
                 outbox.unsent_response = Some(frame);
                 return;
@@ -305,7 +390,7 @@ impl Bridge {
                 biased;
                 _ = &mut stop => break,
                 Some(frame) = responses.recv() => {
-                    if let Err(e) = writer.write_all(&frame).await {
+                    if let Err(e) = writer.write_all(&frame.frame).await {
                         warn!(error = %e, "bridge write failed; response kept for the next connection");
                         *unsent_response = Some(frame);
                         return;
@@ -321,7 +406,7 @@ impl Bridge {
         }
         // The reader stopped: flush what was already answered (a UVM shutdown's own response).
         while let Ok(frame) = responses.try_recv() {
-            if writer.write_all(&frame).await.is_err() {
+            if writer.write_all(&frame.frame).await.is_err() {
                 *unsent_response = Some(frame);
                 return;
             }
@@ -354,11 +439,50 @@ async fn write_notification<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The writer ended before the reader: it failed (the connection is broken) or panicked. Either
+/// way the connection ends, so that the host reconnects rather than waits on answers that
+/// cannot leave.
+fn writer_gone(connection: u64) -> ConnectionEnd {
+    warn!(connection, "bridge writer ended; closing the connection");
+    ConnectionEnd::Failed(io::Error::other("the bridge writer ended"))
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".into())
+}
+
+/// Logged payloads are cut at this many bytes: a 16 MiB request is not copied into the log.
+const LOGGED_PAYLOAD: usize = 64 * 1024;
+
+/// A payload as the log shows it: scrubbed when asked, cut at [`LOGGED_PAYLOAD`] bytes.
+fn loggable(payload: &[u8], scrub: bool) -> String {
+    let cut = payload.len().min(LOGGED_PAYLOAD);
+    let head = payload.get(..cut).unwrap_or_default();
+    let mut text = if scrub {
+        crate::protocol::scrub::scrub_payload(head)
+    } else {
+        String::from_utf8_lossy(head).into_owned()
+    };
+    if cut < payload.len() {
+        text.push_str(&format!("... ({} bytes in all)", payload.len()));
+    }
+    text
+}
+
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames. A header whose size is
 /// out of bounds yields a frame without payload: below 16 it is taken as a bare header; above
 /// the limit its payload is read and discarded without being stored, so the stream stays in
-/// step and the host still gets an answer.
-async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<Frame>> {
+/// step and the host still gets an answer. A payload above the host's 64 KiB takes its share of
+/// `large` before it is read (the reader waits for it).
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    large: &Arc<Semaphore>,
+) -> io::Result<Option<Frame>> {
     let mut bytes = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -378,9 +502,23 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<F
     let header = MessageHeader::decode(&bytes);
     let payload = match header.payload_len(MAX_FRAME) {
         Ok(len) => {
-            let mut payload = vec![0u8; len];
-            reader.read_exact(&mut payload).await?;
-            Ok(payload)
+            let share = if len > HOST_MAX_MESSAGE {
+                let bytes = u32::try_from(len).map_err(io::Error::other)?;
+                Some(
+                    Arc::clone(large)
+                        .acquire_many_owned(bytes)
+                        .await
+                        .map_err(io::Error::other)?,
+                )
+            } else {
+                None
+            };
+            let mut bytes = vec![0u8; len];
+            reader.read_exact(&mut bytes).await?;
+            Ok(Payload {
+                bytes,
+                _share: share,
+            })
         }
         Err(FrameError::TooLarge { size, limit }) => {
             let discard = u64::from(size) - HEADER_LEN as u64;

@@ -119,6 +119,32 @@ impl Agent {
     /// `over_vsock`: the bridge is dialed on the hybrid-vsock prefix instead of stdin/stdout
     /// (the returned client is then a placeholder until the caller accepts the dial).
     fn spawn_mode(args: &[&str], sandboxed: Option<(&str, bool)>, over_vsock: bool) -> Agent {
+        let (child, dir, ours) = Self::spawn_child(args, sandboxed, over_vsock);
+        ours.set_nonblocking(true).unwrap();
+        let client = BridgeClient::new(tokio::net::UnixStream::from_std(ours).unwrap());
+        let sandbox = sandboxed.map(|_| Sandbox {
+            cgroups: Vec::new(),
+        });
+        Agent {
+            child,
+            client,
+            dir,
+            sandbox,
+        }
+    }
+
+    /// Starts `gcs -use-inouterr <args>` with the host's end of its bridge as a plain blocking
+    /// socket: nothing reads it unless the caller does (a host that stopped reading).
+    pub fn start_raw(args: &[&str]) -> RawAgent {
+        let (child, dir, bridge) = Self::spawn_child(args, None, false);
+        RawAgent { child, dir, bridge }
+    }
+
+    fn spawn_child(
+        args: &[&str],
+        sandboxed: Option<(&str, bool)>,
+        over_vsock: bool,
+    ) -> (Child, tempfile::TempDir, StdUnixStream) {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = StdUnixStream::pair().unwrap();
@@ -154,17 +180,7 @@ impl Agent {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let client = BridgeClient::new(tokio::net::UnixStream::from_std(ours).unwrap());
-        let sandbox = sandboxed.map(|_| Sandbox {
-            cgroups: Vec::new(),
-        });
-        Agent {
-            child,
-            client,
-            dir,
-            sandbox,
-        }
+        (child, dir, ours)
     }
 
     /// The agent's pid on this machine (the sandbox's PID 1 when sandboxed).
@@ -234,6 +250,63 @@ impl Drop for Agent {
             sandbox.remove_cgroups();
         }
     }
+}
+
+/// An agent whose bridge the test drives byte by byte (see [`Agent::start_raw`]).
+pub struct RawAgent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub bridge: StdUnixStream,
+}
+
+impl RawAgent {
+    /// Writes one request frame.
+    pub fn send(&mut self, message_type: u32, id: u64, payload: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let frame = gcs::protocol::header::encode_frame(
+            gcs::protocol::MessageType(message_type),
+            id,
+            payload,
+        );
+        self.bridge.write_all(&frame)
+    }
+
+    /// Reads one frame: its header and payload.
+    pub fn recv(&mut self) -> std::io::Result<(gcs::protocol::MessageHeader, Vec<u8>)> {
+        use std::io::Read;
+        let mut header = [0u8; gcs::protocol::HEADER_LEN];
+        self.bridge.read_exact(&mut header)?;
+        let header = gcs::protocol::MessageHeader::decode(&header);
+        let mut payload = vec![0u8; header.size as usize - gcs::protocol::HEADER_LEN];
+        self.bridge.read_exact(&mut payload)?;
+        Ok((header, payload))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gcs.log")).unwrap_or_default()
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`, `Threads`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        status_field(self.child.id(), field)
+    }
+}
+
+impl Drop for RawAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A numeric field of `/proc/<pid>/status` (`VmRSS` and `VmHWM` in KiB, `Threads`).
+pub fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// The namespaces and cgroups of a sandboxed agent (see tests/sandbox.sh).

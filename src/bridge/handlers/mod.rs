@@ -14,12 +14,12 @@ pub mod signal_process;
 pub mod start;
 pub mod wait_for_process;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Bridge, BridgeError};
+use super::{Bridge, BridgeError, Payload};
 use crate::protocol::json::to_go_json;
 use crate::protocol::messages::RequestBase;
 use crate::protocol::{MessageHeader, MessageType};
@@ -29,14 +29,33 @@ use crate::protocol::{MessageHeader, MessageType};
 pub struct Request<'a> {
     pub header: MessageHeader,
     pub base: &'a RequestBase,
-    pub payload: &'a [u8],
+    /// The payload until the handler lets it go ([`Request::release_payload`]).
+    pub payload: &'a Mutex<Option<Payload>>,
     pub bridge: &'a Arc<Bridge>,
 }
 
 impl Request<'_> {
-    /// Decodes the whole payload as `T`.
+    /// Decodes the whole payload as `T`. Errors: `InvalidJson`, or `InvalidRequest` when the
+    /// payload was already released.
     pub fn decode<T: DeserializeOwned>(&self, what: &'static str) -> Result<T, BridgeError> {
-        decode(self.payload, what)
+        let payload = self.payload.lock().unwrap_or_else(|p| p.into_inner());
+        match payload.as_ref() {
+            Some(p) => decode(p.bytes(), what),
+            None => Err(BridgeError::InvalidRequest(format!(
+                "{what}: the payload was already released"
+            ))),
+        }
+    }
+
+    /// Frees the payload and its share of the bridge's large-payload budget: for handlers that
+    /// may wait long after decoding.
+    pub fn release_payload(&self) {
+        drop(
+            self.payload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 

@@ -7,6 +7,8 @@ use crate::protocol::messages::{ResponseBase, WaitForProcessRequest, WaitForProc
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let wait: WaitForProcessRequest = req.decode("WaitForProcess")?;
+    // The wait may last for ever; its payload need not.
+    req.release_payload();
     let guest = req.bridge.guest();
     let exit_code = if wait.base.targets_uvm() {
         guest

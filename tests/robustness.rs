@@ -1,0 +1,213 @@
+//! Issue 15: the agent's memory and concurrency are bounded, and hostile input never kills it.
+//!
+//! The real binary, driven by a host that stops reading, sends oversize requests, or asks for
+//! devices that never come.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, RawAgent};
+
+const NEGOTIATE: u32 = 0x1010_0b01;
+const EXECUTE_PROCESS: u32 = 0x1010_0501;
+const MODIFY_SETTINGS: u32 = 0x1010_0a01;
+const GET_PROPERTIES: u32 = 0x1010_0901;
+const DUMP_STACKS: u32 = 0x1010_0c01;
+const UVM: &str = "00000000-0000-0000-0000-000000000000";
+const MIB: usize = 1024 * 1024;
+
+fn negotiate(agent: &mut RawAgent) {
+    agent
+        .send(
+            NEGOTIATE,
+            1,
+            br#"{"ContainerId":"00000000-0000-0000-0000-000000000000","ActivityId":"","MinimumVersion":4,"MaximumVersion":4}"#,
+        )
+        .unwrap();
+    let (header, body) = agent.recv().unwrap();
+    assert_eq!(header.id, 1);
+    assert!(String::from_utf8_lossy(&body).contains("\"Version\":4"));
+}
+
+/// Six kinds of 10 MiB request, each hostile in its own way.
+fn big_request(i: usize) -> (u32, Vec<u8>) {
+    let big = "A".repeat(10 * MIB - 200);
+    match i % 6 {
+        // A container id that is itself 10 MiB.
+        0 => (
+            EXECUTE_PROCESS,
+            format!(r#"{{"ContainerId":"{big}","Settings":{{}}}}"#).into_bytes(),
+        ),
+        // A valid UVM exec whose command line is 10 MiB.
+        1 => (
+            EXECUTE_PROCESS,
+            format!(
+                r#"{{"ContainerId":"{UVM}","Settings":{{"ProcessParameters":{{"CommandLine":"/bin/true {big}","CreateStdOutPipe":false}}}}}}"#
+            )
+            .into_bytes(),
+        ),
+        // A mount path of 10 MiB.
+        2 => (
+            MODIFY_SETTINGS,
+            format!(
+                r#"{{"ContainerId":"{UVM}","Request":{{"ResourceType":"MappedVirtualDisk","RequestType":"Add","Settings":{{"MountPath":"/{big}","Controller":0,"Lun":1}}}}}}"#
+            )
+            .into_bytes(),
+        ),
+        // Nesting far beyond any parser's recursion limit.
+        3 => (GET_PROPERTIES, "[".repeat(10 * MIB).into_bytes()),
+        // Valid JSON padded with 10 MiB of whitespace.
+        4 => (
+            DUMP_STACKS,
+            format!(r#"{{"ContainerId":"{UVM}"{}}}"#, " ".repeat(10 * MIB)).into_bytes(),
+        ),
+        // Invalid UTF-8 inside a string.
+        _ => {
+            let mut p = format!(r#"{{"ContainerId":"{UVM}","Query":""#).into_bytes();
+            p.extend(std::iter::repeat_n(0xffu8, 10 * MIB - 100));
+            p.extend_from_slice(b"\"}");
+            (GET_PROPERTIES, p)
+        }
+    }
+}
+
+/// 100 requests of 10 MiB while the host reads nothing: the agent holds at most one large payload
+/// at a time, its peak RSS stays under 64 MiB, every request is answered once the host reads
+/// again, and the memory goes back.
+#[test]
+fn a_host_that_stops_reading_cannot_grow_the_agent() {
+    let mut agent = Agent::start_raw(&["-v4", "-loglevel", "info"]);
+    negotiate(&mut agent);
+    let pid = agent.child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let fresh = common::status_field(pid, "VmRSS");
+    // Warm up: one of each kind, answered, so that start-up allocations are counted.
+    for i in 0..6 {
+        let (ty, payload) = big_request(i);
+        agent.send(ty, 10 + i as u64, &payload).unwrap();
+        agent.recv().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_before = common::status_field(pid, "VmRSS");
+
+    let mut writer = agent.bridge.try_clone().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        for i in 0..100 {
+            let (ty, payload) = big_request(i);
+            let frame = gcs::protocol::header::encode_frame(
+                gcs::protocol::MessageType(ty),
+                100 + i as u64,
+                &payload,
+            );
+            writer.write_all(&frame).unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // Until the feeder stalls (the agent stopped reading) or finishes.
+    let mut last = (0, Instant::now());
+    while !feeder.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let stalled_at = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let peak = common::status_field(pid, "VmHWM");
+    eprintln!(
+        "idle before {idle_before} KiB; {stalled_at} of 100 frames taken before the host read; peak {peak} KiB"
+    );
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB with the host not reading"
+    );
+    // The host reads again: every request is answered, once.
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 100 {
+        let (header, _) = agent.recv().unwrap();
+        assert!(ids.insert(header.id), "id {} answered twice", header.id);
+    }
+    feeder.join().unwrap();
+    assert_eq!(ids, (100..200).collect());
+    agent
+        .send(DUMP_STACKS, 500, br#"{"ContainerId":""}"#)
+        .unwrap();
+    assert_eq!(agent.recv().unwrap().0.id, 500);
+    let peak = common::status_field(pid, "VmHWM");
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_after = common::status_field(pid, "VmRSS");
+    eprintln!("fresh {fresh} KiB; peak {peak} KiB; idle after {idle_after} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert!(
+        idle_after <= fresh + 2 * 1024,
+        "idle RSS {fresh} KiB at start, {idle_after} KiB after: large frames stayed resident"
+    );
+}
+
+/// 100,000 small requests while the host reads nothing: the agent takes a bounded number (then
+/// the host's writes block), and answers them all once the host reads.
+#[test]
+fn requests_in_flight_are_capped() {
+    let mut agent = Agent::start_raw(&["-v4", "-loglevel", "info"]);
+    negotiate(&mut agent);
+    let pid = agent.child.id();
+    const N: u64 = 100_000;
+    let mut writer = agent.bridge.try_clone().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let payload = br#"{"ContainerId":"no-such-container","Query":"{}"}"#;
+        for id in 0..N {
+            let frame = gcs::protocol::header::encode_frame(
+                gcs::protocol::MessageType(GET_PROPERTIES),
+                1000 + id,
+                payload,
+            );
+            writer.write_all(&frame).unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let mut last = (0, Instant::now());
+    while !feeder.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let stalled_at = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let peak = common::status_field(pid, "VmHWM");
+    let threads = common::status_field(pid, "Threads");
+    eprintln!("{stalled_at} of {N} requests written before the host read; peak {peak} KiB, {threads} threads");
+    assert!(stalled_at < N, "the agent took all {N} requests unanswered");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert!(
+        stalled_at < 2 * 1024,
+        "the agent took {stalled_at} requests unanswered (cap: 512 in flight, 256 queued)"
+    );
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < N as usize {
+        let (header, _) = agent.recv().unwrap();
+        assert!(
+            answered.insert(header.id),
+            "id {} answered twice",
+            header.id
+        );
+    }
+    feeder.join().unwrap();
+    assert_eq!(answered, (1000..1000 + N).collect());
+}
