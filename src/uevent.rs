@@ -112,45 +112,88 @@ impl Uevents {
         }
         out
     }
+}
 
-    /// Calls `probe` until it yields a value, re-probing after every batch of uevents (and at
-    /// least every [`BACKSTOP`]) until `deadline` has passed. `what` names the device in the
-    /// slow-device warning and the timeout error.
-    pub fn wait_for<T, E>(
-        &mut self,
-        what: &str,
-        deadline: Duration,
-        mut probe: impl FnMut() -> Result<Option<T>, E>,
-    ) -> Result<T, WaitError<E>> {
-        let start = Instant::now();
-        let mut warned = false;
-        let mut looks = 0u32;
-        loop {
-            looks += 1;
-            if let Some(found) = probe().map_err(WaitError::Probe)? {
-                if looks > 1 {
-                    tracing::info!(
-                        device = what,
-                        waited_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-                        uevents = self.seen,
-                        "device appeared"
-                    );
-                }
-                return Ok(found);
-            }
-            let elapsed = start.elapsed();
-            if elapsed >= deadline {
-                return Err(WaitError::Timeout {
-                    what: what.to_string(),
-                    waited: elapsed,
-                    events: self.seen,
+/// The UVM-wide watch of kernel uevents behind [`wait_until`]: one netlink socket, read by one
+/// thread, whose only output is a counter of events seen. Every waiter holds a receiver of that
+/// counter, so a hundred device waits cost a hundred idle futures, not a hundred parked threads
+/// (issue 15), and each event is read once, however many wait.
+#[derive(Debug)]
+struct Hub {
+    events: tokio::sync::watch::Sender<u64>,
+}
+
+fn hub() -> &'static Hub {
+    static HUB: std::sync::OnceLock<Hub> = std::sync::OnceLock::new();
+    HUB.get_or_init(|| {
+        let (events, _) = tokio::sync::watch::channel(0u64);
+        let hub = Hub { events };
+        let mut socket = Uevents::subscribe();
+        if socket.socket.is_some() {
+            let sender = hub.events.clone();
+            let spawned = std::thread::Builder::new()
+                .name("gcs-uevents".into())
+                .spawn(move || loop {
+                    let before = socket.seen;
+                    socket.wait(Duration::from_secs(3600));
+                    if socket.seen != before {
+                        sender.send_modify(|n| *n = socket.seen);
+                    }
                 });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the uevent reader; device waits fall back to re-checking every {BACKSTOP:?}");
             }
-            if !warned && elapsed >= SLOW_WARNING {
-                warned = true;
-                tracing::warn!(device = what, "still waiting for the device");
+        }
+        hub
+    })
+}
+
+/// Calls `probe` until it yields a value, re-probing after every batch of kernel uevents (and at
+/// least every [`BACKSTOP`]) until `deadline` has passed; async, so waiting holds no thread.
+/// `what` names the device in the slow-device warning and the timeout error. `probe` runs on
+/// the caller's task: it must be a quick look (sysfs, `/dev`), not a long operation.
+///
+/// Errors: [`WaitError::Timeout`] at the deadline, [`WaitError::Probe`] when `probe` fails.
+pub async fn wait_until<T, E>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<T, WaitError<E>> {
+    // Subscribed before the first look, so an event between the look and the wait is seen.
+    let mut events = hub().events.subscribe();
+    let first = *events.borrow_and_update();
+    let start = Instant::now();
+    let mut warned = false;
+    let mut looks = 0u32;
+    loop {
+        looks += 1;
+        if let Some(found) = probe().map_err(WaitError::Probe)? {
+            if looks > 1 {
+                tracing::info!(
+                    device = what,
+                    waited_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    uevents = *events.borrow() - first,
+                    "device appeared"
+                );
             }
-            self.wait(BACKSTOP.min(deadline - elapsed));
+            return Ok(found);
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= deadline {
+            return Err(WaitError::Timeout {
+                what: what.to_string(),
+                waited: elapsed,
+                events: *events.borrow() - first,
+            });
+        }
+        if !warned && elapsed >= SLOW_WARNING {
+            warned = true;
+            tracing::warn!(device = what, "still waiting for the device");
+        }
+        let nap = BACKSTOP.min(deadline - elapsed);
+        tokio::select! {
+            _ = events.changed() => {}
+            () = tokio::time::sleep(nap) => {}
         }
     }
 }
@@ -172,19 +215,18 @@ pub enum WaitError<E> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn probe_result_and_timeout() {
-        let mut events = Uevents::subscribe();
+    #[tokio::test]
+    async fn probe_result_and_timeout() {
         let mut calls = 0;
-        let found: Result<u32, WaitError<()>> =
-            events.wait_for("x", Duration::from_secs(5), || {
-                calls += 1;
-                Ok((calls == 2).then_some(7))
-            });
+        let found: Result<u32, WaitError<()>> = wait_until("x", Duration::from_secs(5), || {
+            calls += 1;
+            Ok((calls == 2).then_some(7))
+        })
+        .await;
         assert_eq!(found.unwrap(), 7);
         let start = Instant::now();
         let missing: Result<u32, WaitError<std::io::Error>> =
-            events.wait_for("/dev/nothing", Duration::from_millis(300), || Ok(None));
+            wait_until("/dev/nothing", Duration::from_millis(300), || Ok(None)).await;
         let err = missing.unwrap_err();
         assert!(start.elapsed() >= Duration::from_millis(300));
         assert!(
@@ -193,7 +235,37 @@ mod tests {
             "{err}"
         );
         let failed: Result<u32, WaitError<&str>> =
-            events.wait_for("x", Duration::from_secs(5), || Err("bad"));
+            wait_until("x", Duration::from_secs(5), || Err("bad")).await;
         assert!(matches!(failed, Err(WaitError::Probe("bad"))));
+    }
+
+    /// Many waits at once hold no thread each: on a runtime with one thread, 200 waits run
+    /// side by side and all time out together.
+    #[test]
+    fn waits_hold_no_threads() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        runtime.block_on(async {
+            let waits = (0..200).map(|i| {
+                tokio::spawn(async move {
+                    wait_until::<(), ()>(&format!("device {i}"), Duration::from_millis(500), || {
+                        Ok(None)
+                    })
+                    .await
+                })
+            });
+            for w in waits.collect::<Vec<_>>() {
+                assert!(matches!(w.await.unwrap(), Err(WaitError::Timeout { .. })));
+            }
+        });
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

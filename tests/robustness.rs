@@ -211,3 +211,80 @@ fn requests_in_flight_are_capped() {
     feeder.join().unwrap();
     assert_eq!(answered, (1000..1000 + N).collect());
 }
+
+/// 70 waits for VPCI devices that never come (the host gives each 5 minutes) and 10 for absent
+/// VPMem devices hold no thread: an unrelated CombinedLayers Add is answered at once, and
+/// DumpStacks shows the waits still in flight.
+#[tokio::test]
+async fn device_waits_do_not_starve_other_requests() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = common::busybox_layer(&agent);
+    let client = &agent.client;
+    let vpci = (0..70).map(|i| {
+        let payload = format!(
+            r#"{{"ContainerId":"{UVM}","Request":{{"ResourceType":"VPCIDevice","RequestType":"Add","Settings":{{"VMBusGUID":"5d5a4b3c-1111-2222-3333-{i:012x}"}}}}}}"#
+        );
+        async move {
+            client
+                .request_raw(gcs::protocol::MessageType(MODIFY_SETTINGS), payload.as_bytes())
+                .await
+        }
+    });
+    let pmem = (0..10).map(|i| {
+        let payload = format!(
+            r#"{{"ContainerId":"{UVM}","Request":{{"ResourceType":"VPMemDevice","RequestType":"Add","Settings":{{"DeviceNumber":{},"MountPath":"/run/layers/absent{i}"}}}}}}"#,
+            100 + i
+        );
+        async move {
+            client
+                .request_raw(gcs::protocol::MessageType(MODIFY_SETTINGS), payload.as_bytes())
+                .await
+        }
+    });
+    let waits = common::join_all(
+        vpci.map(futures_util::FutureExt::boxed)
+            .chain(pmem.map(futures_util::FutureExt::boxed)),
+    );
+    tokio::pin!(waits);
+    // Let every wait be sent and start waiting.
+    tokio::select! {
+        _ = &mut waits => panic!("device waits ended before their devices came"),
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    let start = Instant::now();
+    tokio::select! {
+        () = common::add_rootfs(client, "starve", layer) => {}
+        _ = &mut waits => panic!("device waits ended before their devices came"),
+    }
+    let answered_in = start.elapsed();
+    let stacks = tokio::select! {
+        s = client.dump_stacks() => s.unwrap(),
+        _ = &mut waits => panic!("device waits ended early"),
+    };
+    eprintln!("CombinedLayers Add answered in {answered_in:?} behind 80 device waits");
+    assert!(
+        answered_in < Duration::from_secs(5),
+        "CombinedLayers Add took {answered_in:?} behind 80 device waits"
+    );
+    assert!(
+        stacks.matches("ModifySettings").count() >= 70,
+        "the waits are not in flight:\n{stacks}"
+    );
+    common::remove_rootfs(client, "starve").await;
+    // The VPMem waits end at their 5 s deadline with a clear error, the VPCI ones still wait.
+    let pmem_errors = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let stacks = client.dump_stacks().await.unwrap();
+            if stacks.matches("ModifySettings").count() == 70 {
+                return stacks;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the VPMem waits did not end at their deadline");
+    assert!(!pmem_errors.is_empty());
+    let threads = common::status_field(agent.agent_pid(), "Threads");
+    eprintln!("{threads} agent threads with 70 device waits in flight");
+    assert!(threads < 20, "{threads} threads for 70 device waits");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::json::null_default;
-use crate::uevent::{Uevents, WaitError};
+use crate::uevent::{wait_until, WaitError};
 
 /// The host gives up on the request after 5 minutes; so does the guest (the original waits
 /// forever).
@@ -53,47 +53,35 @@ pub fn locate(sys: &Path, guid: &str) -> Option<PathBuf> {
         })
 }
 
-/// Waits (woken by uevents, at most `deadline`) for the PCI device of vmbus instance `guid`
-/// under `sys`; its sysfs directory. For a container's `windows.devices` the original waits
-/// 60 s.
-pub fn wait_for(sys: &Path, guid: &str, deadline: Duration) -> Result<PathBuf, DeviceError> {
+/// Waits (woken by uevents, at most `deadline`, holding no thread) for the PCI device of vmbus
+/// instance `guid` under `sys`; its sysfs directory. For a container's `windows.devices` the
+/// original waits 60 s. Errors: `BadGuid` for an id that is not a GUID, `Timeout`.
+pub async fn wait_for(sys: &Path, guid: &str, deadline: Duration) -> Result<PathBuf, DeviceError> {
     if !is_guid(guid) {
         return Err(DeviceError::BadGuid(guid.to_string()));
     }
-    Uevents::subscribe()
-        .wait_for::<_, std::convert::Infallible>(&format!("VPCI device {guid}"), deadline, || {
-            Ok(locate(sys, guid))
-        })
-        .map_err(|e| match e {
-            WaitError::Timeout { .. } => DeviceError::Timeout(e.to_string()),
-            WaitError::Probe(never) => match never {},
-        })
+    wait_until::<_, std::convert::Infallible>(&format!("VPCI device {guid}"), deadline, || {
+        Ok(locate(sys, guid))
+    })
+    .await
+    .map_err(|e| match e {
+        WaitError::Timeout { .. } => DeviceError::Timeout(e.to_string()),
+        WaitError::Probe(never) => match never {},
+    })
 }
 
-/// `VPCIDevice` Add: waits (woken by uevents) for the device to be enumerated.
-pub fn add(device: &VpciDevice) -> Result<PathBuf, DeviceError> {
-    if !is_guid(&device.vmbus_guid) {
-        return Err(DeviceError::BadGuid(device.vmbus_guid.clone()));
-    }
-    let sys = Path::new("/sys");
-    Uevents::subscribe()
-        .wait_for::<_, std::convert::Infallible>(
-            &format!("VPCI device {}", device.vmbus_guid),
-            DEVICE_DEADLINE,
-            || Ok(locate(sys, &device.vmbus_guid)),
-        )
-        .map_err(|e| match e {
-            WaitError::Timeout { .. } => DeviceError::Timeout(e.to_string()),
-            WaitError::Probe(never) => match never {},
-        })
+/// `VPCIDevice` Add: waits (woken by uevents, up to [`DEVICE_DEADLINE`]) for the device to be
+/// enumerated.
+pub async fn add(device: &VpciDevice) -> Result<PathBuf, DeviceError> {
+    wait_for(Path::new("/sys"), &device.vmbus_guid, DEVICE_DEADLINE).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn devices_are_found_under_their_vmbus_instance() {
+    #[tokio::test]
+    async fn devices_are_found_under_their_vmbus_instance() {
         let sys = tempfile::tempdir().unwrap();
         let guid = "5d5a4b3c-1111-2222-3333-444455556666";
         assert_eq!(locate(sys.path(), guid), None);
@@ -105,7 +93,8 @@ mod tests {
         assert!(matches!(
             add(&VpciDevice {
                 vmbus_guid: "../../etc".into()
-            }),
+            })
+            .await,
             Err(DeviceError::BadGuid(_))
         ));
         assert!(is_guid(guid) && !is_guid("5d5a4b3c-1111-2222-3333-44445555666"));

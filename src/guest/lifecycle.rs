@@ -277,27 +277,16 @@ impl Guest {
                 }
                 spec::rewrite_mount_sources(&mut spec, &root)?;
                 spec::devices::block_device_mounts(&mut spec)?;
-                // §6.3: assigned devices (VPCI, GPU) are waited for on a blocking thread.
-                if spec
-                    .pointer("/windows/devices")
-                    .and_then(Value::as_array)
-                    .is_some_and(|d| !d.is_empty())
-                {
-                    let (mut taken, b) = (std::mem::take(&mut spec), bundle.clone());
-                    let path = std::env::var("PATH").unwrap_or_default();
-                    spec = tokio::task::spawn_blocking(move || {
-                        spec::devices::assigned_devices(
-                            &mut taken,
-                            &b,
-                            Path::new("/sys"),
-                            Path::new("/dev"),
-                            &path,
-                        )
-                        .map(|()| taken)
-                    })
-                    .await
-                    .map_err(|e| GuestError::InvalidRequest(format!("assigned devices: {e}")))??;
-                }
+                // §6.3: assigned devices (VPCI, GPU) are waited for, holding no thread.
+                let path = std::env::var("PATH").unwrap_or_default();
+                spec::devices::assigned_devices(
+                    &mut spec,
+                    &bundle,
+                    Path::new("/sys"),
+                    Path::new("/dev"),
+                    &path,
+                )
+                .await?;
                 spec::mounts::pin_sources(&mut spec, &root, &bundle.join(PINNED))?;
                 spec::bind_network_files(&mut spec, &root);
                 spec["linux"]["cgroupsPath"] = json!(format!("/pods/{sandbox_id}/{id}"));

@@ -54,10 +54,7 @@ impl Guest {
                     .retain(|a| !a.id.eq_ignore_ascii_case(&adapter.id));
             }
         };
-        let found = {
-            let adapter = adapter.clone();
-            blocking(move || link::wait_for(&adapter, NIC_DEADLINE)).await
-        };
+        let found = link::wait_for(&adapter, NIC_DEADLINE).await.map_err(net);
         let name = match found {
             Ok(name) => name,
             Err(e) => {

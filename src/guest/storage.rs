@@ -87,19 +87,36 @@ impl Guest {
             }
             _ => {}
         }
-        tokio::task::spawn_blocking(move || match (resource, add) {
-            (StorageResource::Disk(d), true) => scsi::add(&storage, &d),
-            (StorageResource::Disk(d), false) => scsi::remove(&storage, &d),
-            (StorageResource::DiskEject(d), _) => scsi::eject(&d),
-            (StorageResource::Pmem(d), true) => pmem::add(&storage, &d),
-            (StorageResource::Pmem(d), false) => pmem::remove(&storage, &d),
-            (StorageResource::Layers(l), true) => overlay::add(&storage, &l),
-            (StorageResource::Layers(l), false) => overlay::remove(&storage, &l),
-            (StorageResource::Share(s), true) => match connection {
+        // Devices are waited for here, holding no thread; only the mounting is blocking work.
+        let device = match (&resource, add) {
+            (StorageResource::Disk(d), true) => Some(Device::Scsi(
+                scsi::attach(d).await.map_err(GuestError::Storage)?,
+            )),
+            (StorageResource::Pmem(d), true) => Some(Device::Pmem(
+                pmem::attach(d).await.map_err(GuestError::Storage)?,
+            )),
+            _ => None,
+        };
+        tokio::task::spawn_blocking(move || match (resource, add, device) {
+            (StorageResource::Disk(d), true, Some(Device::Scsi(dev))) => {
+                scsi::add(&storage, &d, &dev)
+            }
+            (StorageResource::Disk(d), false, _) => scsi::remove(&storage, &d),
+            (StorageResource::DiskEject(d), _, _) => scsi::eject(&d),
+            (StorageResource::Pmem(d), true, Some(Device::Pmem(found))) => {
+                pmem::add(&storage, &d, found)
+            }
+            (StorageResource::Pmem(d), false, _) => pmem::remove(&storage, &d),
+            (StorageResource::Layers(l), true, _) => overlay::add(&storage, &l),
+            (StorageResource::Layers(l), false, _) => overlay::remove(&storage, &l),
+            (StorageResource::Share(s), true, _) => match connection {
                 Some(c) => plan9::add(&storage, &s, c),
                 None => Err(StorageError::Invalid("no Plan9 connection".into())),
             },
-            (StorageResource::Share(s), false) => plan9::remove(&storage, &s),
+            (StorageResource::Share(s), false, _) => plan9::remove(&storage, &s),
+            (StorageResource::Disk(_) | StorageResource::Pmem(_), true, _) => Err(
+                StorageError::Invalid("the device was not found before mounting".into()),
+            ),
         })
         .await
         .map_err(|e| GuestError::InvalidState(format!("storage task failed: {e}")))?
@@ -110,4 +127,11 @@ impl Guest {
     pub fn mounts(&self) -> Vec<(std::path::PathBuf, &'static str, u32)> {
         self.storage.mounts()
     }
+}
+
+/// A device found (async) before its blocking mount.
+#[derive(Debug)]
+enum Device {
+    Scsi(std::path::PathBuf),
+    Pmem((std::path::PathBuf, u64)),
 }

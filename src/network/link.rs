@@ -16,7 +16,7 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use super::adapter::{Adapter, RoutePlan};
 use super::NetworkError;
-use crate::uevent::{Uevents, WaitError};
+use crate::uevent::{wait_until, WaitError};
 
 /// How long a NIC may take to show up after the host hot-adds it (the original's bound).
 pub const NIC_DEADLINE: Duration = Duration::from_secs(5);
@@ -85,18 +85,18 @@ pub fn locate(sys: &Path, adapter: &Adapter) -> Option<String> {
         .and_then(|e| e.file_name().into_string().ok())
 }
 
-/// Waits (woken by uevents) for the NIC to appear in the agent's namespace.
-pub fn wait_for(adapter: &Adapter, deadline: Duration) -> Result<String, NetworkError> {
+/// Waits (woken by uevents, holding no thread) for the NIC to appear in the agent's namespace;
+/// its interface name. Errors: `NotFound` at the deadline.
+pub async fn wait_for(adapter: &Adapter, deadline: Duration) -> Result<String, NetworkError> {
     let sys = PathBuf::from("/sys");
-    let mut events = Uevents::subscribe();
-    events
-        .wait_for::<_, NetworkError>(&format!("network adapter {}", adapter.id), deadline, || {
-            Ok(locate(&sys, adapter))
-        })
-        .map_err(|e| match e {
-            WaitError::Probe(e) => e,
-            timeout => NetworkError::NotFound(timeout.to_string()),
-        })
+    wait_until::<_, NetworkError>(&format!("network adapter {}", adapter.id), deadline, || {
+        Ok(locate(&sys, adapter))
+    })
+    .await
+    .map_err(|e| match e {
+        WaitError::Probe(e) => e,
+        timeout => NetworkError::NotFound(timeout.to_string()),
+    })
 }
 
 fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {

@@ -12,7 +12,7 @@ use super::devmapper::{self, Target};
 use super::verity::VerityInfo;
 use super::{checked_path, Kind, Mounted, Storage, StorageError};
 use crate::protocol::json::null_default;
-use crate::uevent::{Uevents, WaitError};
+use crate::uevent::{wait_until, WaitError};
 
 /// Settings of `VPMemDevice`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,21 +45,24 @@ fn device_bytes(dev: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits, woken by uevents, for `/dev/pmem<number>` with a known size; returns it and its size.
-pub fn wait_for_device(number: u32, deadline: Duration) -> Result<(PathBuf, u64), StorageError> {
+/// Waits, woken by uevents and holding no thread, for `/dev/pmem<number>` with a known size;
+/// returns it and its size. Errors: `Invalid` with the timeout's text at the deadline.
+pub async fn wait_for_device(
+    number: u32,
+    deadline: Duration,
+) -> Result<(PathBuf, u64), StorageError> {
     let name = format!("pmem{number}");
     let dev = Path::new("/dev").join(&name);
-    let mut events = Uevents::subscribe();
-    events
-        .wait_for::<_, StorageError>(&dev.display().to_string(), deadline, || {
-            let size = device_bytes(&dev);
-            Ok((size > 0).then_some(size))
-        })
-        .map(|size| (dev.clone(), size))
-        .map_err(|e| match e {
-            WaitError::Probe(e) => e,
-            timeout => StorageError::Invalid(timeout.to_string()),
-        })
+    wait_until::<_, StorageError>(&dev.display().to_string(), deadline, || {
+        let size = device_bytes(&dev);
+        Ok((size > 0).then_some(size))
+    })
+    .await
+    .map(|size| (dev.clone(), size))
+    .map_err(|e| match e {
+        WaitError::Probe(e) => e,
+        timeout => StorageError::Invalid(timeout.to_string()),
+    })
 }
 
 /// The dm-linear table of a layer at `mapping` inside `dev` of `device_bytes`.
@@ -121,10 +124,21 @@ fn identity(settings: &VpmemDevice) -> String {
     id
 }
 
-/// `VPMemDevice` Add.
-pub fn add(storage: &Storage, settings: &VpmemDevice) -> Result<(), StorageError> {
+/// `VPMemDevice` Add, first half: checks the path and waits (async) for the device; its node
+/// and size. The second half, [`add`], mounts it (blocking).
+pub async fn attach(settings: &VpmemDevice) -> Result<(PathBuf, u64), StorageError> {
+    checked_path(Path::new(&settings.mount_path), &[])?;
+    wait_for_device(settings.device_number, DEVICE_DEADLINE).await
+}
+
+/// `VPMemDevice` Add, second half: maps and mounts `dev` of `device_bytes`, found by
+/// [`attach`]. Blocking.
+pub fn add(
+    storage: &Storage,
+    settings: &VpmemDevice,
+    (dev, device_bytes): (PathBuf, u64),
+) -> Result<(), StorageError> {
     let target = checked_path(Path::new(&settings.mount_path), &[])?;
-    let (dev, device_bytes) = wait_for_device(settings.device_number, DEVICE_DEADLINE)?;
     storage.add(Kind::Pmem, target, identity(settings), || {
         let mut made = Mounted::default();
         let mounted = mount_layer(settings, &dev, device_bytes, target, &mut made);
@@ -212,8 +226,8 @@ pub fn remove(storage: &Storage, settings: &VpmemDevice) -> Result<(), StorageEr
 mod tests {
     use super::*;
 
-    #[test]
-    fn settings_decode() {
+    #[tokio::test]
+    async fn settings_decode() {
         let v: VpmemDevice =
             serde_json::from_str(r#"{"DeviceNumber":2,"MountPath":"/run/layers/p2"}"#).unwrap();
         assert_eq!((v.device_number, v.mapping_info), (2, None));
@@ -227,7 +241,7 @@ mod tests {
             ..VpmemDevice::default()
         };
         assert!(matches!(
-            add(&Storage::default(), &hostile),
+            attach(&hostile).await,
             Err(StorageError::HostilePath(_))
         ));
     }

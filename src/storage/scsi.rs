@@ -15,7 +15,7 @@ use super::{
     checked_share_path, devmapper, unmount_and_remove, Kind, Mounted, Storage, StorageError,
 };
 use crate::protocol::json::null_default;
-use crate::uevent::{Uevents, WaitError};
+use crate::uevent::{wait_until, WaitError};
 
 /// vmbus instance ids of HCS SCSI controllers 0–3 (GUID v5 of "0".."3" in hcsshim's namespace).
 pub const CONTROLLER_GUIDS: [&str; 4] = [
@@ -125,8 +125,9 @@ pub fn block_device(
 }
 
 /// Waits for the disk of (controller, lun) and its `/dev` node, woken by kernel uevents,
-/// within `deadline`.
-pub fn wait_for_device(
+/// within `deadline`, holding no thread. Errors: a missing controller at once; `Invalid` with
+/// the timeout's text at the deadline.
+pub async fn wait_for_device(
     controller: u8,
     lun: u8,
     partition: u64,
@@ -135,41 +136,39 @@ pub fn wait_for_device(
     let sys = Path::new("/sys");
     // Controllers exist from boot (only disks are hot-added), so a missing one fails at once.
     let host = scsi_host(sys, controller)?;
-    // Subscribed before the first look, so an event between the look and the wait is seen.
-    let mut events = Uevents::subscribe();
     let what = if partition == 0 {
         format!("SCSI disk controller {controller} lun {lun}")
     } else {
         format!("partition {partition} of SCSI disk controller {controller} lun {lun}")
     };
-    events
-        .wait_for(&what, deadline, || {
-            let Some(name) = block_device(sys, host, lun, partition)? else {
-                return Ok(None);
-            };
-            let dev = Path::new("/dev").join(&name);
-            // The node can appear before the disk's capacity is read (reads see nothing) and
-            // before the disk is live (open fails with ENXIO, as spec §5.1 step 5 notes). The
-            // kernel announces the disk ("add") only once it is live.
-            let size = std::fs::read_to_string(sys.join("class/block").join(&name).join("size"))
-                .unwrap_or_default();
-            if !size.trim().parse::<u64>().is_ok_and(|s| s > 0) {
-                return Ok(None);
-            }
-            match std::fs::File::open(&dev) {
-                Ok(_) => Ok(Some(dev)),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENXIO)) => Ok(None),
-                Err(source) => Err(StorageError::Io {
-                    what: "open",
-                    path: dev,
-                    source,
-                }),
-            }
-        })
-        .map_err(|e| match e {
-            WaitError::Probe(e) => e,
-            timeout => StorageError::Invalid(timeout.to_string()),
-        })
+    wait_until(&what, deadline, || {
+        let Some(name) = block_device(sys, host, lun, partition)? else {
+            return Ok(None);
+        };
+        let dev = Path::new("/dev").join(&name);
+        // The node can appear before the disk's capacity is read (reads see nothing) and
+        // before the disk is live (open fails with ENXIO, as spec §5.1 step 5 notes). The
+        // kernel announces the disk ("add") only once it is live.
+        let size = std::fs::read_to_string(sys.join("class/block").join(&name).join("size"))
+            .unwrap_or_default();
+        if !size.trim().parse::<u64>().is_ok_and(|s| s > 0) {
+            return Ok(None);
+        }
+        match std::fs::File::open(&dev) {
+            Ok(_) => Ok(Some(dev)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENXIO)) => Ok(None),
+            Err(source) => Err(StorageError::Io {
+                what: "open",
+                path: dev,
+                source,
+            }),
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        WaitError::Probe(e) => e,
+        timeout => StorageError::Invalid(timeout.to_string()),
+    })
 }
 
 /// The filesystem on `dev`, by superblock magic (only ext4 is recognised, as the original).
@@ -213,8 +212,15 @@ fn identity(disk: &MappedVirtualDisk) -> String {
     )
 }
 
-/// `MappedVirtualDisk` Add: wait for the disk, then mount (or link) it at `MountPath`.
-pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageError> {
+/// `MappedVirtualDisk` Add, first half: checks the request and waits (async) for the disk; its
+/// device node. The second half, [`add`], mounts it (blocking).
+pub async fn attach(disk: &MappedVirtualDisk) -> Result<PathBuf, StorageError> {
+    check(disk)?;
+    wait_for_device(disk.controller, disk.lun, disk.partition, DEVICE_DEADLINE).await
+}
+
+/// What can be refused before waiting on a device.
+fn check(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
     if disk.encrypted && (disk.read_only || !matches!(disk.filesystem.as_str(), "" | "ext4")) {
         return Err(StorageError::Invalid(format!(
             "an encrypted disk is a fresh read-write ext4 scratch (ReadOnly {}, Filesystem {:?})",
@@ -226,13 +232,21 @@ pub fn add(storage: &Storage, disk: &MappedVirtualDisk) -> Result<(), StorageErr
             "VerityInfo needs a read-only disk".into(),
         ));
     }
-    // Check the path before waiting on a device for it.
+    if !disk.mount_path.is_empty() {
+        checked_share_path(Path::new(&disk.mount_path))?;
+    }
+    Ok(())
+}
+
+/// `MappedVirtualDisk` Add, second half: mounts (or links) `dev`, found by [`attach`], at
+/// `MountPath`. Blocking.
+pub fn add(storage: &Storage, disk: &MappedVirtualDisk, dev: &Path) -> Result<(), StorageError> {
+    let dev = dev.to_path_buf();
     let target = if disk.mount_path.is_empty() {
         None
     } else {
         Some(checked_share_path(Path::new(&disk.mount_path))?)
     };
-    let dev = wait_for_device(disk.controller, disk.lun, disk.partition, DEVICE_DEADLINE)?;
     // An empty MountPath means "attach only": the device is there, nothing is mounted.
     let Some(target) = target else {
         return Ok(());

@@ -84,9 +84,8 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     }
     if modify.request.resource_type == "VPCIDevice" {
         let device: crate::devices::VpciDevice = settings(&modify)?;
-        let found = tokio::task::spawn_blocking(move || crate::devices::add(&device))
+        let found = crate::devices::add(&device)
             .await
-            .map_err(|e| BridgeError::InvalidRequest(format!("device task: {e}")))?
             .map_err(GuestError::Device)?;
         tracing::info!(device = %found.display(), "VPCI device present");
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));

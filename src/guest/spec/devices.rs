@@ -205,8 +205,8 @@ fn find_program(name: &str, path: &str) -> Option<std::path::PathBuf> {
 /// - anything else is logged and skipped, as the original does.
 ///
 /// `sys` and `dev` are `/sys` and `/dev` (fake trees in tests); `path` the agent's `PATH`.
-/// Blocking: it waits for devices.
-pub fn assigned_devices(
+/// Devices are waited for asynchronously (uevents, no thread held), up to 60 s each.
+pub async fn assigned_devices(
     spec: &mut Value,
     bundle: &Path,
     sys: &Path,
@@ -226,8 +226,9 @@ pub fn assigned_devices(
         let id_type = d.get("idType").and_then(Value::as_str).unwrap_or_default();
         match id_type {
             "vpci" | "vpci-instance-id" => {
-                let pci =
-                    crate::devices::wait_for(sys, id, ASSIGNED_DEVICE_DEADLINE).map_err(|e| {
+                let pci = crate::devices::wait_for(sys, id, ASSIGNED_DEVICE_DEADLINE)
+                    .await
+                    .map_err(|e| {
                         GuestError::InvalidRequest(format!(
                             "failed to find device pci path for device {id}: {e}"
                         ))
@@ -244,13 +245,14 @@ pub fn assigned_devices(
                             pci.display()
                         )));
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 };
                 add_nodes_with_rules(spec, nodes);
             }
             "gpu" => {
-                let pci =
-                    crate::devices::wait_for(sys, id, ASSIGNED_DEVICE_DEADLINE).map_err(|e| {
+                let pci = crate::devices::wait_for(sys, id, ASSIGNED_DEVICE_DEADLINE)
+                    .await
+                    .map_err(|e| {
                         GuestError::InvalidRequest(format!(
                             "failed to find nvidia gpu bus location: {e}"
                         ))
@@ -454,14 +456,16 @@ mod tests {
         (sys, dev)
     }
 
-    #[test]
-    fn vpci_devices_bring_their_nodes_and_rules() {
+    #[tokio::test]
+    async fn vpci_devices_bring_their_nodes_and_rules() {
         let root = tempfile::tempdir().unwrap();
         let guid = "5d5a4b3c-1111-2222-3333-444455556666";
         let (sys, dev) = fake_gpu(root.path(), guid);
         let mut spec = json!({"root": {"path": "/run/gcs/c/w/rootfs"}, "linux": {},
             "windows": {"devices": [{"id": guid, "idType": "vpci-instance-id"}, {"id": "x", "idType": "mystery"}]}});
-        assigned_devices(&mut spec, Path::new("/run/gcs/c/w"), &sys, &dev, "").unwrap();
+        assigned_devices(&mut spec, Path::new("/run/gcs/c/w"), &sys, &dev, "")
+            .await
+            .unwrap();
         let devices = spec["linux"]["devices"].as_array().unwrap();
         assert_eq!(devices.len(), 1, "{devices:?}");
         assert!(devices[0]["path"].as_str().unwrap().ends_with("dri/card0"));
@@ -472,12 +476,14 @@ mod tests {
         assert!(spec.get("hooks").is_none());
         // Not a GUID: a clear error, no wait.
         let mut bad = json!({"windows": {"devices": [{"id": "../../etc", "idType": "vpci"}]}});
-        let e = assigned_devices(&mut bad, Path::new("/b"), &sys, &dev, "").unwrap_err();
+        let e = assigned_devices(&mut bad, Path::new("/b"), &sys, &dev, "")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("is not a GUID"), "{e}");
     }
 
-    #[test]
-    fn gpus_get_the_nvidia_hook() {
+    #[tokio::test]
+    async fn gpus_get_the_nvidia_hook() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let guid = "5d5a4b3c-1111-2222-3333-444455556666";
@@ -492,6 +498,7 @@ mod tests {
             &dev,
             "/nonexistent",
         )
+        .await
         .unwrap_err();
         if !Path::new("/bin/generichook").exists() && !Path::new("/usr/bin/generichook").exists() {
             assert!(e.to_string().contains("generichook"), "{e}");
@@ -511,6 +518,7 @@ mod tests {
             &dev,
             bin.to_str().unwrap(),
         )
+        .await
         .unwrap();
         let hook = &spec["hooks"]["createRuntime"][0];
         let args: Vec<&str> = hook["args"]
