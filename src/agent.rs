@@ -34,16 +34,29 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     crate::sys::tune_allocator();
-    if let Err(e) = init_logging(&opts) {
-        eprintln!("gcs: cannot set up logging: {e}");
-        return ExitCode::from(1);
-    }
+    let log_fd = match init_logging(&opts) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("gcs: cannot set up logging: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::crash::install(
+        log_fd,
+        opts.log_format == crate::logging::LogFormat::Json,
+        opts.core_dump_location.is_some(),
+    );
     info!(
         version = env!("CARGO_PKG_VERSION"),
         pid = std::process::id(),
         "GCS started"
     );
-    if let Some(pattern) = &opts.core_dump_location {
+    // The kernel's setting is the whole machine's: only ours to set inside a utility VM.
+    if let Some(pattern) = opts
+        .core_dump_location
+        .as_ref()
+        .filter(|_| runs_under_our_init())
+    {
         if let Err(e) = std::fs::write(
             "/proc/sys/kernel/core_pattern",
             pattern.as_os_str().as_encoded_bytes(),
@@ -69,16 +82,23 @@ pub fn main(args: &[String]) -> ExitCode {
     code
 }
 
-fn init_logging(opts: &AgentOptions) -> std::io::Result<()> {
-    let out: Box<dyn std::io::Write + Send> = match &opts.log_file {
-        Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
-        None => Box::new(std::io::stderr()),
+/// Sets up the log stream; its descriptor (for the fatal-signal record).
+fn init_logging(opts: &AgentOptions) -> std::io::Result<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    let (out, fd): (Box<dyn std::io::Write + Send>, _) = match &opts.log_file {
+        Some(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            let fd = file.as_raw_fd();
+            (Box::new(file), fd)
+        }
+        None => (Box::new(std::io::stderr()), std::io::stderr().as_raw_fd()),
     };
     let layer =
         LogrusLayer::new(opts.log_format, out).with_filter(LevelFilter::from_level(opts.log_level));
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::set_global_default(subscriber)
-        .map_err(|e| std::io::Error::other(e.to_string()))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(fd)
 }
 
 async fn serve(opts: AgentOptions) -> ExitCode {

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod bridge;
 pub mod cgroups;
 pub mod cli;
+pub mod crash;
 pub mod devices;
 pub mod guest;
 pub mod host;

@@ -403,3 +403,188 @@ pub fn trim_allocator() {
     // SAFETY: malloc_trim takes the arenas' own locks; safe at any time from any thread.
     unsafe { libc::malloc_trim(0) };
 }
+
+/// Where [`on_fatal_signal`] writes its record: the log stream's descriptor.
+static CRASH_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(2);
+/// Whether the record is a logrus JSON line (`-log-format json`) or a text line.
+static CRASH_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether the crashing agent lifts its core size limit (`-core-dump-location` was given).
+static CRASH_CORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The signals whose default action is a core dump and that mean the agent itself is broken.
+pub const FATAL_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+    libc::SIGSYS,
+];
+
+/// Installs a handler for [`FATAL_SIGNALS`] that writes one record — signal, fault address,
+/// thread id and name — to `fd` (the log stream, so it reaches the host), then lets the
+/// signal's default action run: the process dies and, with `core`, lifts its own core size
+/// limit first (only then: what the agent starts keeps the UVM's default of none), so that the
+/// kernel writes the core where `kernel.core_pattern` says (`-core-dump-location`). Runs on the
+/// alternate signal stack, so a stack overflow is recorded too. If the default action is
+/// ignored (PID 1 of a PID namespace ignores its own signals), the handler exits with 128 + the
+/// signal number instead.
+///
+/// Source: signal(7), sigaction(2), core(5); the record allocates nothing
+/// (async-signal-safe).
+pub fn install_crash_record(fd: std::os::fd::RawFd, json: bool, core: bool) -> Result<(), Errno> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    CRASH_FD.store(fd, std::sync::atomic::Ordering::Relaxed);
+    CRASH_JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    CRASH_CORE.store(core, std::sync::atomic::Ordering::Relaxed);
+    let action = SigAction::new(
+        SigHandler::SigAction(on_fatal_signal),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_RESETHAND,
+        SigSet::all(),
+    );
+    for sig in FATAL_SIGNALS {
+        let signal = Signal::try_from(sig)?;
+        // SAFETY: the handler only calls async-signal-safe functions (write, prctl, gettid,
+        // sigprocmask, raise, _exit) and touches no allocator or lock.
+        unsafe { sigaction(signal, &action) }?;
+    }
+    Ok(())
+}
+
+/// A fixed buffer that the signal handler formats into without allocating.
+struct RecordBuf {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl RecordBuf {
+    fn put(&mut self, s: &[u8]) {
+        for &b in s {
+            if let Some(slot) = self.bytes.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn put_number(&mut self, mut value: u64, radix: u64) {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            let d = u8::try_from(value % radix).unwrap_or(0);
+            if let Some(slot) = digits.get_mut(n) {
+                *slot = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+            }
+            n += 1;
+            value /= radix;
+            if value == 0 || n == digits.len() {
+                break;
+            }
+        }
+        for i in (0..n).rev() {
+            self.put(&digits[i..=i]);
+        }
+    }
+}
+
+fn signal_name(sig: libc::c_int) -> &'static [u8] {
+    match sig {
+        libc::SIGSEGV => b"SIGSEGV",
+        libc::SIGBUS => b"SIGBUS",
+        libc::SIGILL => b"SIGILL",
+        libc::SIGFPE => b"SIGFPE",
+        libc::SIGABRT => b"SIGABRT",
+        libc::SIGSYS => b"SIGSYS",
+        _ => b"signal",
+    }
+}
+
+extern "C" fn on_fatal_signal(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    let json = CRASH_JSON.load(std::sync::atomic::Ordering::Relaxed);
+    let mut out = RecordBuf {
+        bytes: [0; 512],
+        len: 0,
+    };
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; si_addr is
+    // meaningful for SIGSEGV, SIGBUS, SIGILL and SIGFPE and harmless to read for the others.
+    let address = if info.is_null() {
+        0
+    } else {
+        unsafe { (*info).si_addr() as usize }
+    };
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer given.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    let name_len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    if json {
+        out.put(b"{\"level\":\"fatal\",\"msg\":\"");
+    } else {
+        out.put(b"level=fatal msg=\"");
+    }
+    out.put(b"fatal signal ");
+    out.put(signal_name(sig));
+    out.put(b" (");
+    out.put_number(u64::try_from(sig).unwrap_or(0), 10);
+    out.put(b") at address 0x");
+    out.put_number(address as u64, 16);
+    out.put(b" in thread ");
+    for &b in name.get(..name_len).unwrap_or_default() {
+        // Thread names are ours; anything unexpected is left out rather than escaped.
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.put(&[b]);
+        }
+    }
+    out.put(b" (tid ");
+    // SAFETY: gettid has no preconditions.
+    out.put_number(u64::try_from(unsafe { libc::gettid() }).unwrap_or(0), 10);
+    out.put(b"); the agent dies");
+    if json {
+        out.put(b"\",\"signal\":");
+        out.put_number(u64::try_from(sig).unwrap_or(0), 10);
+        out.put(b"}\n");
+    } else {
+        out.put(b"\"\n");
+    }
+    let fd = CRASH_FD.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: writes from a valid buffer of `len` bytes; a bad descriptor only fails. The
+    // rlimit is a plain syscall on a local struct.
+    unsafe {
+        libc::write(fd, out.bytes.as_ptr().cast(), out.len);
+        if CRASH_CORE.load(std::sync::atomic::Ordering::Relaxed) {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &unlimited) != 0 {
+                let mut current: libc::rlimit = std::mem::zeroed();
+                libc::getrlimit(libc::RLIMIT_CORE, &mut current);
+                current.rlim_cur = current.rlim_max;
+                libc::setrlimit(libc::RLIMIT_CORE, &current);
+            }
+        }
+        // SA_RESETHAND restored the default action; unblock the signal and raise it, so the
+        // default action (a core dump) runs now, whether the signal came from a fault or not.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        // Still alive: this process ignores its own default-action signals (PID 1 of a PID
+        // namespace). Die anyway.
+        libc::_exit(128 + sig);
+    }
+}
+
+/// A real memory fault, for the crash tests' fault injection (debug builds only).
+#[cfg(debug_assertions)]
+pub fn fault() {
+    // SAFETY: not safe at all, on purpose: address 8 is never mapped, so this read faults and
+    // the process dies through on_fatal_signal.
+    unsafe {
+        std::ptr::read_volatile(std::ptr::without_provenance::<u8>(8));
+    }
+}

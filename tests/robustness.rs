@@ -288,3 +288,198 @@ async fn device_waits_do_not_starve_other_requests() {
     eprintln!("{threads} agent threads with 70 device waits in flight");
     assert!(threads < 20, "{threads} threads for 70 device waits");
 }
+
+fn fault_request(fault: &str) -> Vec<u8> {
+    format!(
+        r#"{{"ContainerId":"{UVM}","Request":{{"ResourceType":"GcsFaultInjection","RequestType":"Add","Settings":{{"Fault":"{fault}"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+fn error_of(body: &[u8]) -> (i64, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    (
+        v["Result"].as_i64().unwrap_or(0),
+        v["ErrorMessage"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// A panicking handler, and a panic in the bridge reader itself, are answered with an error,
+/// logged with their message and backtrace, and the agent goes on serving.
+#[test]
+fn panics_are_answered_logged_and_survived() {
+    let mut agent = Agent::start_raw(&["-v4", "-log-format", "json"]);
+    negotiate(&mut agent);
+    for (id, fault, text) in [
+        (2, "panic", "injected panic in a handler"),
+        (3, "panic-reader", "injected panic in the bridge reader"),
+    ] {
+        agent
+            .send(MODIFY_SETTINGS, id, &fault_request(fault))
+            .unwrap();
+        let (header, body) = agent.recv().unwrap();
+        assert_eq!(header.id, id);
+        let (result, message) = error_of(&body);
+        assert_eq!(result as u32, 0x8000_4005, "{message}");
+        assert!(
+            message.contains("panicked") && message.contains(text),
+            "{message}"
+        );
+        agent
+            .send(DUMP_STACKS, id + 100, br#"{"ContainerId":""}"#)
+            .unwrap();
+        let (header, body) = agent.recv().unwrap();
+        assert_eq!(header.id, id + 100);
+        assert_eq!(
+            error_of(&body).0,
+            0,
+            "the agent stopped serving after {fault}"
+        );
+        let log = agent.log();
+        let record = log
+            .lines()
+            .find(|l| l.contains(text) && l.contains("\"msg\":\"panic\""))
+            .unwrap_or_else(|| panic!("no panic record for {fault} in the log:\n{log}"));
+        let record: serde_json::Value = serde_json::from_str(record).unwrap();
+        assert_eq!(record["level"], "error");
+        let backtrace = record["backtrace"].as_str().unwrap();
+        assert!(
+            backtrace.contains("gcs::bridge"),
+            "the backtrace does not show the agent's frames:\n{backtrace}"
+        );
+        assert!(record["location"]
+            .as_str()
+            .unwrap()
+            .contains("src/bridge/fault.rs"));
+    }
+    assert!(agent.child.try_wait().unwrap().is_none());
+}
+
+/// An abort and a memory fault: the agent dies with the signal, leaves a record of it in the
+/// log stream and, with `-core-dump-location`, a core (the kernel's `core_pattern` decides
+/// where; the agent sets it only inside a utility VM).
+#[test]
+fn fatal_signals_leave_a_record_and_a_core() {
+    use std::os::unix::process::ExitStatusExt;
+    for (fault, signal, name) in [
+        ("abort", libc::SIGABRT, "SIGABRT"),
+        ("segv", libc::SIGSEGV, "SIGSEGV"),
+    ] {
+        let mut agent = Agent::start_raw(&[
+            "-v4",
+            "-log-format",
+            "json",
+            "-core-dump-location",
+            "/unused",
+        ]);
+        negotiate(&mut agent);
+        agent
+            .send(MODIFY_SETTINGS, 2, &fault_request(fault))
+            .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the agent survived {fault}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+        let log = agent.log();
+        let record = log
+            .lines()
+            .find(|l| l.contains("fatal signal"))
+            .unwrap_or_else(|| panic!("no crash record after {fault}:\n{log}"));
+        let record: serde_json::Value = serde_json::from_str(record)
+            .unwrap_or_else(|e| panic!("the crash record is not a JSON line ({e}): {record}"));
+        assert_eq!(record["level"], "fatal");
+        assert_eq!(record["signal"], signal);
+        let msg = record["msg"].as_str().unwrap();
+        assert!(msg.contains(name), "{msg}");
+        if fault == "segv" {
+            assert!(msg.contains("at address 0x8 "), "{msg}");
+        }
+        let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+        eprintln!(
+            "{fault}: {status:?}, core dumped: {} (core_pattern {:?})",
+            status.core_dumped(),
+            pattern.trim()
+        );
+        assert!(
+            status.core_dumped(),
+            "{fault} left no core (core_pattern {pattern:?})"
+        );
+    }
+}
+
+/// A panic in the bridge writer ends the connection (its answers could not leave); the agent
+/// redials and the response that was waiting goes out on the new connection.
+#[tokio::test]
+async fn a_writer_panic_ends_the_connection_and_loses_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn send(s: &mut tokio::net::UnixStream, ty: u32, id: u64, payload: &[u8]) {
+        let frame =
+            gcs::protocol::header::encode_frame(gcs::protocol::MessageType(ty), id, payload);
+        s.write_all(&frame).await.unwrap();
+    }
+    async fn recv(s: &mut tokio::net::UnixStream) -> Option<(u64, Vec<u8>)> {
+        let mut header = [0u8; 16];
+        s.read_exact(&mut header).await.ok()?;
+        let header = gcs::protocol::MessageHeader::decode(&header);
+        let mut body = vec![0u8; header.size as usize - 16];
+        s.read_exact(&mut body).await.ok()?;
+        Some((header.id, body))
+    }
+    let agent = Agent::sandboxed_over_vsock(&[]).await;
+    // The test's own connection, not the harness client's: drop that one and take the redial.
+    let host = agent.host();
+    agent.client.detach().await;
+    let mut bridge = tokio::time::timeout(Duration::from_secs(10), host.accept_bridge())
+        .await
+        .unwrap()
+        .unwrap();
+    let negotiate = br#"{"ContainerId":"","MinimumVersion":4,"MaximumVersion":4}"#;
+    send(&mut bridge, NEGOTIATE, 1, negotiate).await;
+    assert_eq!(recv(&mut bridge).await.unwrap().0, 1);
+    send(
+        &mut bridge,
+        MODIFY_SETTINGS,
+        2,
+        &fault_request("panic-writer"),
+    )
+    .await;
+    let (id, body) = recv(&mut bridge).await.unwrap();
+    assert_eq!((id, error_of(&body).0), (2, 0));
+    send(&mut bridge, DUMP_STACKS, 3, br#"{"ContainerId":""}"#).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), recv(&mut bridge))
+            .await
+            .unwrap()
+            .is_none(),
+        "the connection stayed open with a dead writer"
+    );
+    let mut bridge = tokio::time::timeout(Duration::from_secs(10), host.accept_bridge())
+        .await
+        .unwrap()
+        .unwrap();
+    send(&mut bridge, NEGOTIATE, 4, negotiate).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (id, body) = tokio::time::timeout(Duration::from_secs(10), recv(&mut bridge))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(error_of(&body).0, 0);
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [3, 4],
+        "the DumpStacks answer was lost with the writer"
+    );
+    assert!(agent.log().contains("injected panic in the bridge writer"));
+}

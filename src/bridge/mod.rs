@@ -20,6 +20,7 @@
 //! A handler that panics is answered with an error and the bridge goes on.
 
 mod error;
+pub mod fault;
 pub mod handlers;
 mod inflight;
 
@@ -210,7 +211,7 @@ impl Bridge {
                     .catch_unwind()
                     .await;
                     if let Err(panic) = dispatched {
-                        let message = panic_message(&*panic);
+                        let message = crate::crash::panic_message(&*panic);
                         tracing::error!(msg_id = header.id, panic = %message, "request dispatch panicked");
                         // The slot went with the unwound dispatch; the answer takes a fresh one.
                         if let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await {
@@ -264,6 +265,7 @@ impl Bridge {
         };
         // Like the original, the base is pre-parsed with errors ignored; handlers decode the
         // whole payload again and report their own decode errors.
+        fault::at_dispatch(payload.bytes());
         let base: RequestBase = serde_json::from_slice(payload.bytes()).unwrap_or_default();
         let span = tracing::debug_span!(
             "request",
@@ -324,7 +326,7 @@ impl Bridge {
                     .await
                 {
                     Ok(result) => result,
-                    Err(panic) => Err(BridgeError::Panicked(panic_message(&*panic))),
+                    Err(panic) => Err(BridgeError::Panicked(crate::crash::panic_message(&*panic))),
                 }
             };
             let shutdown_after = matches!(&result, Ok(r) if r.shutdown_after);
@@ -386,6 +388,7 @@ impl Bridge {
             unsent_response,
         } = &mut *outbox;
         loop {
+            fault::at_writer();
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
@@ -445,15 +448,6 @@ async fn write_notification<W: AsyncWrite + Unpin>(
 fn writer_gone(connection: u64) -> ConnectionEnd {
     warn!(connection, "bridge writer ended; closing the connection");
     ConnectionEnd::Failed(io::Error::other("the bridge writer ended"))
-}
-
-/// The text of a panic's payload (`panic!` with a literal or a formatted message).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic with a non-text payload".into())
 }
 
 /// Logged payloads are cut at this many bytes: a 16 MiB request is not copied into the log.

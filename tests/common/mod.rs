@@ -169,7 +169,11 @@ impl Agent {
         if !over_vsock {
             cmd.arg("-use-inouterr");
         }
+        // Fault injection (debug builds only) for the crash tests; the agent's working
+        // directory is its own, so a core it dumps lands there.
         let child = cmd
+            .env("GCS_FAULT_INJECTION", "1")
+            .current_dir(dir.path())
             .arg("-vsock-uds")
             .arg(dir.path().join("vm.vsock"))
             .args(args)

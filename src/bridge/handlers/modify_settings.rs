@@ -56,6 +56,19 @@ fn settings<T: serde::de::DeserializeOwned + Default>(
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let modify: ModifySettingsRequest = req.decode("ModifySettings")?;
+    if crate::bridge::fault::enabled()
+        && modify.request.resource_type == crate::bridge::fault::RESOURCE_TYPE
+    {
+        let fault = modify
+            .request
+            .settings
+            .as_ref()
+            .and_then(|s| s.get("Fault"))
+            .and_then(|f| f.as_str())
+            .unwrap_or_default();
+        crate::bridge::fault::inject(fault).map_err(BridgeError::InvalidRequest)?;
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
+    }
     validate(&modify)?;
     if !modify.base.targets_uvm() {
         req.bridge.guest().container(&modify.base.container_id)?;
