@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod crash;
 pub mod devices;
+pub mod fuzz;
 pub mod guest;
 pub mod host;
 pub mod init;

@@ -107,16 +107,49 @@ fn printable(text: &str) -> String {
     out
 }
 
-/// The error and its sources joined with `: `.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// Longest error text formatted: the response keeps 16 KiB of it, and a hostile request's
+/// error (a 10 MiB string echoed by a decoder) is never formatted whole.
+const MAX_FORMATTED: usize = 16 * 1024 + 4;
+
+/// A `fmt::Write` that keeps the first [`MAX_FORMATTED`] bytes and then stops the formatting
+/// (a `fmt::Error` ends any `Display` early).
+struct Bounded(String);
+
+impl std::fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = MAX_FORMATTED.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(std::fmt::Error)
     }
-    text
+}
+
+/// The error and its sources joined with `: `, at most [`MAX_FORMATTED`] bytes of it.
+fn chain(err: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = Bounded(String::new());
+    let mut next = Some(err);
+    let mut first = true;
+    while let Some(e) = next {
+        let written = if first {
+            write!(text, "{e}")
+        } else {
+            write!(text, ": {e}")
+        };
+        if written.is_err() {
+            break;
+        }
+        first = false;
+        next = e.source();
+    }
+    text.0
 }
 
 #[cfg(test)]

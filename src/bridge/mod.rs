@@ -266,7 +266,14 @@ impl Bridge {
         // Like the original, the base is pre-parsed with errors ignored; handlers decode the
         // whole payload again and report their own decode errors.
         fault::at_dispatch(payload.bytes());
-        let base: RequestBase = serde_json::from_slice(payload.bytes()).unwrap_or_default();
+        let mut base: RequestBase = serde_json::from_slice(payload.bytes()).unwrap_or_default();
+        // The pre-parse lives as long as the request; it keeps no more of a hostile id than
+        // could matter (a longer container id is invalid anyway; a non-GUID activity id is not
+        // echoed).
+        shrink(&mut base.container_id, 1025);
+        if !crate::protocol::is_guid(&base.activity_id) {
+            shrink(&mut base.activity_id, 64);
+        }
         let span = tracing::debug_span!(
             "request",
             msg_id = header.id,
@@ -303,6 +310,7 @@ impl Bridge {
             header.message_type,
             &base.container_id,
         );
+        let large = payload.bytes().len() > HOST_MAX_MESSAGE;
         let work = async move {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // The payload is logged as the original does; its secrets only when asked.
@@ -345,6 +353,11 @@ impl Bridge {
                 warn!("the bridge is gone; response dropped");
             }
             drop(guard);
+            if large {
+                // What a large request's decoding spread over the heap goes back now, not at
+                // some later allocation (issue 15: idle memory returns to where it was).
+                crate::sys::trim_allocator();
+            }
             if shutdown_after {
                 bridge.guest.request_shutdown();
             }
@@ -450,6 +463,18 @@ fn writer_gone(connection: u64) -> ConnectionEnd {
     ConnectionEnd::Failed(io::Error::other("the bridge writer ended"))
 }
 
+/// Cuts `text` to at most `max` bytes (at a character boundary).
+fn shrink(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.shrink_to_fit();
+    }
+}
+
 /// Logged payloads are cut at this many bytes: a 16 MiB request is not copied into the log.
 const LOGGED_PAYLOAD: usize = 64 * 1024;
 
@@ -466,6 +491,17 @@ fn loggable(payload: &[u8], scrub: bool) -> String {
         text.push_str(&format!("... ({} bytes in all)", payload.len()));
     }
     text
+}
+
+/// [`read_frame`] for the fuzz harnesses: each frame's header and its payload's length, or why
+/// it has none.
+pub async fn read_frame_len<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    large: &Arc<Semaphore>,
+) -> io::Result<Option<(MessageHeader, Result<usize, FrameError>)>> {
+    Ok(read_frame(reader, large)
+        .await?
+        .map(|f| (f.header, f.payload.map(|p| p.bytes.len()))))
 }
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames. A header whose size is

@@ -54,3 +54,17 @@ pub enum GuestError {
     #[error("{what} is not implemented by this agent yet")]
     NotImplemented { what: String },
 }
+
+/// An id as errors show it: at most 1024 bytes (the longest valid container id) and a note of
+/// the rest, so that a hostile 10 MiB id is not copied into every error about it.
+pub(crate) fn shown(id: &str) -> String {
+    const SHOWN: usize = 1024;
+    if id.len() <= SHOWN {
+        return id.to_string();
+    }
+    let mut cut = SHOWN;
+    while !id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes)", &id[..cut], id.len())
+}

@@ -32,6 +32,10 @@ use crate::runtime::RuntimeClient;
 use crate::transport::Dialer;
 use external::ExternalProcess;
 
+/// UVM processes the table keeps (running, or exited and not yet waited for) before exited ones
+/// nobody waited for are forgotten.
+pub const MAX_UVM_PROCESSES: usize = 1024;
+
 /// A slot of the container table: reserved while Create runs, then the container.
 #[derive(Debug)]
 enum Entry {
@@ -166,7 +170,25 @@ impl Guest {
     ) -> Result<u32, GuestError> {
         let process = external::start(&self.dialer, &self.reaper, params, ports).await?;
         let pid = process.pid;
-        lock(&self.external).insert(pid, process);
+        let mut table = lock(&self.external);
+        // Bounded: a host that never waits for its UVM processes cannot grow the table without
+        // end; past the bound, exited processes nobody waited for are forgotten.
+        if table.len() >= MAX_UVM_PROCESSES {
+            let exited: Vec<u32> = table
+                .iter()
+                .filter(|(_, p)| p.exit().borrow().is_some())
+                .map(|(pid, _)| *pid)
+                .take(table.len() + 1 - MAX_UVM_PROCESSES)
+                .collect();
+            for old in exited {
+                tracing::warn!(
+                    pid = old,
+                    "forgetting an exited UVM process nobody waited for"
+                );
+                table.remove(&old);
+            }
+        }
+        table.insert(pid, process);
         Ok(pid)
     }
 
@@ -186,13 +208,18 @@ impl Guest {
         match self.lock_containers().get(id) {
             Some(Entry::Ready(c)) => Ok(Arc::clone(c)),
             Some(Entry::Creating) => Err(GuestError::StillCreating(id.to_string())),
-            None => Err(GuestError::ContainerNotFound(id.to_string())),
+            None => Err(GuestError::ContainerNotFound(error::shown(id))),
         }
     }
 
     /// Number of containers in the table (for stack dumps and tests).
     pub fn container_count(&self) -> usize {
         self.lock_containers().len()
+    }
+
+    /// Number of UVM processes in the table (for stack dumps and tests).
+    pub fn uvm_process_count(&self) -> usize {
+        lock(&self.external).len()
     }
 
     /// Queues a container notification for the host. It is sent on the current connection, or

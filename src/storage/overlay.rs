@@ -49,7 +49,7 @@ pub fn add(storage: &Storage, settings: &CombinedLayers) -> Result<(), StorageEr
 
 /// Refuses paths that would change the meaning of overlay's option string: `,` separates
 /// options, `:` lower layers, and `\` escapes either.
-fn option_safe(path: &Path) -> Result<&Path, StorageError> {
+pub(crate) fn option_safe(path: &Path) -> Result<&Path, StorageError> {
     if path.to_string_lossy().contains([',', ':', '\\']) {
         return Err(StorageError::Invalid(format!(
             "overlay path {path:?} contains ',', ':' or '\\'"

@@ -220,7 +220,7 @@ pub async fn attach(disk: &MappedVirtualDisk) -> Result<PathBuf, StorageError> {
 }
 
 /// What can be refused before waiting on a device.
-fn check(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
+pub(crate) fn check(disk: &MappedVirtualDisk) -> Result<(), StorageError> {
     if disk.encrypted && (disk.read_only || !matches!(disk.filesystem.as_str(), "" | "ext4")) {
         return Err(StorageError::Invalid(format!(
             "an encrypted disk is a fresh read-write ext4 scratch (ReadOnly {}, Filesystem {:?})",

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use gcs::host::BridgeClient;
 
+pub mod mutate;
+
 pub const GCS: &str = env!("CARGO_BIN_EXE_gcs");
 
 /// A running agent and the host side of its bridge.
@@ -64,6 +66,20 @@ impl Agent {
     /// connection that it dials and redials, as in a UVM: the host can drop it.
     pub async fn sandboxed_over_vsock(args: &[&str]) -> Agent {
         let mut agent = Self::sandboxed_inner(args, None, false, true);
+        let stream = tokio::time::timeout(Duration::from_secs(10), agent.host().accept_bridge())
+            .await
+            .expect("the agent did not dial its bridge")
+            .unwrap();
+        agent.client = BridgeClient::new(stream);
+        agent.client.negotiate().await.unwrap();
+        agent
+    }
+
+    /// A sandboxed agent over vsock whose /dev is private (no block devices of this machine)
+    /// and whose network namespace is fresh: for fuzzing with requests that name devices and
+    /// NICs. The harness client is negotiated; tests may detach it and take the redial.
+    pub async fn sandboxed_isolated_over_vsock(args: &[&str]) -> Agent {
+        let mut agent = Self::sandboxed_inner(args, Some("fuzznull=c:1:3"), true, true);
         let stream = tokio::time::timeout(Duration::from_secs(10), agent.host().accept_bridge())
             .await
             .expect("the agent did not dial its bridge")

@@ -14,10 +14,11 @@ pub fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "gcs {} pid {} containers {}",
+        "gcs {} pid {} containers {} uvm processes {}",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
-        req.bridge.guest().container_count()
+        req.bridge.guest().container_count(),
+        req.bridge.guest().uvm_process_count()
     );
     text.push_str(&threads());
     let _ = writeln!(

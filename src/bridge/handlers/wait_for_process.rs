@@ -5,10 +5,16 @@ use super::{Reply, Request};
 use crate::bridge::BridgeError;
 use crate::protocol::messages::{ResponseBase, WaitForProcessRequest, WaitForProcessResponse};
 
+/// Bytes of ids a waiting request may keep once its payload is released.
+const MAX_KEPT_IDS: usize = 4096;
+
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let wait: WaitForProcessRequest = req.decode("WaitForProcess")?;
-    // The wait may last for ever; its payload need not.
-    req.release_payload();
+    // The wait may last for ever; its payload need not, as long as what it keeps of it is
+    // small (a request with megabytes of ids keeps its share of the budget while it lives).
+    if wait.base.container_id.len() + wait.base.activity_id.len() <= MAX_KEPT_IDS {
+        req.release_payload();
+    }
     let guest = req.bridge.guest();
     let exit_code = if wait.base.targets_uvm() {
         guest

@@ -62,7 +62,7 @@ pub fn check_container_id(id: &str) -> Result<(), GuestError> {
     if ok {
         Ok(())
     } else {
-        Err(GuestError::InvalidId(id.to_string()))
+        Err(GuestError::InvalidId(super::error::shown(id)))
     }
 }
 
