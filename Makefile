@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps run bench-uvm bench-storage test deps fmt-check clippy unit bench clean
+.PHONY: all build image test-image qemu-deps run bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
@@ -58,6 +58,21 @@ unit:
 # binary, reconnect, vsockexec, init as PID 1 in fresh namespaces, containers in a sandbox,
 # trace replay, images, and the agent booted in QEMU.
 test: deps fmt-check clippy build test-image unit
+
+# Long fuzzing (issue 15): the in-process harness and the end-to-end fuzzer of the real binary,
+# FUZZ_SECONDS each (default 30 minutes). `make test` runs both for 30 s. Findings are saved
+# byte-exact under target/<triple>/tmp/fuzz-crashes and fuzz-agent-crashes; GCS_FUZZ_SEED replays
+# a run.
+FUZZ_SECONDS ?= 1800
+fuzz: deps build
+	GCS_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --test fuzz -- --nocapture
+	GCS_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --test fuzz_agent -- --nocapture
+
+# Soak (issue 15): SOAK_CYCLES container lifecycles and UVM execs against one agent, with fds,
+# threads, RSS, mounts, cgroups and zombies every tenth of the run and their slopes. Root.
+SOAK_CYCLES ?= 1000
+soak: deps build
+	GCS_SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --test soak -- --nocapture
 
 # Needs root; installs Debian's runc as the reference for the container benchmark.
 bench: deps build

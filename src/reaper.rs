@@ -40,11 +40,37 @@ impl ExitStatus {
 /// kept up to this many.
 const UNCLAIMED_LIMIT: usize = 4096;
 
+/// ... and for this long. The race they cover lasts from a fork to its spawner's registration
+/// (microseconds for UVM processes, one helper round trip for container processes); the
+/// processes nobody ever claims — the runtime's intermediate process, one per container and
+/// exec, which `CLONE_PARENT` makes the agent's child — must not accumulate (the soak test's
+/// `exits unclaimed` grew by one per container before).
+const UNCLAIMED_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 struct State {
     watchers: HashMap<i32, oneshot::Sender<ExitStatus>>,
     unclaimed: HashMap<i32, ExitStatus>,
-    order: VecDeque<i32>,
+    /// Unclaimed pids, oldest first, with when they were reaped.
+    order: VecDeque<(i32, std::time::Instant)>,
+}
+
+impl State {
+    /// Drops unclaimed exits older than [`UNCLAIMED_TTL`], and the oldest beyond the limit.
+    fn expire(&mut self, now: std::time::Instant) {
+        while let Some(&(pid, at)) = self.order.front() {
+            let stale = now.duration_since(at) >= UNCLAIMED_TTL;
+            if !stale && self.order.len() < UNCLAIMED_LIMIT {
+                break;
+            }
+            self.order.pop_front();
+            self.unclaimed.remove(&pid);
+        }
+        if self.unclaimed.is_empty() && self.unclaimed.capacity() > 64 {
+            self.unclaimed.shrink_to(64);
+            self.order.shrink_to(64);
+        }
+    }
 }
 
 /// Collects child exits and hands them out by pid.
@@ -80,7 +106,7 @@ impl Reaper {
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(status) = state.unclaimed.remove(&pid) {
-            state.order.retain(|p| *p != pid);
+            state.order.retain(|(p, _)| *p != pid);
             let _ = tx.send(status);
         } else {
             state.watchers.insert(pid, tx);
@@ -93,12 +119,19 @@ impl Reaper {
         self.watch(i32::try_from(pid).unwrap_or(i32::MAX))
     }
 
+    /// Exits collected that nobody has claimed yet, and pids being watched (for stack dumps and
+    /// the soak test).
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.unclaimed.len(), state.watchers.len())
+    }
+
     /// Drops a registration or an unclaimed exit (for a child whose exec failed).
     pub fn forget(&self, pid: i32) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.watchers.remove(&pid);
         if state.unclaimed.remove(&pid).is_some() {
-            state.order.retain(|p| *p != pid);
+            state.order.retain(|(p, _)| *p != pid);
         }
     }
 
@@ -109,13 +142,10 @@ impl Reaper {
             return;
         }
         debug!(pid, ?status, "reaped a process nobody waits for");
-        if state.order.len() >= UNCLAIMED_LIMIT {
-            if let Some(old) = state.order.pop_front() {
-                state.unclaimed.remove(&old);
-            }
-        }
+        let now = std::time::Instant::now();
+        state.expire(now);
         state.unclaimed.insert(pid, status);
-        state.order.push_back(pid);
+        state.order.push_back((pid, now));
     }
 
     fn reap_all(&self) {
@@ -161,6 +191,23 @@ mod tests {
         assert!(rx.try_recv().is_err());
         r.deliver(43, ExitStatus::Signal(9));
         assert_eq!(rx.try_recv().unwrap(), ExitStatus::Signal(9));
+    }
+
+    #[test]
+    fn unclaimed_exits_expire() {
+        let r = Reaper::new();
+        r.deliver(7, ExitStatus::Code(0));
+        {
+            let mut state = r.state.lock().unwrap();
+            let later = std::time::Instant::now() + UNCLAIMED_TTL;
+            state.expire(later);
+            assert!(state.unclaimed.is_empty() && state.order.is_empty());
+        }
+        let mut rx = r.watch(7);
+        assert!(
+            rx.try_recv().is_err(),
+            "an expired exit was still handed out"
+        );
     }
 
     #[test]

@@ -347,33 +347,6 @@ pub fn slew_clock(offset_us: i64) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thread_count_reads_proc() {
-        assert!(thread_count().unwrap_or(0) >= 1);
-    }
-
-    #[test]
-    fn link_up_rejects_long_names() {
-        let sock = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Inet,
-            nix::sys::socket::SockType::Datagram,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        use std::os::fd::AsFd;
-        assert_eq!(
-            set_link_up(sock.as_fd(), "a-name-far-too-long-for-linux"),
-            Err(Errno::EINVAL)
-        );
-        assert_eq!(set_link_up(sock.as_fd(), "no-such-if0"), Err(Errno::ENODEV));
-    }
-}
-
 /// Allocations at or above this size get their own mapping, returned to the kernel when freed.
 pub const MMAP_THRESHOLD: usize = 128 * 1024;
 
@@ -509,11 +482,11 @@ extern "C" fn on_fatal_signal(
         bytes: [0; 512],
         len: 0,
     };
-    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; si_addr is
-    // meaningful for SIGSEGV, SIGBUS, SIGILL and SIGFPE and harmless to read for the others.
     let address = if info.is_null() {
         0
     } else {
+        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; si_addr is
+        // meaningful for SIGSEGV, SIGBUS, SIGILL and SIGFPE and harmless to read for the others.
         unsafe { (*info).si_addr() as usize }
     };
     let mut name = [0u8; 16];
@@ -586,5 +559,32 @@ pub fn fault() {
     // the process dies through on_fatal_signal.
     unsafe {
         std::ptr::read_volatile(std::ptr::without_provenance::<u8>(8));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_reads_proc() {
+        assert!(thread_count().unwrap_or(0) >= 1);
+    }
+
+    #[test]
+    fn link_up_rejects_long_names() {
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        use std::os::fd::AsFd;
+        assert_eq!(
+            set_link_up(sock.as_fd(), "a-name-far-too-long-for-linux"),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(set_link_up(sock.as_fd(), "no-such-if0"), Err(Errno::ENODEV));
     }
 }

@@ -320,7 +320,7 @@ fn panics_are_answered_logged_and_survived() {
         let (header, body) = agent.recv().unwrap();
         assert_eq!(header.id, id);
         let (result, message) = error_of(&body);
-        assert_eq!(result as u32, 0x8000_4005, "{message}");
+        assert_eq!(result, -2_147_467_259, "{message}"); // 0x80004005 as the int32 on the wire
         assert!(
             message.contains("panicked") && message.contains(text),
             "{message}"

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::Agent;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sample {
     cycle: usize,
     fds: usize,
@@ -30,6 +30,8 @@ struct Sample {
     mounts: usize,
     cgroups: usize,
     zombies: usize,
+    /// DumpStacks' first line: the agent's tables (containers, UVM processes, reaper).
+    tables: String,
 }
 
 fn count_dirs(dir: &std::path::Path) -> usize {
@@ -62,7 +64,15 @@ fn zombies_under(pid: u32) -> usize {
     zombies
 }
 
-fn sample(agent: &Agent, cycle: usize) -> Sample {
+async fn sample(agent: &Agent, cycle: usize) -> Sample {
+    let stacks = agent.client.dump_stacks().await.unwrap();
+    let tables = stacks
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_once("containers")
+        .map(|(_, t)| format!("containers{t}"))
+        .unwrap_or_default();
     let pid = agent.agent_pid();
     let cgroups = agent
         .sandbox
@@ -86,6 +96,7 @@ fn sample(agent: &Agent, cycle: usize) -> Sample {
             .count(),
         cgroups,
         zombies: zombies_under(pid),
+        tables,
     }
 }
 
@@ -112,8 +123,8 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 fn report(kind: &str, samples: &[Sample]) {
     for s in samples {
         eprintln!(
-            "{kind} cycle {:5}: fds {:3} threads {:2} rss {:6} KiB anon {:6} KiB mounts {:3} cgroups {:3} zombies {}",
-            s.cycle, s.fds, s.threads, s.rss_kib, s.anon_kib, s.mounts, s.cgroups, s.zombies
+            "{kind} cycle {:5}: fds {:3} threads {:2} rss {:6} KiB anon {:6} KiB mounts {:3} cgroups {:3} zombies {} | {}",
+            s.cycle, s.fds, s.threads, s.rss_kib, s.anon_kib, s.mounts, s.cgroups, s.zombies, s.tables
         );
     }
     // After warm-up: the first sample (taken after the first tenth) is the baseline.
@@ -142,7 +153,7 @@ fn report(kind: &str, samples: &[Sample]) {
 async fn settled(agent: &Agent, cycle: usize, like: &Sample) -> Sample {
     let start = Instant::now();
     loop {
-        let s = sample(agent, cycle);
+        let s = sample(agent, cycle).await;
         let settled = s.threads <= like.threads && s.zombies == 0 && s.fds <= like.fds;
         if settled || start.elapsed() > Duration::from_secs(15) {
             return s;
@@ -162,6 +173,55 @@ fn assert_returned(kind: &str, start: &Sample, end: &Sample) {
     );
 }
 
+/// One container's whole life: CombinedLayers Add, Create, Start, its init (`/bin/true`) run and
+/// waited for, CombinedLayers Remove, DeleteContainerState.
+async fn container_cycle(agent: &Agent, layer: &str, cycle: usize) {
+    let id = format!("soak{cycle}");
+    let mut spec = common::trace_spec(&["/bin/true"]);
+    spec["root"]["path"] = serde_json::json!(format!("/run/gcs/c/{id}/rootfs"));
+    common::create_container(agent, &id, layer, spec)
+        .await
+        .unwrap();
+    let init = common::start_process(agent, &id, None, false)
+        .await
+        .unwrap();
+    let outcome = init.finish(agent, &id).await;
+    assert_eq!(outcome.code, 0, "{outcome:?}");
+    common::destroy_container(agent, &id).await;
+}
+
+/// ExecuteProcess of `/bin/true` in the UVM, and its wait.
+async fn exec_cycle(agent: &Agent) {
+    let params = gcs::protocol::messages::ProcessParameters {
+        command_args: vec!["/bin/true".into()],
+        environment: Some(
+            [("PATH".to_string(), "/usr/bin:/bin".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let pid = agent
+        .client
+        .execute_process(
+            gcs::protocol::NULL_CONTAINER_ID,
+            &params,
+            gcs::protocol::messages::VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap();
+    let code = agent
+        .client
+        .wait_for_process(
+            gcs::protocol::NULL_CONTAINER_ID,
+            pid,
+            gcs::protocol::INFINITE_WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}
+
 #[tokio::test]
 async fn lifecycles_and_execs_leave_nothing_behind() {
     let cycles: usize = std::env::var("GCS_SOAK_CYCLES")
@@ -172,24 +232,19 @@ async fn lifecycles_and_execs_leave_nothing_behind() {
     let agent = Agent::sandboxed(&["-loglevel", "info"]).await;
     let layer = common::busybox_layer(&agent);
 
+    // One of each first: what the agent sets up once (the runtime helper and its socket, the
+    // uevent reader) is not growth.
+    container_cycle(&agent, layer, 0).await;
+    exec_cycle(&agent).await;
+
     // Container lifecycles: CombinedLayers Add, Create, Start, init, Wait, Remove, Delete.
-    let spec = common::trace_spec(&["/bin/true"]);
-    let before = sample(&agent, 0);
+    let before = sample(&agent, 0).await;
     let mut samples = Vec::new();
     let started = Instant::now();
     for cycle in 1..=cycles {
-        let id = format!("soak{cycle}");
-        common::create_container(&agent, &id, layer, spec.clone())
-            .await
-            .unwrap();
-        let init = common::start_process(&agent, &id, None, false)
-            .await
-            .unwrap();
-        let outcome = init.finish(&agent, &id).await;
-        assert_eq!(outcome.code, 0, "{outcome:?}");
-        common::destroy_container(&agent, &id).await;
+        container_cycle(&agent, layer, cycle).await;
         if cycle % every == 0 {
-            samples.push(sample(&agent, cycle));
+            samples.push(sample(&agent, cycle).await);
         }
     }
     let elapsed = started.elapsed();
@@ -199,40 +254,13 @@ async fn lifecycles_and_execs_leave_nothing_behind() {
     assert_returned("container lifecycles", &before, &after);
 
     // UVM execs: ExecuteProcess of /bin/true in the UVM, and its wait.
-    let before = sample(&agent, 0);
+    let before = sample(&agent, 0).await;
     let mut samples = Vec::new();
     let started = Instant::now();
     for cycle in 1..=cycles {
-        let params = gcs::protocol::messages::ProcessParameters {
-            command_args: vec!["/bin/true".into()],
-            environment: Some(
-                [("PATH".to_string(), "/usr/bin:/bin".to_string())]
-                    .into_iter()
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        let pid = agent
-            .client
-            .execute_process(
-                gcs::protocol::NULL_CONTAINER_ID,
-                &params,
-                gcs::protocol::messages::VsockStdioRelaySettings::default(),
-            )
-            .await
-            .unwrap();
-        let code = agent
-            .client
-            .wait_for_process(
-                gcs::protocol::NULL_CONTAINER_ID,
-                pid,
-                gcs::protocol::INFINITE_WAIT,
-            )
-            .await
-            .unwrap();
-        assert_eq!(code, 0);
+        exec_cycle(&agent).await;
         if cycle % every == 0 {
-            samples.push(sample(&agent, cycle));
+            samples.push(sample(&agent, cycle).await);
         }
     }
     let elapsed = started.elapsed();

@@ -17,6 +17,7 @@
 //!   decoded); a frame beyond [`MAX_FRAME`] is skipped without being stored;
 //! - responses queued for a host that is not reading: [`RESPONSES_QUEUED`], each at most the
 //!   host's 64 KiB.
+//!
 //! A handler that panics is answered with an error and the bridge goes on.
 
 mod error;

@@ -217,6 +217,11 @@ impl Guest {
         self.lock_containers().len()
     }
 
+    /// The reaper's unclaimed exits and watched pids (for stack dumps and tests).
+    pub fn reaper_counts(&self) -> (usize, usize) {
+        self.reaper.counts()
+    }
+
     /// Number of UVM processes in the table (for stack dumps and tests).
     pub fn uvm_process_count(&self) -> usize {
         lock(&self.external).len()

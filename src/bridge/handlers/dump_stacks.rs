@@ -14,11 +14,13 @@ pub fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "gcs {} pid {} containers {} uvm processes {}",
+        "gcs {} pid {} containers {} uvm processes {} exits unclaimed {} watched {}",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         req.bridge.guest().container_count(),
-        req.bridge.guest().uvm_process_count()
+        req.bridge.guest().uvm_process_count(),
+        req.bridge.guest().reaper_counts().0,
+        req.bridge.guest().reaper_counts().1,
     );
     text.push_str(&threads());
     let _ = writeln!(
