@@ -468,3 +468,58 @@ async fn the_real_agent_survives_mutated_traffic() {
         "anonymous RSS {anon_start} KiB at start, {anon_end} KiB at rest"
     );
 }
+
+/// Every saved finding (`tests/fuzz/regressions/`) sent to the real agent: each is answered,
+/// once and well-formed, and the agent still answers NegotiateProtocol and DumpStacks after.
+#[tokio::test]
+async fn saved_findings_against_the_real_agent() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions");
+    let mut findings = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "bin") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let message_type = u32::from_str_radix(&name[..8], 16).unwrap();
+            if !SHUTDOWNS.contains(&message_type) {
+                findings.push((message_type, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let agent = Agent::sandboxed_isolated_over_vsock(&["-loglevel", "info"]).await;
+    let host = agent.host();
+    agent.client.detach().await;
+    let stream = tokio::time::timeout(Duration::from_secs(10), host.accept_bridge())
+        .await
+        .expect("the agent did not redial")
+        .unwrap();
+    let mut conn = Conn::new(stream);
+    let mut ledger = Ledger {
+        pending: HashMap::new(),
+        orphans: HashMap::new(),
+        answered: 0,
+        notifications: 0,
+        pids: Vec::new(),
+    };
+    let negotiate = br#"{"ContainerId":"","MinimumVersion":4,"MaximumVersion":4}"#;
+    let mut id = 1u64;
+    conn.send(NEGOTIATE, id, negotiate).await.unwrap();
+    ledger.pending.insert(id, NEGOTIATE);
+    for (message_type, payload) in &findings {
+        id += 1;
+        conn.send(*message_type, id, payload).await.unwrap();
+        ledger.pending.insert(id, *message_type);
+    }
+    let (n, d) = (id + 1, id + 2);
+    conn.send(NEGOTIATE, n, negotiate).await.unwrap();
+    ledger.pending.insert(n, NEGOTIATE);
+    conn.send(DUMP_STACKS, d, br#"{"ContainerId":""}"#)
+        .await
+        .unwrap();
+    ledger.pending.insert(d, DUMP_STACKS);
+    pump(&mut conn, &mut ledger, Duration::from_secs(60), |l| {
+        !l.pending.contains_key(&n) && !l.pending.contains_key(&d)
+    })
+    .await
+    .unwrap();
+    eprintln!("{} saved findings sent to the agent", findings.len());
+}

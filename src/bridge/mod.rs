@@ -125,13 +125,19 @@ struct Frame {
 /// A request's payload and its share of the large-payload budget.
 #[derive(Debug)]
 pub struct Payload {
-    bytes: Vec<u8>,
+    bytes: Option<Vec<u8>>,
     _share: Option<OwnedSemaphorePermit>,
 }
 
 impl Payload {
+    /// The bytes, until [`Payload::take_bytes`] took them (then empty).
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.as_deref().unwrap_or_default()
+    }
+
+    /// The bytes, once; the share of the budget stays with the payload.
+    pub fn take_bytes(&mut self) -> Option<Vec<u8>> {
+        self.bytes.take()
     }
 }
 
@@ -502,7 +508,7 @@ pub async fn read_frame_len<R: AsyncRead + Unpin>(
 ) -> io::Result<Option<(MessageHeader, Result<usize, FrameError>)>> {
     Ok(read_frame(reader, large)
         .await?
-        .map(|f| (f.header, f.payload.map(|p| p.bytes.len()))))
+        .map(|f| (f.header, f.payload.map(|p| p.bytes().len()))))
 }
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames. A header whose size is
@@ -547,7 +553,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
             let mut bytes = vec![0u8; len];
             reader.read_exact(&mut bytes).await?;
             Ok(Payload {
-                bytes,
+                bytes: Some(bytes),
                 _share: share,
             })
         }

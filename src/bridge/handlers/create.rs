@@ -53,8 +53,11 @@ pub fn settings(req: &CreateRequest) -> Result<ContainerSettings, BridgeError> {
 }
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
-    let create: CreateRequest = req.decode("Create")?;
+    let mut create: CreateRequest = req.decode("Create")?;
     let settings = settings(&create)?;
+    // The embedded text goes once decoded (the spec is not kept twice while the container is
+    // made).
+    drop(std::mem::take(&mut create.container_config));
     req.bridge
         .guest()
         .create_container(

@@ -8,14 +8,15 @@ use crate::protocol::messages::{
 };
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
-    let exec: ExecuteProcessRequest = req.decode("ExecuteProcess")?;
+    let mut exec: ExecuteProcessRequest = req.decode("ExecuteProcess")?;
+    // The embedded text goes once decoded (a 10 MiB command line is not kept twice).
+    let embedded = std::mem::take(&mut exec.settings.process_parameters);
     let params: ProcessParameters =
-        from_embedded(&exec.settings.process_parameters).map_err(|source| {
-            BridgeError::InvalidJson {
-                what: "ProcessParameters",
-                source,
-            }
+        from_embedded(&embedded).map_err(|source| BridgeError::InvalidJson {
+            what: "ProcessParameters",
+            source,
         })?;
+    drop(embedded);
     let guest = req.bridge.guest();
     let ports = exec.settings.vsock_stdio_relay_settings;
     let pid = if exec.base.targets_uvm() || params.create_in_utility_vm {

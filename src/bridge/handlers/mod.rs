@@ -35,14 +35,16 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// Decodes the whole payload as `T`. Errors: `InvalidJson`, or `InvalidRequest` when the
-    /// payload was already released.
+    /// Decodes the whole payload as `T`, once: the bytes are freed as soon as they are decoded
+    /// (the payload's share of the large-payload budget stays until the handler ends, or
+    /// [`Request::release_payload`]). Errors: `InvalidJson`, or `InvalidRequest` for a second
+    /// decode.
     pub fn decode<T: DeserializeOwned>(&self, what: &'static str) -> Result<T, BridgeError> {
-        let payload = self.payload.lock().unwrap_or_else(|p| p.into_inner());
-        match payload.as_ref() {
-            Some(p) => decode(p.bytes(), what),
+        let mut payload = self.payload.lock().unwrap_or_else(|p| p.into_inner());
+        match payload.as_mut().and_then(Payload::take_bytes) {
+            Some(bytes) => decode(&bytes, what),
             None => Err(BridgeError::InvalidRequest(format!(
-                "{what}: the payload was already released"
+                "{what}: the payload was already decoded"
             ))),
         }
     }
