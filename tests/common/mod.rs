@@ -180,7 +180,9 @@ impl Agent {
                 }
                 c
             }
-            None => Command::new(GCS),
+            // GCS_TEST_BINARY runs the unsandboxed tests against another build (the release
+            // binary in out/, for the memory figures of tests/robustness.rs).
+            None => Command::new(std::env::var("GCS_TEST_BINARY").unwrap_or_else(|_| GCS.into())),
         };
         if !over_vsock {
             cmd.arg("-use-inouterr");
