@@ -491,13 +491,8 @@ fn unknown_flag_exits_2() {
 #[tokio::test]
 async fn random_frames_never_kill_the_agent() {
     let mut agent = Agent::negotiated(&[]).await;
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = common::mutate::Rng::new(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.next();
     let types = [
         0x1010_0101u32,
         0x1010_0201,

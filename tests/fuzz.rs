@@ -15,31 +15,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::mutate::{self, Input, Limits, Rng};
 use gcs::protocol::MessageType;
-
-fn seconds(default: u64) -> Duration {
-    Duration::from_secs(
-        std::env::var("GCS_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default),
-    )
-}
-
-fn run_seed() -> u64 {
-    std::env::var("GCS_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
 
 /// Runs one input through both targets; the panic's message if it panics.
 fn run_one(input: &Input, stream: &[u8]) -> Result<bool, String> {
@@ -77,8 +56,8 @@ fn load(path: &Path) -> Input {
 
 #[test]
 fn decoders_and_checks_survive_mutated_traffic() {
-    let budget = seconds(30);
-    let seed = run_seed();
+    let budget = mutate::fuzz_seconds(30);
+    let seed = mutate::fuzz_seed();
     eprintln!("fuzz seed {seed} (GCS_FUZZ_SEED={seed} replays this run) for {budget:?}");
     let seeds = mutate::trace_seeds();
     let keys = mutate::vocabulary(&seeds);

@@ -78,6 +78,18 @@ impl Conn {
         Conn { write, seen }
     }
 
+    /// Sends a request and records it as waiting for its answer.
+    async fn ask(
+        &mut self,
+        ledger: &mut Ledger,
+        ty: u32,
+        id: u64,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        ledger.pending.insert(id, ty);
+        self.send(ty, id, payload).await
+    }
+
     async fn send(&mut self, ty: u32, id: u64, payload: &[u8]) -> std::io::Result<()> {
         let frame =
             gcs::protocol::header::encode_frame(gcs::protocol::MessageType(ty), id, payload);
@@ -98,6 +110,16 @@ struct Ledger {
 }
 
 impl Ledger {
+    fn new() -> Ledger {
+        Ledger {
+            pending: HashMap::new(),
+            orphans: HashMap::new(),
+            answered: 0,
+            notifications: 0,
+            pids: Vec::new(),
+        }
+    }
+
     /// Checks one frame from the agent; the reason it is wrong, if it is.
     fn check(&mut self, ty: u32, id: u64, body: &[u8]) -> Result<(), String> {
         if ty & 0xF000_0000 == 0x3000_0000 {
@@ -169,10 +191,9 @@ async fn settle(conn: &mut Conn, ledger: &mut Ledger, next_id: &mut u64) {
         let wait = format!(
             r#"{{"ContainerId":"00000000-0000-0000-0000-000000000000","ProcessId":{pid},"TimeoutInMs":5000}}"#
         );
-        conn.send(0x1010_0601, *next_id, wait.as_bytes())
+        conn.ask(ledger, 0x1010_0601, *next_id, wait.as_bytes())
             .await
             .unwrap();
-        ledger.pending.insert(*next_id, 0x1010_0601);
         *next_id += 1;
     }
     let _ = pump(conn, ledger, Duration::from_secs(60), |l| {
@@ -195,21 +216,8 @@ fn saved_batch(dir: &Path, batch: &[Input]) -> String {
 
 #[tokio::test]
 async fn the_real_agent_survives_mutated_traffic() {
-    let budget = Duration::from_secs(
-        std::env::var("GCS_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
-    );
-    let seed: u64 = std::env::var("GCS_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let budget = mutate::fuzz_seconds(30);
+    let seed = mutate::fuzz_seed();
     eprintln!("e2e fuzz seed {seed} (GCS_FUZZ_SEED={seed} replays this run) for {budget:?}");
     let crash_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-agent-crashes");
     // UVM processes cannot be signalled (as in the original); the traces' `sleep 100` is made
@@ -247,18 +255,13 @@ async fn the_real_agent_survives_mutated_traffic() {
             .unwrap()
     };
     let mut conn = Conn::new(accept().await);
-    let mut ledger = Ledger {
-        pending: HashMap::new(),
-        orphans: HashMap::new(),
-        answered: 0,
-        notifications: 0,
-        pids: Vec::new(),
-    };
+    let mut ledger = Ledger::new();
     let negotiate = br#"{"ContainerId":"","MinimumVersion":4,"MaximumVersion":4}"#;
     let mut next_id = 1u64;
     let mut rng = Rng::new(seed);
-    conn.send(NEGOTIATE, next_id, negotiate).await.unwrap();
-    ledger.pending.insert(next_id, NEGOTIATE);
+    conn.ask(&mut ledger, NEGOTIATE, next_id, negotiate)
+        .await
+        .unwrap();
     next_id += 1;
     pump(&mut conn, &mut ledger, Duration::from_secs(10), |l| {
         l.pending.is_empty()
@@ -337,8 +340,9 @@ async fn the_real_agent_survives_mutated_traffic() {
             conn = Conn::new(accept().await);
             // Answers owed on the old connection arrive on this one first; it is a new
             // connection all the same, and negotiates again.
-            conn.send(NEGOTIATE, next_id, negotiate).await.unwrap();
-            ledger.pending.insert(next_id, NEGOTIATE);
+            conn.ask(&mut ledger, NEGOTIATE, next_id, negotiate)
+                .await
+                .unwrap();
             next_id += 1;
         }
         // The agent still answers.
@@ -493,29 +497,25 @@ async fn saved_findings_against_the_real_agent() {
         .expect("the agent did not redial")
         .unwrap();
     let mut conn = Conn::new(stream);
-    let mut ledger = Ledger {
-        pending: HashMap::new(),
-        orphans: HashMap::new(),
-        answered: 0,
-        notifications: 0,
-        pids: Vec::new(),
-    };
+    let mut ledger = Ledger::new();
     let negotiate = br#"{"ContainerId":"","MinimumVersion":4,"MaximumVersion":4}"#;
     let mut id = 1u64;
-    conn.send(NEGOTIATE, id, negotiate).await.unwrap();
-    ledger.pending.insert(id, NEGOTIATE);
-    for (message_type, payload) in &findings {
-        id += 1;
-        conn.send(*message_type, id, payload).await.unwrap();
-        ledger.pending.insert(id, *message_type);
-    }
-    let (n, d) = (id + 1, id + 2);
-    conn.send(NEGOTIATE, n, negotiate).await.unwrap();
-    ledger.pending.insert(n, NEGOTIATE);
-    conn.send(DUMP_STACKS, d, br#"{"ContainerId":""}"#)
+    conn.ask(&mut ledger, NEGOTIATE, id, negotiate)
         .await
         .unwrap();
-    ledger.pending.insert(d, DUMP_STACKS);
+    for (message_type, payload) in &findings {
+        id += 1;
+        conn.ask(&mut ledger, *message_type, id, payload)
+            .await
+            .unwrap();
+    }
+    let (n, d) = (id + 1, id + 2);
+    conn.ask(&mut ledger, NEGOTIATE, n, negotiate)
+        .await
+        .unwrap();
+    conn.ask(&mut ledger, DUMP_STACKS, d, br#"{"ContainerId":""}"#)
+        .await
+        .unwrap();
     pump(&mut conn, &mut ledger, Duration::from_secs(60), |l| {
         !l.pending.contains_key(&n) && !l.pending.contains_key(&d)
     })

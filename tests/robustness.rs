@@ -77,6 +77,56 @@ fn big_request(i: usize) -> (u32, Vec<u8>) {
     }
 }
 
+/// Writes frames on a thread of its own while the test reads nothing: how many it got out, and
+/// whether it has finished.
+struct Feeder {
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feeder {
+    /// Writes `count` frames, the `i`th of type and payload `frame(i)` and id `first_id + i`.
+    fn start(
+        mut writer: std::os::unix::net::UnixStream,
+        count: u64,
+        first_id: u64,
+        frame: impl Fn(u64) -> (u32, Vec<u8>) + Send + 'static,
+    ) -> Feeder {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            for i in 0..count {
+                let (ty, payload) = frame(i);
+                let bytes = gcs::protocol::header::encode_frame(
+                    gcs::protocol::MessageType(ty),
+                    first_id + i,
+                    &payload,
+                );
+                writer.write_all(&bytes).unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Feeder { sent, thread }
+    }
+
+    /// Waits until the feeder has finished or made no progress for `quiet` (the agent stopped
+    /// reading); the frames written by then.
+    fn until_stalled(&self, quiet: Duration) -> u64 {
+        let mut last = (0, Instant::now());
+        while !self.thread.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > quiet {
+                break;
+            }
+        }
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// 100 requests of 10 MiB while the host reads nothing: the agent holds at most one large payload
 /// at a time, its peak RSS stays under 64 MiB, every request is answered once the host reads
 /// again, and the memory goes back.
@@ -96,34 +146,10 @@ fn a_host_that_stops_reading_cannot_grow_the_agent() {
     std::thread::sleep(Duration::from_millis(300));
     let idle_before = common::status_field(pid, "VmRSS");
 
-    let mut writer = agent.bridge.try_clone().unwrap();
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = sent.clone();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        for i in 0..100 {
-            let (ty, payload) = big_request(i);
-            let frame = gcs::protocol::header::encode_frame(
-                gcs::protocol::MessageType(ty),
-                100 + i as u64,
-                &payload,
-            );
-            writer.write_all(&frame).unwrap();
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+    let feeder = Feeder::start(agent.bridge.try_clone().unwrap(), 100, 100, |i| {
+        big_request(i as usize)
     });
-    // Until the feeder stalls (the agent stopped reading) or finishes.
-    let mut last = (0, Instant::now());
-    while !feeder.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(3) {
-            break;
-        }
-    }
-    let stalled_at = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let stalled_at = feeder.until_stalled(Duration::from_secs(3));
     let peak = common::status_field(pid, "VmHWM");
     eprintln!(
         "idle before {idle_before} KiB; {stalled_at} of 100 frames taken before the host read; peak {peak} KiB"
@@ -138,7 +164,7 @@ fn a_host_that_stops_reading_cannot_grow_the_agent() {
         let (header, _) = agent.recv().unwrap();
         assert!(ids.insert(header.id), "id {} answered twice", header.id);
     }
-    feeder.join().unwrap();
+    feeder.thread.join().unwrap();
     assert_eq!(ids, (100..200).collect());
     agent
         .send(DUMP_STACKS, 500, br#"{"ContainerId":""}"#)
@@ -163,33 +189,13 @@ fn requests_in_flight_are_capped() {
     negotiate(&mut agent);
     let pid = agent.child.id();
     const N: u64 = 100_000;
-    let mut writer = agent.bridge.try_clone().unwrap();
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = sent.clone();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        let payload = br#"{"ContainerId":"no-such-container","Query":"{}"}"#;
-        for id in 0..N {
-            let frame = gcs::protocol::header::encode_frame(
-                gcs::protocol::MessageType(GET_PROPERTIES),
-                1000 + id,
-                payload,
-            );
-            writer.write_all(&frame).unwrap();
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+    let feeder = Feeder::start(agent.bridge.try_clone().unwrap(), N, 1000, |_| {
+        (
+            GET_PROPERTIES,
+            br#"{"ContainerId":"no-such-container","Query":"{}"}"#.to_vec(),
+        )
     });
-    let mut last = (0, Instant::now());
-    while !feeder.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(2) {
-            break;
-        }
-    }
-    let stalled_at = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let stalled_at = feeder.until_stalled(Duration::from_secs(2));
     let peak = common::status_field(pid, "VmHWM");
     let threads = common::status_field(pid, "Threads");
     eprintln!("{stalled_at} of {N} requests written before the host read; peak {peak} KiB, {threads} threads");
@@ -208,7 +214,7 @@ fn requests_in_flight_are_capped() {
             header.id
         );
     }
-    feeder.join().unwrap();
+    feeder.thread.join().unwrap();
     assert_eq!(answered, (1000..1000 + N).collect());
 }
 

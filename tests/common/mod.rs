@@ -65,28 +65,29 @@ impl Agent {
     /// A sandboxed, negotiated agent whose bridge is a vsock (hybrid-vsock Unix socket)
     /// connection that it dials and redials, as in a UVM: the host can drop it.
     pub async fn sandboxed_over_vsock(args: &[&str]) -> Agent {
-        let mut agent = Self::sandboxed_inner(args, None, false, true);
-        let stream = tokio::time::timeout(Duration::from_secs(10), agent.host().accept_bridge())
+        Self::sandboxed_inner(args, None, false, true)
+            .take_vsock_bridge()
+            .await
+    }
+
+    /// Accepts the agent's vsock dial and negotiates on it with the harness client.
+    async fn take_vsock_bridge(mut self) -> Agent {
+        let stream = tokio::time::timeout(Duration::from_secs(10), self.host().accept_bridge())
             .await
             .expect("the agent did not dial its bridge")
             .unwrap();
-        agent.client = BridgeClient::new(stream);
-        agent.client.negotiate().await.unwrap();
-        agent
+        self.client = BridgeClient::new(stream);
+        self.client.negotiate().await.unwrap();
+        self
     }
 
     /// A sandboxed agent over vsock whose /dev is private (no block devices of this machine)
     /// and whose network namespace is fresh: for fuzzing with requests that name devices and
     /// NICs. The harness client is negotiated; tests may detach it and take the redial.
     pub async fn sandboxed_isolated_over_vsock(args: &[&str]) -> Agent {
-        let mut agent = Self::sandboxed_inner(args, Some("fuzznull=c:1:3"), true, true);
-        let stream = tokio::time::timeout(Duration::from_secs(10), agent.host().accept_bridge())
+        Self::sandboxed_inner(args, Some("fuzznull=c:1:3"), true, true)
+            .take_vsock_bridge()
             .await
-            .expect("the agent did not dial its bridge")
-            .unwrap();
-        agent.client = BridgeClient::new(stream);
-        agent.client.negotiate().await.unwrap();
-        agent
     }
 
     fn sandboxed_inner(

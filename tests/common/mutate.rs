@@ -39,6 +39,29 @@ impl Rng {
     }
 }
 
+/// The run's length: `GCS_FUZZ_SECONDS`, else `default` seconds.
+pub fn fuzz_seconds(default: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var("GCS_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// The run's seed: `GCS_FUZZ_SEED` (to replay a run), else the clock.
+pub fn fuzz_seed() -> u64 {
+    std::env::var("GCS_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
 /// One request: its message type and payload.
 #[derive(Debug, Clone)]
 pub struct Input {
