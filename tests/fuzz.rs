@@ -143,4 +143,5 @@ fn saved_findings_stay_fixed() {
         }
     }
     eprintln!("{replayed} saved findings replayed");
+    assert!(replayed > 0, "no saved findings in {}", dir.display());
 }
