@@ -1172,24 +1172,8 @@ async fn init_stdout_reconnects_after_the_host_goes_away() {
         ),
     )
     .await;
-    let port = 47_011;
-    let listener = agent.host().listen(port).unwrap();
-    let params = ProcessParameters {
-        create_std_out_pipe: true,
-        ..ProcessParameters::default()
-    };
-    let pid = agent
-        .client
-        .execute_process(
-            id,
-            &params,
-            VsockStdioRelaySettings {
-                std_out: port,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (pid, listener) =
+        common::start_init_stdout_only(&agent.client, &agent.host(), id, 47_011).await;
     let (mut first, _) = listener.accept().await.unwrap();
     assert_eq!(read_line(&mut first).await, "tick0\n");
     assert_eq!(read_line(&mut first).await, "tick1\n");
@@ -1244,22 +1228,8 @@ async fn a_migration_loses_neither_the_wait_nor_the_output() {
     )
     .await;
     let port = 47_021;
-    let listener = agent.host().listen(port).unwrap();
-    let pid = agent
-        .client
-        .execute_process(
-            id,
-            &ProcessParameters {
-                create_std_out_pipe: true,
-                ..ProcessParameters::default()
-            },
-            VsockStdioRelaySettings {
-                std_out: port,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (pid, listener) =
+        common::start_init_stdout_only(&agent.client, &agent.host(), id, port).await;
     let (mut first, _) = listener.accept().await.unwrap();
     let wait = agent.client.wait_for_process(id, pid, INFINITE_WAIT);
     let migrate = async {

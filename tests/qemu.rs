@@ -1625,24 +1625,8 @@ async fn start_vm_container(
     };
     uvm.client.create_container(id, &settings).await.unwrap();
     uvm.client.start_container(id).await.unwrap();
-    let port = ports.allocate();
-    let listener = uvm.vsock().listen(port).unwrap();
-    let params = ProcessParameters {
-        create_std_out_pipe: true,
-        ..Default::default()
-    };
-    let pid = uvm
-        .client
-        .execute_process(
-            id,
-            &params,
-            VsockStdioRelaySettings {
-                std_out: port,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (pid, listener) =
+        common::start_init_stdout_only(&uvm.client, &uvm.vsock(), id, ports.allocate()).await;
     (pid, listener.accept().await.unwrap().0)
 }
 

@@ -608,11 +608,7 @@ fn error_body(
 ) -> Vec<u8> {
     // Error text can embed request data; keep the error response itself well under the limit.
     if message.len() > 16 * 1024 {
-        let mut cut = 16 * 1024;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
+        shrink(&mut message, 16 * 1024);
         message.push_str("...");
     }
     let base = ResponseBase::error(activity_id, hresult, message);

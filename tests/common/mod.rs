@@ -721,6 +721,33 @@ pub async fn start_process(
     })
 }
 
+/// Runs container `id`'s init (ExecuteProcess with no OCI process) with only a stdout, which it
+/// dials on `port` of `host`; its pid and the listener that stdout connects to.
+pub async fn start_init_stdout_only(
+    client: &BridgeClient,
+    host: &gcs::host::HybridVsock,
+    id: &str,
+    port: u32,
+) -> (u32, tokio::net::UnixListener) {
+    let listener = host.listen(port).unwrap();
+    let params = gcs::protocol::messages::ProcessParameters {
+        create_std_out_pipe: true,
+        ..Default::default()
+    };
+    let pid = client
+        .execute_process(
+            id,
+            &params,
+            gcs::protocol::messages::VsockStdioRelaySettings {
+                std_out: port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (pid, listener)
+}
+
 /// A container made from `layer` with `spec` (CombinedLayers Add, Create, Start), whose init
 /// has not run yet. On a Create error, the rootfs is removed again and the error returned.
 pub async fn create_container(
