@@ -84,6 +84,21 @@ async fn agent_redials_until_a_listener_appears_and_renegotiates_after_a_drop() 
     client.shutdown_forced(NULL_CONTAINER_ID).await.unwrap();
 }
 
+/// A new in-memory connection to `bridge`: the host's end, and the task serving the guest's.
+fn connect(
+    bridge: &Arc<Bridge>,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<ConnectionEnd>,
+) {
+    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
+    let bridge = Arc::clone(bridge);
+    (
+        host_side,
+        tokio::spawn(async move { bridge.serve(guest_side).await }),
+    )
+}
+
 /// A guest and its bridge in this process, served over in-memory streams.
 fn in_process_bridge() -> (Arc<Guest>, Arc<Bridge>) {
     let (guest, queue) = Guest::new(
@@ -108,11 +123,7 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
     let (guest, bridge) = in_process_bridge();
 
     // First connection: a notification goes straight out.
-    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
-    let serving = tokio::spawn({
-        let bridge = Arc::clone(&bridge);
-        async move { bridge.serve(guest_side).await }
-    });
+    let (host_side, serving) = connect(&bridge);
     let client = BridgeClient::new(host_side);
     client.negotiate().await.unwrap();
     guest.notify(ContainerNotification::exited(
@@ -142,11 +153,7 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
             NotificationType::UnexpectedExit,
         ));
     }
-    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
-    let serving = tokio::spawn({
-        let bridge = Arc::clone(&bridge);
-        async move { bridge.serve(guest_side).await }
-    });
+    let (host_side, serving) = connect(&bridge);
     let client = BridgeClient::new(host_side);
     for i in 1..=3 {
         let n = client
@@ -167,11 +174,7 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
 #[tokio::test]
 async fn responses_of_a_dropped_connection_follow_to_the_next_one() {
     let (guest, bridge) = in_process_bridge();
-    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
-    let first = tokio::spawn({
-        let bridge = Arc::clone(&bridge);
-        async move { bridge.serve(guest_side).await }
-    });
+    let (host_side, first) = connect(&bridge);
     let client = Arc::new(BridgeClient::new(host_side));
     client.negotiate().await.unwrap();
     // A request that takes seconds: a VPMem device that never appears (5 s).
@@ -193,11 +196,7 @@ async fn responses_of_a_dropped_connection_follow_to_the_next_one() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!slow.is_finished());
     // The host drops the transport and takes the guest's redial.
-    let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
-    let second = tokio::spawn({
-        let bridge = Arc::clone(&bridge);
-        async move { bridge.serve(guest_side).await }
-    });
+    let (host_side, second) = connect(&bridge);
     client.migrate(host_side).await.unwrap();
     assert!(matches!(
         first.await.unwrap(),
