@@ -34,6 +34,10 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     crate::sys::tune_allocator();
+    // SP §8: the closed door withholds the log stream until a policy allows it.
+    if opts.initial_policy_stance == crate::cli::PolicyStance::Deny {
+        crate::logging::set_enabled(false);
+    }
     let log_fd = match init_logging(&opts) {
         Ok(fd) => fd,
         Err(e) => {
@@ -116,6 +120,9 @@ async fn serve(opts: AgentOptions) -> ExitCode {
     guest.set_handshake_timeout(std::time::Duration::from_millis(
         opts.stdio_handshake_timeout_ms,
     ));
+    if opts.initial_policy_stance == crate::cli::PolicyStance::Deny {
+        guest.set_initial_enforcer(Arc::new(crate::policy::closed_door::ClosedDoor));
+    }
     // The kernel's messages reach the host through our log, as the original's do; only in a
     // utility VM (the kernel log of a test machine is not ours to relay).
     if runs_under_our_init() {

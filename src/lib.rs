@@ -17,6 +17,7 @@ pub mod init;
 pub mod kmsg;
 pub mod logging;
 pub mod network;
+pub mod policy;
 pub mod protocol;
 pub mod reaper;
 pub mod runtime;

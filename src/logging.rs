@@ -16,6 +16,21 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+/// Whether the agent's log stream carries anything: off under `-initial-policy-stance deny`
+/// until a policy allows `runtime_logging`, and off for good when the installed policy refuses
+/// it (SP §2.1 step 5, §8), so that nothing about the workloads leaves the UVM that way.
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the log stream on or off (see [`ENABLED`]).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the log stream is on.
+pub fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Output format selected by `-log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -163,6 +178,9 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if !enabled() {
+            return;
+        }
         let mut fields = BTreeMap::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {

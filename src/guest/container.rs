@@ -30,6 +30,8 @@ pub enum State {
 pub struct ContainerProcess {
     pub pid: u32,
     pub is_init: bool,
+    /// The process's `args` (what `signal_container_process` shows the policy).
+    pub args: Vec<String>,
     /// Set once reaped (the process is gone).
     reaped: watch::Receiver<bool>,
     /// Set once reaped and its output relays drained: what WaitForProcess waits for.
@@ -53,7 +55,7 @@ pub struct ExitTracker {
 impl ContainerProcess {
     /// A process record for `pid`, the tracker that completes its exit, and the slot its
     /// relays report through.
-    pub fn new(pid: u32, is_init: bool) -> (Arc<Self>, ExitTracker, RelaySlot) {
+    pub fn new(pid: u32, is_init: bool, args: Vec<String>) -> (Arc<Self>, ExitTracker, RelaySlot) {
         let (reaped_tx, reaped) = watch::channel(false);
         let (exit_tx, exit) = watch::channel(None);
         let (waited, _) = watch::channel(false);
@@ -61,6 +63,7 @@ impl ContainerProcess {
         let process = Arc::new(Self {
             pid,
             is_init,
+            args,
             reaped,
             exit,
             waited,
@@ -186,6 +189,9 @@ pub struct Container {
     /// The spec's `process.user` was a name (now resolved): an exec without a name of its own
     /// runs as that user (spec §6.5).
     pub user_from_name: bool,
+    /// The policy's `allow_stdio_access` for this container: without it, its processes' stdio
+    /// goes nowhere (SP §4.9).
+    pub stdio_allowed: bool,
     pub init: Arc<ContainerProcess>,
     pub state: Mutex<State>,
     pub init_io: Mutex<Option<InitIo>>,

@@ -51,6 +51,17 @@ pub enum GuestError {
     Cgroups(#[source] crate::cgroups::CgroupError),
     #[error("network")]
     Network(#[source] crate::network::NetworkError),
+    /// The policy refused (or its answer could not be used): `context` is what was refused,
+    /// in the original's words, e.g. `overlay creation denied by policy`.
+    #[error("{context}")]
+    Policy {
+        context: String,
+        #[source]
+        source: crate::policy::PolicyError,
+    },
+    /// A policy error with no context of its own (e.g. a second `SecurityPolicy`).
+    #[error(transparent)]
+    PolicyRefused(#[from] crate::policy::PolicyError),
     #[error("{what} is not implemented by this agent yet")]
     NotImplemented { what: String },
 }

@@ -135,12 +135,14 @@ fn start_error(what: String) -> GuestError {
     GuestError::StartProcess(what)
 }
 
-/// Starts a UVM process; returns once it runs (or failed to start).
+/// Starts a UVM process; returns once it runs (or failed to start). Without `stdio_allowed`
+/// (the policy's decision) its requested streams go nowhere.
 pub async fn start(
     dialer: &Dialer,
     reaper: &Arc<Reaper>,
     params: &ProcessParameters,
     ports: VsockStdioRelaySettings,
+    stdio_allowed: bool,
 ) -> Result<Arc<ExternalProcess>, GuestError> {
     let argv = if params.command_args.is_empty() {
         split_command_line(&params.command_line)?
@@ -169,7 +171,11 @@ pub async fn start(
         stdio: [None, None, None],
         controlling_tty: params.emulate_console,
     };
-    let io = stdio::dial(dialer, params, ports).await?;
+    let io = if stdio_allowed {
+        stdio::dial(dialer, params, ports).await?
+    } else {
+        stdio::null(params)
+    };
     let (exit_tx, exit_rx) = watch::channel(None);
     let (pid, relay_done) = if params.emulate_console {
         let size = (

@@ -187,6 +187,8 @@ impl Guest {
     ) -> Result<Arc<Container>, GuestError> {
         let mut spec = settings.oci_specification.clone().unwrap_or(Value::Null);
         let kind = spec::classify(id, &spec)?;
+        // The policy sees the host's devices, before the guest adds any (SP §4.9 step 2).
+        let host_devices = spec.pointer("/linux/devices").cloned().unwrap_or(json!([]));
         let bundle = bundle_path(&settings.oci_bundle_path)?;
         let namespace = spec
             .pointer("/windows/network/networkNamespace")
@@ -212,6 +214,8 @@ impl Guest {
             Some(process) => spec::user::resolve_username(process, &rootfs)?,
             None => false,
         };
+        let mut pin = None;
+        let mut network_mounts = Vec::new();
         let sandbox_root = match &kind {
             Kind::Sandbox => {
                 let virtual_pod =
@@ -287,8 +291,12 @@ impl Guest {
                     &path,
                 )
                 .await?;
-                spec::mounts::pin_sources(&mut spec, &root, &bundle.join(PINNED))?;
+                // Sources under the pod's directories are pinned once the policy has seen them
+                // as the host named them; the network files bound below are the agent's own.
+                pin = Some((root.clone(), mount_count(&spec)));
+                let before = mount_count(&spec);
                 spec::bind_network_files(&mut spec, &root);
+                network_mounts = mounts_from(&spec, before);
                 spec["linux"]["cgroupsPath"] = json!(format!("/pods/{sandbox_id}/{id}"));
                 root
             }
@@ -302,7 +310,9 @@ impl Guest {
                     &hostname,
                     &self.resolv_conf_for(&namespace)?,
                 )?;
+                let before = mount_count(&spec);
                 spec::bind_network_files(&mut spec, &bundle);
+                network_mounts = mounts_from(&spec, before);
                 spec["linux"]["cgroupsPath"] = json!(format!("/pods/{id}"));
                 bundle.clone()
             }
@@ -319,8 +329,26 @@ impl Guest {
                 .is_ok_and(|sandbox| sandbox.host_network),
             _ => spec::is_host_network(&spec),
         };
+        let stdio_allowed =
+            self.decide_create(id, &kind, &mut spec, host_devices, &rootfs, &network_mounts)?;
+        if !stdio_allowed {
+            if let Some(path) = &tee_log {
+                return Err(GuestError::InvalidRequest(format!(
+                    "teeing container stdio to log path {:?} denied due to policy not allowing stdio access",
+                    path.display().to_string()
+                )));
+            }
+        }
         if host_network {
+            self.enforce(
+                crate::policy::EnforcementPoint::HostNetwork,
+                crate::policy::input::empty(),
+                || "host network denied by policy".into(),
+            )?;
             spec::remove_namespace(&mut spec, "network");
+        }
+        if let Some((root, count)) = pin {
+            spec::mounts::pin_sources(&mut spec, &root, &bundle.join(PINNED), count)?;
         }
         spec::enforce_readonly_cgroupfs(&mut spec);
         spec::mounts::prepare_cwd(&spec, &rootfs)?;
@@ -373,7 +401,8 @@ impl Guest {
                 return Err(e.into());
             }
         }
-        let (init, tracker, slot) = ContainerProcess::new(pid, true);
+        let (init, tracker, slot) =
+            ContainerProcess::new(pid, true, string_list(spec.pointer("/process/args")));
         let init_io = InitIo {
             pending: pending_io,
             slot,
@@ -398,6 +427,7 @@ impl Guest {
             host_network,
             spec_process: spec.get("process").cloned().unwrap_or(Value::Null),
             user_from_name,
+            stdio_allowed,
             init: Arc::clone(&init),
             state: std::sync::Mutex::new(State::Created),
             init_io: std::sync::Mutex::new(Some(init_io)),
@@ -434,6 +464,82 @@ impl Guest {
             }
         });
         Ok(container)
+    }
+
+    /// The process-level input of create and exec decisions. User names, groups and umask are
+    /// read from the container's databases only for an enforcer that holds a policy (the open
+    /// and closed doors never look at them; SP §8).
+    fn process_facts(
+        &self,
+        process: &Value,
+        rootfs: &Path,
+    ) -> Result<crate::policy::input::ProcessFacts, GuestError> {
+        let (user, groups, umask) = if self.policy().is_confidential() {
+            spec::user::policy_identity(process, rootfs)?
+        } else {
+            let id = |p: &str| process.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+            (
+                json!({"id": id("/user/uid").to_string(), "name": ""}),
+                json!([{"id": id("/user/gid").to_string(), "name": ""}]),
+                "0022".to_string(),
+            )
+        };
+        Ok(crate::policy::input::ProcessFacts::from_process(
+            process, user, groups, umask,
+        ))
+    }
+
+    /// `create_container` (SP §4.9), once the spec is what the host's request became and
+    /// before the guest's own hardening: applies the decision's environment and capabilities
+    /// to the spec and returns its `allow_stdio_access`.
+    fn decide_create(
+        &self,
+        id: &str,
+        kind: &Kind,
+        spec: &mut Value,
+        host_devices: Value,
+        rootfs: &Path,
+        network_mounts: &[Value],
+    ) -> Result<bool, GuestError> {
+        let confidential = self.policy().is_confidential();
+        if confidential {
+            self.policy()
+                .enforcer()
+                .extend_default_mounts(network_mounts)?;
+        }
+        let sandbox_id = match kind {
+            Kind::Workload { sandbox_id } => sandbox_id.clone(),
+            _ => spec::annotation(spec, spec::VIRTUAL_POD_ID)
+                .filter(|v| !v.is_empty())
+                .unwrap_or(id)
+                .to_string(),
+        };
+        let process = spec.get("process").cloned().unwrap_or(Value::Null);
+        let facts = self.process_facts(&process, rootfs)?;
+        let seccomp = if confidential {
+            crate::policy::seccomp::profile_sha256(spec.pointer("/linux/seccomp"))
+                .map_err(GuestError::InvalidRequest)?
+        } else {
+            String::new()
+        };
+        let container = crate::policy::input::ContainerFacts {
+            container_id: id,
+            sandbox_id: &sandbox_id,
+            mounts: spec.get("mounts").cloned().unwrap_or(json!([])),
+            devices: host_devices,
+            privileged: spec::annotations::bool_annotation(spec, spec::PRIVILEGED, false),
+            seccomp_profile_sha256: seccomp,
+            is_sandbox: *kind == Kind::Sandbox,
+        };
+        let decision = self.enforce(
+            crate::policy::EnforcementPoint::CreateContainer,
+            crate::policy::input::create_container(&container, &facts),
+            || "container creation denied due to policy".into(),
+        )?;
+        if let Some(process) = spec.get_mut("process") {
+            apply_process_decision(process, &decision)?;
+        }
+        Ok(decision.allow_stdio_access()?)
     }
 
     /// Runs a create or exec through the runtime, with a console socket for a terminal or with
@@ -524,7 +630,11 @@ impl Guest {
             stderr_port: ports.std_err,
             teardown: c.teardown.subscribe(),
         };
-        let io = stdio::dial(&self.dialer, params, ports).await?;
+        let io = if c.stdio_allowed {
+            stdio::dial(&self.dialer, params, ports).await?
+        } else {
+            stdio::null(params)
+        };
         // The tee log is opened (made if missing) inside the pod's log directory, which its
         // containers can write: no symlink there leads the agent's writes elsewhere.
         let log = match &c.tee_log {
@@ -600,6 +710,19 @@ impl Guest {
         if let Some(user) = process.get_mut("user").and_then(Value::as_object_mut) {
             user.remove("umask");
         }
+        // SP §4.10: decided once the exec's user is resolved; stdio is the container's.
+        let facts = self.process_facts(&process, &c.rootfs)?;
+        let decision = self.enforce(
+            crate::policy::EnforcementPoint::ExecInContainer,
+            crate::policy::input::exec_in_container(&c.id, &facts),
+            || "exec in container denied due to policy".into(),
+        )?;
+        apply_process_decision(&mut process, &decision)?;
+        if !c.stdio_allowed && process.get("terminal").and_then(Value::as_bool) == Some(true) {
+            return Err(GuestError::InvalidRequest(
+                "exec in container of process that requires terminal access denied due to policy not allowing stdio access".into(),
+            ));
+        }
         let dir = self.runtime_dir.join("exec");
         mkdir(&dir, 0o700)?;
         let file = dir.join(format!(
@@ -622,7 +745,11 @@ impl Guest {
         params: &ProcessParameters,
         ports: VsockStdioRelaySettings,
     ) -> Result<u32, GuestError> {
-        let io_conns = stdio::dial(&self.dialer, params, ports).await?;
+        let io_conns = if c.stdio_allowed {
+            stdio::dial(&self.dialer, params, ports).await?
+        } else {
+            stdio::null(params)
+        };
         let terminal = process
             .get("terminal")
             .and_then(Value::as_bool)
@@ -635,7 +762,8 @@ impl Guest {
                 console_socket,
             })
             .await?;
-        let (proc_, tracker, slot) = ContainerProcess::new(pid, false);
+        let (proc_, tracker, slot) =
+            ContainerProcess::new(pid, false, string_list(process.get("args")));
         start_relays(
             self.handshake_timeout,
             &proc_,
@@ -673,6 +801,16 @@ impl Guest {
         signal: i32,
     ) -> Result<(), GuestError> {
         let process = c.process(pid)?;
+        self.enforce(
+            crate::policy::EnforcementPoint::SignalContainerProcess,
+            crate::policy::input::signal_container_process(
+                &c.id,
+                u32::try_from(signal).unwrap_or(0),
+                process.is_init,
+                &process.args,
+            ),
+            || "signal container process denied due to policy".into(),
+        )?;
         process.signal(signal)?;
         if process.is_init {
             c.note_signal(signal);
@@ -682,6 +820,11 @@ impl Guest {
 
     /// ShutdownGraceful / ShutdownForced of a container: SIGTERM or SIGKILL to its init only.
     pub fn shutdown_container(&self, c: &Container, forced: bool) -> Result<(), GuestError> {
+        self.enforce(
+            crate::policy::EnforcementPoint::ShutdownContainer,
+            crate::policy::input::shutdown_container(&c.id),
+            || "shutdown container denied due to policy".into(),
+        )?;
         if c.init.has_exited() {
             return Err(GuestError::NotRunning(c.id.clone()));
         }
@@ -836,6 +979,53 @@ impl Guest {
 pub enum PendingIo {
     Pipes(stdio::Pipes),
     Pty(OwnedFd),
+}
+
+/// Number of mounts in the spec.
+fn mount_count(spec: &Value) -> usize {
+    spec.get("mounts")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+/// The spec's mounts from index `from` on.
+fn mounts_from(spec: &Value, from: usize) -> Vec<Value> {
+    spec.get("mounts")
+        .and_then(Value::as_array)
+        .map(|m| m.iter().skip(from).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A JSON array of strings as a list (other members and shapes give nothing).
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Applies an allowed decision's `env_list` and `caps_list` to an OCI process: each keeps the
+/// request's entries the decision lists, in the request's order (SP §3.3).
+fn apply_process_decision(
+    process: &mut Value,
+    decision: &crate::policy::Decision,
+) -> Result<(), GuestError> {
+    use crate::policy::filter_list;
+    if let Some(allowed) = decision.env_list()? {
+        let env = string_list(process.get("env"));
+        process["env"] = json!(filter_list(&env, &allowed));
+    }
+    if let Some(allowed) = decision.caps_list()? {
+        for (key, set) in allowed.sets() {
+            let requested = string_list(process.pointer(&format!("/capabilities/{key}")));
+            process["capabilities"][key] = json!(filter_list(&requested, set));
+        }
+    }
+    Ok(())
 }
 
 /// Starts the relays between a process's pipes or pty and the host's connections, and hands

@@ -74,6 +74,8 @@ pub struct Guest {
     uvm_cgroups: Option<Arc<crate::cgroups::UvmCgroups>>,
     notifications: mpsc::UnboundedSender<ContainerNotification>,
     shutdown: watch::Sender<bool>,
+    /// The security policy every enforcement point asks (open door unless told otherwise).
+    policy: Arc<crate::policy::Policy>,
 }
 
 /// The receiving end of the notification queue; the bridge drains it while a host is connected
@@ -109,6 +111,9 @@ impl Guest {
             uvm_cgroups: None,
             notifications: tx,
             shutdown,
+            policy: Arc::new(crate::policy::Policy::new(Arc::new(
+                crate::policy::open_door::OpenDoor,
+            ))),
         });
         (guest, rx)
     }
@@ -125,6 +130,35 @@ impl Guest {
         if let Some(guest) = Arc::get_mut(self) {
             guest.uvm_cgroups = Some(cgroups);
         }
+    }
+
+    /// Starts with `enforcer` instead of the open door (`-initial-policy-stance deny`; before the
+    /// guest is shared).
+    pub fn set_initial_enforcer(self: &mut Arc<Self>, enforcer: Arc<dyn crate::policy::Enforcer>) {
+        if let Some(guest) = Arc::get_mut(self) {
+            guest.policy = Arc::new(crate::policy::Policy::new(enforcer));
+        }
+    }
+
+    /// The security policy state.
+    pub fn policy(&self) -> &crate::policy::Policy {
+        &self.policy
+    }
+
+    /// Asks `point` with `input`; a refusal becomes an error whose text starts with `context`
+    /// (the original's wording of what was refused).
+    pub fn enforce(
+        &self,
+        point: crate::policy::EnforcementPoint,
+        input: serde_json::Value,
+        context: impl FnOnce() -> String,
+    ) -> Result<crate::policy::Decision, GuestError> {
+        self.policy
+            .decide(point, input)
+            .map_err(|source| GuestError::Policy {
+                context: context(),
+                source,
+            })
     }
 
     /// PodCgroupMemoryLimit (§5.11): recompute and apply the `/pods` limit.
@@ -168,7 +202,48 @@ impl Guest {
         params: &ProcessParameters,
         ports: VsockStdioRelaySettings,
     ) -> Result<u32, GuestError> {
-        let process = external::start(&self.dialer, &self.reaper, params, ports).await?;
+        // SP §4.11: `argList` is `CommandArgs` as sent, the environment as `K=V`.
+        let env: Vec<String> = params
+            .environment
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let decision = self.enforce(
+            crate::policy::EnforcementPoint::ExecExternal,
+            crate::policy::input::exec_external(
+                &params.command_args,
+                &env,
+                &params.working_directory,
+            ),
+            || "exec is denied due to policy".into(),
+        )?;
+        let stdio_allowed = decision.allow_stdio_access()?;
+        if !stdio_allowed && params.emulate_console {
+            return Err(GuestError::InvalidRequest(
+                "exec of process that requires terminal access denied due to policy not allowing stdio access".into(),
+            ));
+        }
+        let filtered;
+        let params = match decision.env_list()? {
+            Some(allowed) => {
+                let mut p = params.clone();
+                p.environment = Some(
+                    params
+                        .environment
+                        .iter()
+                        .flatten()
+                        .filter(|(k, v)| allowed.contains(&format!("{k}={v}")))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                );
+                filtered = p;
+                &filtered
+            }
+            None => params,
+        };
+        let process =
+            external::start(&self.dialer, &self.reaper, params, ports, stdio_allowed).await?;
         let pid = process.pid;
         let mut table = lock(&self.external);
         // Bounded: a host that never waits for its UVM processes cannot grow the table without

@@ -23,6 +23,18 @@ pub struct StdioConnections {
     pub stderr: Option<Stream>,
 }
 
+/// The requested streams with no host behind them: what a process gets when the security
+/// policy denies it stdio (`allow_stdio_access: false`, spec §7.5). Its stdin ends at once and
+/// what it writes is discarded (a tee log still receives it); the host's ports are never dialled.
+pub fn null(params: &ProcessParameters) -> StdioConnections {
+    let pick = |wanted: bool| wanted.then_some(Stream::Null);
+    StdioConnections {
+        stdin: pick(params.create_std_in_pipe),
+        stdout: pick(params.create_std_out_pipe),
+        stderr: pick(params.create_std_err_pipe),
+    }
+}
+
 /// Dials the requested streams in the order stdin, stdout, stderr, before the process starts
 /// and before ExecuteProcess is answered. A failure closes what was already connected.
 pub async fn dial(

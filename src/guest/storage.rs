@@ -34,12 +34,142 @@ impl Guest {
             })
     }
 
-    /// Applies an Add (`add`) or Remove of a storage resource.
+    /// Applies an Add (`add`) or Remove of a storage resource: the policy's decision and the
+    /// action run as one policy transaction, so that a refused or failed change leaves the
+    /// policy's metadata as it was (SP §3.7).
     pub async fn modify_storage(
         &self,
         resource: StorageResource,
         add: bool,
     ) -> Result<(), GuestError> {
+        let policy = Arc::clone(&self.policy);
+        policy
+            .transaction(self.modify_storage_inner(resource, add))
+            .await
+    }
+
+    /// The policy's decision on a storage change that needs no device to decide (SP §4.3–4.14).
+    /// Removals are decided before anything else is checked, so that a host cannot probe for
+    /// paths the policy would not let it touch.
+    fn decide_storage(&self, resource: &StorageResource, add: bool) -> Result<(), GuestError> {
+        use crate::policy::input;
+        use crate::policy::EnforcementPoint as P;
+        match (resource, add) {
+            (StorageResource::Disk(d), true) if !d.mount_path.is_empty() && d.block_dev => {
+                self.enforce(P::MountBlockdev, input::target(&d.mount_path), || {
+                    format!(
+                        "creating blockdev symlink at {} (-> scsi controller {} lun {}) denied by policy",
+                        d.mount_path, d.controller, d.lun
+                    )
+                })?;
+            }
+            (StorageResource::Disk(d), true) if !d.mount_path.is_empty() && !d.read_only => {
+                let decision = input::rw_mount_device(
+                    &d.mount_path,
+                    d.encrypted,
+                    d.ensure_filesystem,
+                    &d.filesystem,
+                );
+                self.enforce(P::RwMountDevice, decision, || {
+                    format!(
+                        "mounting scsi device controller {} lun {} onto {} denied by policy",
+                        d.controller, d.lun, d.mount_path
+                    )
+                })?;
+            }
+            (StorageResource::Disk(d), false) if !d.mount_path.is_empty() => {
+                let (point, context) = if d.block_dev {
+                    (P::UnmountBlockdev, "removing blockdev symlink at")
+                } else if d.read_only {
+                    (P::UnmountDevice, "unmounting scsi device at")
+                } else {
+                    (P::RwUnmountDevice, "unmounting scsi device at")
+                };
+                self.enforce(point, input::unmount(&d.mount_path), || {
+                    format!("{context} {} denied by policy", d.mount_path)
+                })?;
+            }
+            (StorageResource::Pmem(d), false) => {
+                self.enforce(P::UnmountDevice, input::unmount(&d.mount_path), || {
+                    format!(
+                        "unmounting pmem device from {} denied by policy",
+                        d.mount_path
+                    )
+                })?;
+            }
+            (StorageResource::Layers(l), true) => {
+                if !l.scratch_path.is_empty() {
+                    let encrypted = self.storage.on_encrypted_disk(Path::new(&l.scratch_path));
+                    self.enforce(
+                        P::ScratchMount,
+                        input::scratch_mount(&l.scratch_path, encrypted),
+                        || "scratch mounting denied by policy".into(),
+                    )?;
+                }
+                let layers: Vec<String> = l.layers.iter().map(|x| x.path.clone()).collect();
+                self.enforce(
+                    P::MountOverlay,
+                    input::mount_overlay(&l.container_id, &layers, &l.container_root_path),
+                    || "overlay creation denied by policy".into(),
+                )?;
+            }
+            (StorageResource::Layers(l), false) => {
+                self.enforce(
+                    P::UnmountOverlay,
+                    input::unmount(&l.container_root_path),
+                    || "overlay removal denied by policy".into(),
+                )?;
+            }
+            (StorageResource::Share(s), true) => {
+                self.enforce(P::Plan9Mount, input::plan9_mount(&s.mount_path), || {
+                    format!("mounting plan9 device at {} denied by policy", s.mount_path)
+                })?;
+            }
+            (StorageResource::Share(s), false) => {
+                self.enforce(P::Plan9Unmount, input::unmount(&s.mount_path), || {
+                    format!(
+                        "unmounting plan9 device at {} denied by policy",
+                        s.mount_path
+                    )
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `mount_device` for a read-only layer, once its device is found: in a confidential guest
+    /// with the dm-verity root hash read from the device (SP §4.3, §9.3), else with none.
+    async fn decide_layer(
+        &self,
+        dev: &Path,
+        target: &str,
+        regex: &str,
+        context: impl FnOnce() -> String,
+    ) -> Result<(), GuestError> {
+        let hash = if self.policy.is_confidential() {
+            let dev = dev.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::storage::verity::root_hash(&dev))
+                .await
+                .map_err(|e| GuestError::InvalidState(format!("verity task failed: {e}")))?
+                .map_err(GuestError::Storage)?
+        } else {
+            String::new()
+        };
+        self.enforce(
+            crate::policy::EnforcementPoint::MountDevice,
+            crate::policy::input::mount_device(target, &hash, regex),
+            context,
+        )?;
+        Ok(())
+    }
+
+    async fn modify_storage_inner(
+        &self,
+        resource: StorageResource,
+        add: bool,
+    ) -> Result<(), GuestError> {
+        self.decide_storage(&resource, add)?;
         let storage = Arc::clone(&self.storage);
         let mut connection = None;
         match (&resource, add) {
@@ -89,12 +219,40 @@ impl Guest {
         }
         // Devices are waited for here, holding no thread; only the mounting is blocking work.
         let device = match (&resource, add) {
-            (StorageResource::Disk(d), true) => Some(Device::Scsi(
-                scsi::attach(d).await.map_err(GuestError::Storage)?,
-            )),
-            (StorageResource::Pmem(d), true) => Some(Device::Pmem(
-                pmem::attach(d).await.map_err(GuestError::Storage)?,
-            )),
+            (StorageResource::Disk(d), true) => {
+                let dev = scsi::attach(d).await.map_err(GuestError::Storage)?;
+                if !d.mount_path.is_empty() && d.read_only && !d.block_dev {
+                    self.decide_layer(
+                        &dev,
+                        &d.mount_path,
+                        crate::policy::input::SCSI_MOUNT_PATH_REGEX,
+                        || {
+                            format!(
+                                "mounting scsi device controller {} lun {} onto {} denied by policy",
+                                d.controller, d.lun, d.mount_path
+                            )
+                        },
+                    )
+                    .await?;
+                }
+                Some(Device::Scsi(dev))
+            }
+            (StorageResource::Pmem(d), true) => {
+                let found = pmem::attach(d).await.map_err(GuestError::Storage)?;
+                self.decide_layer(
+                    &found.0,
+                    &d.mount_path,
+                    crate::policy::input::VPMEM_MOUNT_PATH_REGEX,
+                    || {
+                        format!(
+                            "mounting pmem device {} onto {} denied by policy",
+                            d.device_number, d.mount_path
+                        )
+                    },
+                )
+                .await?;
+                Some(Device::Pmem(found))
+            }
             _ => None,
         };
         tokio::task::spawn_blocking(move || match (resource, add, device) {

@@ -348,6 +348,17 @@ impl Storage {
         Ok(())
     }
 
+    /// Whether `path` lies on a read-write SCSI disk that was mounted encrypted (`scratch_mount`'s
+    /// `encrypted`, SP §4.7); false when no disk mounted here holds it.
+    pub fn on_encrypted_disk(&self, path: &Path) -> bool {
+        self.lock().iter().any(|(p, r)| {
+            r.kind == Kind::Scsi
+                && path.starts_with(p)
+                && r.identity.contains(" rw")
+                && r.identity.ends_with(" encrypted")
+        })
+    }
+
     /// Paths mounted, with their resource and Add count (for stack dumps and tests).
     pub fn mounts(&self) -> Vec<(PathBuf, &'static str, u32)> {
         self.lock()

@@ -115,6 +115,74 @@ pub fn ext4_block_size(dev: &Path) -> Option<u32> {
     (magic == 0xEF53 && log <= 6).then(|| 1024 << log)
 }
 
+/// The dm-verity root hash of a layer built the way hcsshim's tooling builds it: an ext4
+/// filesystem, then (right after the filesystem's last block) a dm-verity superblock, then the
+/// hash tree, its top level first. The root hash is SHA-256(salt ‖ first hash block), lowercase
+/// hex (SP §9.3; the veritysetup on-disk format). Read from the device itself: the host's
+/// `VerityInfo` is not trusted for this.
+///
+/// Errors: no ext4 superblock, no verity superblock after the filesystem, an algorithm other
+/// than sha256, a hash type other than 1, or a read failure.
+pub fn root_hash(dev: &Path) -> Result<String, StorageError> {
+    use sha2::Digest;
+    use std::io::{Read, Seek, SeekFrom};
+    let fail = |what: &str| StorageError::Invalid(format!("{}: {what}", dev.display()));
+    let mut f = std::fs::File::open(dev).map_err(|e| fail(&format!("open: {e}")))?;
+    let mut read_at = |offset: u64, buf: &mut [u8]| -> Result<(), StorageError> {
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(buf))
+            .map_err(|e| fail(&format!("read at {offset}: {e}")))
+    };
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut sb = [0u8; 1024];
+    read_at(1024, &mut sb)?;
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return Err(fail("no ext4 superblock"));
+    }
+    let log = u32_at(&sb, 0x18);
+    if log > 6 {
+        return Err(fail("bad ext4 block size"));
+    }
+    let block_size = 1024u64 << log;
+    let mut blocks = u64::from(u32_at(&sb, 0x4));
+    if u32_at(&sb, 0x60) & 0x80 != 0 {
+        blocks |= u64::from(u32_at(&sb, 0x150)) << 32;
+    }
+    let fs_size = blocks
+        .checked_mul(block_size)
+        .ok_or_else(|| fail("ext4 size overflows"))?;
+    let mut vsb = [0u8; 512];
+    read_at(fs_size, &mut vsb)?;
+    if &vsb[..8] != b"verity\0\0" {
+        return Err(fail("no dm-verity superblock after the filesystem"));
+    }
+    if u32_at(&vsb, 12) != 1 {
+        return Err(fail("dm-verity hash type is not 1"));
+    }
+    let algorithm = vsb[32..64].split(|b| *b == 0).next().unwrap_or_default();
+    if algorithm != b"sha256" {
+        return Err(fail("dm-verity algorithm is not sha256"));
+    }
+    let hash_block = u32_at(&vsb, 68);
+    if !(512..=1 << 20).contains(&hash_block) || !hash_block.is_power_of_two() {
+        return Err(fail("bad dm-verity hash block size"));
+    }
+    let salt_size = usize::from(u16::from_le_bytes([vsb[80], vsb[81]]));
+    if salt_size > 256 {
+        return Err(fail("dm-verity salt longer than 256 bytes"));
+    }
+    let mut top = vec![0u8; hash_block as usize];
+    read_at(fs_size + u64::from(hash_block), &mut top)?;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(&vsb[88..88 + salt_size]);
+    hasher.update(&top);
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

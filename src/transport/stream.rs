@@ -14,6 +14,9 @@ pub enum Stream {
     Vsock(tokio_vsock::VsockStream),
     Unix(tokio::net::UnixStream),
     Fd(FdStream),
+    /// No host behind it: reads end at once, writes are discarded (the original's `/dev/null`
+    /// transport, for processes the security policy denies stdio, spec §7.5).
+    Null,
 }
 
 impl Stream {
@@ -29,7 +32,7 @@ impl Stream {
                 )
                 .map_err(io::Error::from)
             }
-            Self::Fd(_) => Ok(()),
+            Self::Fd(_) | Self::Null => Ok(()),
         }
     }
 }
@@ -45,6 +48,11 @@ impl Stream {
                     "stdin/stdout cannot be handed to a process",
                 ))
             }
+            Self::Null => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?
+                .into(),
         };
         use std::os::fd::AsRawFd;
         let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
@@ -64,6 +72,7 @@ impl AsyncRead for Stream {
             Self::Vsock(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Self::Fd(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Null => Poll::Ready(Ok(())),
         }
     }
 }
@@ -78,6 +87,7 @@ impl AsyncWrite for Stream {
             Self::Vsock(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Self::Fd(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Null => Poll::Ready(Ok(buf.len())),
         }
     }
 
@@ -86,6 +96,7 @@ impl AsyncWrite for Stream {
             Self::Vsock(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
             Self::Fd(s) => Pin::new(s).poll_flush(cx),
+            Self::Null => Poll::Ready(Ok(())),
         }
     }
 
@@ -94,6 +105,7 @@ impl AsyncWrite for Stream {
             Self::Vsock(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Self::Fd(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Null => Poll::Ready(Ok(())),
         }
     }
 }

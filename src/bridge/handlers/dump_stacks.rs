@@ -11,6 +11,11 @@ const MAX_DUMP: usize = 60 * 1024;
 
 pub fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let base: RequestBase = req.decode("DumpStacks")?;
+    req.bridge.guest().enforce(
+        crate::policy::EnforcementPoint::DumpStacks,
+        crate::policy::input::empty(),
+        || "dump stacks denied due to policy".into(),
+    )?;
     let mut text = String::new();
     let _ = writeln!(
         text,

@@ -13,6 +13,11 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     if get.base.targets_uvm() {
         return Err(BridgeError::PropertiesOfUvm);
     }
+    req.bridge.guest().enforce(
+        crate::policy::EnforcementPoint::GetProperties,
+        crate::policy::input::empty(),
+        || "get properties denied due to policy".into(),
+    )?;
     let query: PropertyQuery = if get.query.is_empty() {
         PropertyQuery::default()
     } else {

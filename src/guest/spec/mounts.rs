@@ -44,13 +44,19 @@ pub fn rewrite_mount_sources(spec: &mut Value, sandbox_root: &Path) -> Result<()
 /// Pins every mount source below `under` (the sandbox's directories, which the pod's
 /// workloads can write) to an agent-owned bind mount `pin_dir/m<N>`, and points the spec
 /// there (`safe_fs::pin`): what the runtime later mounts is what was checked, whatever a
-/// neighbour does to the shared directory meanwhile.
-pub fn pin_sources(spec: &mut Value, under: &Path, pin_dir: &Path) -> Result<(), GuestError> {
+/// neighbour does to the shared directory meanwhile. Only the first `count` mounts (those the
+/// host asked for) are considered.
+pub fn pin_sources(
+    spec: &mut Value,
+    under: &Path,
+    pin_dir: &Path,
+    count: usize,
+) -> Result<(), GuestError> {
     let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
         return Ok(());
     };
     let mut n = 0;
-    for m in mounts.iter_mut() {
+    for m in mounts.iter_mut().take(count) {
         let Some(src) = m.get("source").and_then(Value::as_str).map(PathBuf::from) else {
             continue;
         };

@@ -226,6 +226,64 @@ pub fn resolve_username(process: &mut Value, rootfs: &Path) -> Result<bool, Gues
     Ok(true)
 }
 
+/// The process's user, groups and umask as the policy sees them (SP §9.1): `user` =
+/// `{"id": "<uid>", "name": "<name or empty>"}`, `groups` = the primary group then
+/// `additionalGids`, each `{"id", "name"}`, names from the container's `/etc/passwd` and
+/// `/etc/group` (empty when absent), `umask` as four octal digits (default `0022`). Call it after
+/// [`resolve_username`].
+pub fn policy_identity(
+    process: &Value,
+    rootfs: &Path,
+) -> Result<(Value, Value, String), GuestError> {
+    let uid = process
+        .pointer("/user/uid")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let gid = process
+        .pointer("/user/gid")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let passwd = read_in_root(rootfs, "etc/passwd")
+        .ok()
+        .flatten()
+        .map(|t| passwd::parse_passwd(&t))
+        .unwrap_or_default();
+    let groups = read_in_root(rootfs, "etc/group")
+        .ok()
+        .flatten()
+        .map(|t| passwd::parse_group(&t))
+        .unwrap_or_default();
+    let user_name = passwd
+        .iter()
+        .find(|e| e.uid.map(u64::from) == Some(uid))
+        .map(|e| e.name.clone())
+        .unwrap_or_default();
+    let group = |id: u64| {
+        let name = groups
+            .iter()
+            .find(|e| e.gid.map(u64::from) == Some(id))
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        json!({"id": id.to_string(), "name": name})
+    };
+    let mut list = vec![group(gid)];
+    if let Some(extra) = process
+        .pointer("/user/additionalGids")
+        .and_then(Value::as_array)
+    {
+        list.extend(extra.iter().filter_map(Value::as_u64).map(group));
+    }
+    let umask = process
+        .pointer("/user/umask")
+        .and_then(Value::as_u64)
+        .map_or_else(|| "0022".to_string(), |m| format!("{m:04o}"));
+    Ok((
+        json!({"id": uid.to_string(), "name": user_name}),
+        Value::Array(list),
+        umask,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
