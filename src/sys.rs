@@ -321,6 +321,54 @@ pub fn dm_ioctl(control: BorrowedFd<'_>, command: u8, buf: &mut [u8]) -> Result<
     Errno::result(rc).map(drop)
 }
 
+/// Size of the response container of `SNP_GET_REPORT` (`struct snp_report_resp`).
+pub const SNP_REPORT_RESPONSE: usize = 4000;
+
+/// Asks the AMD SEV-SNP firmware for an attestation report at VMPL 0 with all-zero
+/// `REPORT_DATA`, through `/dev/sev-guest` open at `dev` (`SNP_GET_REPORT`, Linux
+/// `include/uapi/linux/sev-guest.h`). Returns the response container: status, report size, 24
+/// reserved bytes, then the report. Errors: the ioctl's errno (the firmware's own error is not
+/// returned).
+pub fn snp_get_report(dev: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    /// `struct snp_report_req`: user data, VMPL, reserved.
+    #[repr(C)]
+    struct ReportRequest {
+        user_data: [u8; 64],
+        vmpl: u32,
+        reserved: [u8; 28],
+    }
+    /// `struct snp_guest_request_ioctl`.
+    #[repr(C)]
+    struct GuestRequest {
+        msg_version: u8,
+        req_data: u64,
+        resp_data: u64,
+        exitinfo2: u64,
+    }
+    let request = ReportRequest {
+        user_data: [0; 64],
+        vmpl: 0,
+        reserved: [0; 28],
+    };
+    let mut response = vec![0u8; SNP_REPORT_RESPONSE];
+    let mut ioctl = GuestRequest {
+        msg_version: 1,
+        req_data: std::ptr::addr_of!(request) as u64,
+        resp_data: response.as_mut_ptr() as u64,
+        exitinfo2: 0,
+    };
+    // _IOWR('S', 0x0, struct snp_guest_request_ioctl)
+    let code = (3 << 30)
+        | ((std::mem::size_of::<GuestRequest>() as libc::c_ulong) << 16)
+        | (libc::c_ulong::from(b'S') << 8);
+    // SAFETY: the kernel reads `request` (96 bytes, alive for the call), writes at most 4000
+    // bytes into `response` (its length) and the exit info into `ioctl`, and keeps no reference
+    // after the call; the fd is borrowed, so it stays open for the call.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), code, std::ptr::addr_of_mut!(ioctl)) };
+    Errno::result(rc)?;
+    Ok(response)
+}
+
 /// The time of the PTP hardware clock open at `fd` (a dynamic POSIX clock).
 pub fn phc_time(fd: BorrowedFd<'_>) -> Result<libc::timespec, Errno> {
     // FD_TO_CLOCKID: the clock id of a character device's dynamic clock.

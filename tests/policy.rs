@@ -30,9 +30,80 @@ async fn modify_err(agent: &Agent, request: ModifySettingRequest) -> String {
         .to_string()
 }
 
-/// A busybox container spec of the test image, standalone.
+/// The real host's container spec (trace 09) for container `id`, running `args`.
+fn spec_for(id: &str, args: &[&str]) -> Value {
+    let mut spec = common::trace_spec(args);
+    spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+    spec
+}
+
 fn spec(args: &[&str]) -> Value {
-    common::trace_spec(args)
+    spec_for("c1", args)
+}
+
+/// `SecurityPolicy` Add of the Rego `text` (`kind`: EnforcerType).
+async fn install_as(agent: &Agent, kind: &str, text: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let settings = json!({
+        "EnforcerType": kind,
+        "EncodedSecurityPolicy": base64::engine::general_purpose::STANDARD.encode(text),
+        "EncodedUVMReference": "cmVm",
+    });
+    agent
+        .client
+        .modify_settings(NULL_CONTAINER_ID, modify("SecurityPolicy", "Add", settings))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn install(agent: &Agent, text: &str) -> Result<(), String> {
+    install_as(agent, "", text).await
+}
+
+/// A test policy file of `tests/policy/policies`.
+fn policy_file(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/policy/policies")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The allow-all policy with some rules replaced (`name`, Rego body after `:=` or a whole
+/// rule set), and a reason naming the rule that refused.
+fn allow_all_but(replaced: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for line in policy_file("allow_all.rego").lines() {
+        let name = line.split(" := ").next().unwrap_or_default();
+        if replaced.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    for (_, rules) in replaced {
+        text.push_str(rules);
+        text.push('\n');
+    }
+    text.push_str("reason := {\"errors\": [sprintf(\"refused %s\", [input.rule])], \"error_objects\": null}\n");
+    text
+}
+
+/// The decision inside a refusal's text.
+fn decision_of(err: &str) -> Value {
+    use base64::Engine as _;
+    let inner = err
+        .split("policyDecision< ")
+        .nth(1)
+        .and_then(|t| t.split(" >policyDecision").next())
+        .unwrap_or_else(|| panic!("no decision in {err}"));
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(inner)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -130,4 +201,338 @@ async fn closed_door_refuses_every_request_with_its_fixed_message_and_logs_nothi
         "{again}"
     );
     assert_eq!(agent.log(), "", "the closed door withholds the log stream");
+}
+
+#[tokio::test]
+async fn an_empty_policy_opens_the_closed_door_once_and_logging_resumes() {
+    let agent = Agent::sandboxed(&["-initial-policy-stance", "deny"]).await;
+    assert!(agent.client.dump_stacks().await.is_err());
+    assert_eq!(agent.log(), "");
+    install(&agent, "").await.unwrap();
+    assert!(agent
+        .client
+        .dump_stacks()
+        .await
+        .unwrap()
+        .contains("threads"));
+    assert!(
+        agent.log().contains("security policy installed"),
+        "{}",
+        agent.log()
+    );
+    let err = install(&agent, "").await.unwrap_err();
+    assert!(
+        err.contains("security policy has already been set"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn policies_that_cannot_work_are_refused_and_change_nothing() {
+    let agent = Agent::sandboxed(&[]).await;
+    let err = install(&agent, "package policy\nallow := {")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("error creating security policy enforcer: rego compilation failed"),
+        "{err}"
+    );
+    let err = agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "SecurityPolicy",
+                "Add",
+                json!({"EncodedSecurityPolicy": "%%%"}),
+            ),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("failed to decode base64 security policy"),
+        "{err}"
+    );
+    let err = install_as(&agent, "open_door", "package policy")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("Invalid policy for open-door enforcer"),
+        "{err}"
+    );
+    let err = install_as(&agent, "opa", "").await.unwrap_err();
+    assert!(err.contains("unknown enforcer: \"opa\""), "{err}");
+    // None of those counted: a good policy is still accepted, then no other.
+    install(&agent, &policy_file("deny_all.rego"))
+        .await
+        .unwrap();
+    let err = install(&agent, &policy_file("allow_all.rego"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("security policy has already been set"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_allow_all_policy_runs_a_whole_container_lifecycle() {
+    let agent = Agent::sandboxed(&[]).await;
+    install(&agent, &policy_file("allow_all.rego"))
+        .await
+        .unwrap();
+    let layer = common::busybox_layer(&agent);
+    common::create_container(
+        &agent,
+        "c1",
+        layer,
+        spec(&["sh", "-c", "echo init; read x"]),
+    )
+    .await
+    .unwrap();
+    let init = common::start_process(&agent, "c1", None, false)
+        .await
+        .unwrap();
+    let exec = common::start_process(
+        &agent,
+        "c1",
+        Some(
+            json!({"args": ["/bin/sh", "-c", "echo exec $A"], "env": ["A=1"], "cwd": "/",
+                    "user": {"uid": 0, "gid": 0},
+                    "capabilities": {"bounding": [], "effective": [], "permitted": []}}),
+        ),
+        false,
+    )
+    .await
+    .unwrap();
+    let out = exec.finish(&agent, "c1").await;
+    assert_eq!((out.code, out.stdout.as_str()), (0, "exec 1\n"));
+    let props = agent
+        .client
+        .get_properties("c1", &["ProcessList"])
+        .await
+        .unwrap();
+    assert!(!props.process_list.is_empty());
+    agent.client.shutdown_forced("c1").await.unwrap();
+    let out = init.finish(&agent, "c1").await;
+    assert_eq!(out.stdout, "init\n");
+    common::destroy_container(&agent, "c1").await;
+    assert!(
+        !agent.root().join("run/gcs/c/c1/rootfs/bin").exists(),
+        "the overlay is gone"
+    );
+}
+
+#[tokio::test]
+async fn each_refusal_carries_the_decision_with_the_originals_input_and_changes_nothing() {
+    let agent = Agent::sandboxed(&[]).await;
+    let policy = allow_all_but(&[
+        (
+            "create_container",
+            r#"create_container := {"allowed": input.argList[0] != "forbidden", "env_list": null, "allow_stdio_access": true}"#,
+        ),
+        (
+            "exec_in_container",
+            r#"exec_in_container := {"allowed": false}"#,
+        ),
+        (
+            "signal_container_process",
+            r#"signal_container_process := {"allowed": input.signal == 9}"#,
+        ),
+        (
+            "shutdown_container",
+            r#"shutdown_container := {"allowed": false}"#,
+        ),
+    ]);
+    install(&agent, &policy).await.unwrap();
+    let layer = common::busybox_layer(&agent);
+
+    // create_container: the whole input, as the original builds it.
+    let err = common::create_container(&agent, "c2", layer, spec_for("c2", &["forbidden"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("container creation denied due to policy: policyDecision< "),
+        "{err}"
+    );
+    let d = decision_of(&err);
+    assert_eq!(d["decision"], "deny");
+    assert_eq!(d["reason"]["errors"], json!(["refused create_container"]));
+    let input = &d["input"];
+    assert_eq!(input["rule"], "create_container");
+    assert_eq!(input["containerID"], "c2");
+    assert_eq!(input["argList"], json!(["forbidden"]));
+    assert_eq!(
+        input["envList"],
+        json!(["PATH=<<redacted>>"]),
+        "environment values never leave the guest"
+    );
+    assert_eq!(input["workingDir"], "/");
+    assert_eq!(input["sandboxDir"], "/run/gcs/c/c2/sandboxMounts");
+    assert_eq!(input["hugePagesDir"], "/run/gcs/c/c2/hugepages");
+    assert_eq!(input["user"], json!({"id": "0", "name": "root"}));
+    assert_eq!(input["groups"], json!([{"id": "0", "name": "root"}]));
+    assert_eq!(input["umask"], "0022");
+    assert_eq!(input["capabilities"], "[unprivileged]");
+    assert_eq!(input["seccompProfileSHA256"], "");
+    assert_eq!(input["privileged"], false);
+    assert_eq!(input["isSandboxContainer"], false);
+    assert_eq!(input["devices"], json!([]));
+    let mounts = input["mounts"].as_array().unwrap();
+    assert!(
+        mounts.contains(
+            &json!({"destination": "/proc", "source": "proc", "type": "proc",
+                                 "options": ["nosuid", "noexec", "nodev"]})
+        ),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.iter().any(|m| m["destination"] == "/etc/hosts"),
+        "{mounts:?}"
+    );
+    assert!(!agent.root().join("run/gcs/c/c2/config.json").exists());
+
+    // A container the policy allows; its exec, SIGTERM and shutdown are refused.
+    common::create_container(&agent, "c1", layer, spec(&["sh", "-c", "echo up; read x"]))
+        .await
+        .unwrap();
+    let init = common::start_process(&agent, "c1", None, false)
+        .await
+        .unwrap();
+    let err = common::start_process(
+        &agent,
+        "c1",
+        Some(
+            json!({"args": ["ls", "/"], "env": ["SECRET=hunter2"], "cwd": "/tmp",
+                    "capabilities": {"bounding": ["CAP_KILL"], "effective": [], "permitted": []},
+                    "noNewPrivileges": true}),
+        ),
+        false,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("exec in container denied due to policy: policyDecision< "),
+        "{err}"
+    );
+    let d = decision_of(&err);
+    assert!(!d.to_string().contains("hunter2"));
+    assert_eq!(
+        d["input"],
+        json!({"rule": "exec_in_container", "containerID": "c1", "argList": ["ls", "/"],
+               "envList": ["SECRET=<<redacted>>"], "workingDir": "/tmp", "noNewPrivileges": true,
+               "user": {"id": "0", "name": "root"}, "groups": [{"id": "0", "name": "root"}],
+               "umask": "0022",
+               "capabilities": {"bounding": ["CAP_KILL"], "effective": [], "inheritable": [],
+                                "permitted": [], "ambient": []}})
+    );
+    let err = agent
+        .client
+        .signal_process("c1", init.pid, Some(15))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        decision_of(&err)["input"],
+        json!({"rule": "signal_container_process", "containerID": "c1", "signal": 15,
+               "isInitProcess": true, "argList": ["sh", "-c", "echo up; read x"]})
+    );
+    let err = agent
+        .client
+        .shutdown_graceful("c1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        decision_of(&err)["input"],
+        json!({"rule": "shutdown_container", "containerID": "c1"})
+    );
+    // Still running after every refusal: SIGKILL is allowed and ends it.
+    agent
+        .client
+        .signal_process("c1", init.pid, Some(9))
+        .await
+        .unwrap();
+    let out = init.finish(&agent, "c1").await;
+    assert_eq!((out.code, out.stdout.as_str()), (137, "up\n"));
+    common::destroy_container(&agent, "c1").await;
+}
+
+#[tokio::test]
+async fn decisions_filter_the_environment_and_refused_stdio_goes_nowhere() {
+    let agent = Agent::sandboxed(&[]).await;
+    let policy = allow_all_but(&[(
+        "create_container",
+        r#"create_container := {"allowed": true, "env_list": ["KEEP=1", "PATH=/bin"], "allow_stdio_access": false}"#,
+    )]);
+    install(&agent, &policy).await.unwrap();
+    let layer = common::busybox_layer(&agent);
+    let mut s = spec(&[
+        "sh",
+        "-c",
+        "env > /env.txt; echo to-stdout; read x; echo read-done > /stdin.txt",
+    ]);
+    s["process"]["env"] = json!(["PATH=/bin", "KEEP=1", "DROP=2"]);
+    common::create_container(&agent, "c1", layer, s)
+        .await
+        .unwrap();
+    let host = agent.host();
+    let (pid, listener) = common::start_init_stdout_only(&agent.client, &host, "c1", 9100).await;
+    let code = agent
+        .client
+        .wait_for_process("c1", pid, 20_000)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "stdin ended at once, output was discarded");
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "the host's stdout port was dialled");
+    let rootfs = agent.root().join("run/gcs/c/c1/rootfs");
+    let env = std::fs::read_to_string(rootfs.join("env.txt")).unwrap();
+    assert!(env.contains("KEEP=1") && env.contains("PATH=/bin"), "{env}");
+    assert!(!env.contains("DROP=2"), "{env}");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("stdin.txt")).unwrap(),
+        "read-done\n"
+    );
+    // A terminal cannot be given to a container without stdio.
+    let err = common::start_process(
+        &agent,
+        "c1",
+        Some(json!({"args": ["sh"], "cwd": "/", "terminal": true,
+                    "capabilities": {"bounding": [], "effective": [], "permitted": []}})),
+        true,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("exec in container of process that requires terminal access denied due to policy not allowing stdio access"),
+        "{err}"
+    );
+    common::destroy_container(&agent, "c1").await;
+}
+
+#[tokio::test]
+async fn a_policy_refusing_runtime_logging_ends_the_log_stream() {
+    let agent = Agent::sandboxed(&[]).await;
+    let policy = allow_all_but(&[(
+        "runtime_logging",
+        r#"runtime_logging := {"allowed": false}"#,
+    )]);
+    install(&agent, &policy).await.unwrap();
+    let before = agent.log();
+    assert!(before.contains("the log stream ends here"), "{before}");
+    let layer = common::busybox_layer(&agent);
+    common::create_container(&agent, "c1", layer, spec(&["true"]))
+        .await
+        .unwrap();
+    let init = common::start_process(&agent, "c1", None, false)
+        .await
+        .unwrap();
+    init.finish(&agent, "c1").await;
+    common::destroy_container(&agent, "c1").await;
+    assert_eq!(agent.log(), before, "nothing about the workload was logged");
 }

@@ -370,10 +370,12 @@ impl Bridge {
             }
         }
         .instrument(span);
-        // On confidential hardware the reader waits: the next request is read only once this
-        // one is answered. WaitForProcess always runs on its own, as in the original (spec
-        // §10.1): the host's infinite wait on an init must not hold every later request.
-        if self.config.sequential && header.message_type != MessageType::WAIT_FOR_PROCESS {
+        // On confidential hardware, or once a policy made the guest confidential (SP §3.8), the
+        // reader waits: the next request is read only once this one is answered.
+        // WaitForProcess always runs on its own, as in the original (spec §10.1): the host's
+        // infinite wait on an init must not hold every later request.
+        let sequential = self.config.sequential || self.guest.policy().is_confidential();
+        if sequential && header.message_type != MessageType::WAIT_FOR_PROCESS {
             work.await;
         } else {
             tokio::spawn(work);

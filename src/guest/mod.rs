@@ -10,6 +10,7 @@ mod error;
 pub mod external;
 pub mod lifecycle;
 pub mod network;
+pub mod security;
 pub mod spec;
 pub mod stdio;
 pub mod storage;

@@ -16,7 +16,9 @@
 pub mod closed_door;
 pub mod input;
 pub mod open_door;
+pub mod rego;
 pub mod seccomp;
+pub mod snp;
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

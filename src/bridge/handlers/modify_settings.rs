@@ -103,6 +103,14 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
         tracing::info!(device = %found.display(), "VPCI device present");
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
+    if modify.request.resource_type == "SecurityPolicy" {
+        let options: crate::guest::security::ConfidentialOptions = settings(&modify)?;
+        req.bridge
+            .guest()
+            .set_security_policy(options, std::path::Path::new("/dev"))
+            .await?;
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
+    }
     if modify.request.resource_type == "PodCgroupMemoryLimit" {
         req.bridge.guest().update_pods_limit().await?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));

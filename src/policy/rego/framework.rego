@@ -47,6 +47,12 @@ is_collection(x) if is_array(x)
 
 is_collection(x) if is_set(x)
 
+# x if it can be iterated ("some .. in" / "every .. in" raise an error on
+# other values in regorus); undefined otherwise.
+coll(x) := x if is_collection(x)
+
+coll(x) := x if is_object(x)
+
 # Same members, same size (used for mount options and capability sets).
 same_members(a, b) if {
 	is_collection(a)
@@ -76,7 +82,7 @@ re_full_match(pattern, value) if {
 	regex.match(full, value)
 }
 
-bool_or_false(x) := true if x == true else := false
+version_reached(v, minimum) := true if at_least_version(v, minimum) else := false
 
 ##############################################################################
 # Metadata helpers
@@ -206,7 +212,9 @@ legacy_object("fragment", r, v) := {
 
 legacy_signals(r, v) := r.signals if {
 	at_least_version(v, "0.4.1")
-} else := array.concat(r.signals, [9, 15])
+} else := array.concat(r.signals, [9, 15]) if {
+	is_array(r.signals)
+}
 
 legacy_nnp(r, v) := r.no_new_privileges if {
 	at_least_version(v, "0.2.0")
@@ -264,14 +272,14 @@ policy_trust_lists := data.policy.transparency_trust_lists if is_array(data.poli
 
 # Every extracted-includes entry stored by load_fragment, all issuers/feeds.
 loaded_fragment_entries := [entry |
-	some issuer in data.metadata.issuers
-	some entries in issuer.feeds
-	some entry in entries
+	some issuer in coll(data.metadata.issuers)
+	some entries in coll(issuer.feeds)
+	some entry in coll(entries)
 ]
 
 loaded_items(kind) := [item |
 	some entry in loaded_fragment_entries
-	some item in entry[kind]
+	some item in coll(entry[kind])
 ]
 
 candidate_platform_rules := array.concat(policy_platform_rules, loaded_items("platform_rules"))
@@ -280,9 +288,18 @@ with_platform_rules(c) := [c] if {
 	count(candidate_platform_rules) == 0
 } else := [expanded |
 	some rule in candidate_platform_rules
+	is_object(rule)
+	own_env := object.get(c, "env_rules", [])
+	own_mounts := object.get(c, "mounts", [])
+	extra_env := object.get(rule, "env_rules", [])
+	extra_mounts := object.get(rule, "mounts", [])
+	is_array(own_env)
+	is_array(own_mounts)
+	is_array(extra_env)
+	is_array(extra_mounts)
 	expanded := object.union(c, {
-		"env_rules": array.concat(object.get(c, "env_rules", []), object.get(rule, "env_rules", [])),
-		"mounts": array.concat(object.get(c, "mounts", []), object.get(rule, "mounts", [])),
+		"env_rules": array.concat(own_env, extra_env),
+		"mounts": array.concat(own_mounts, extra_mounts),
 	})
 ]
 
@@ -322,12 +339,12 @@ enforcement_point_info := ep_info(false, {"allowed": false}, false, false, true,
 } else := info if {
 	ep := data.api.enforcement_points[input.name]
 	info := ep_info(
-		bool_or_false(at_least_version(policy_api_version, ep.introducedVersion)),
+		version_reached(policy_api_version, ep.introducedVersion),
 		ep.default_results,
 		false,
 		false,
 		false,
-		bool_or_false(ep.use_framework),
+		ep.use_framework == true,
 	)
 }
 
@@ -342,13 +359,13 @@ target_in_use(target) if meta_has("rw_devices", target)
 # Raw policy containers (no normalisation, no platform rules) or containers
 # of loaded fragments.
 known_layer(hash) if {
-	some c in data.policy.containers
-	hash in c.layers
+	some c in coll(data.policy.containers)
+	hash in coll(c.layers)
 }
 
 known_layer(hash) if {
 	some c in loaded_items("containers")
-	hash in c.layers
+	hash in coll(c.layers)
 }
 
 mount_target_ok if re_full_match(input.mountPathRegex, input.target)
@@ -518,7 +535,7 @@ user_ok(rules) if {
 	id_name_ok(rules.user_idname, input.user)
 	is_array(input.groups)
 	every group in input.groups {
-		some rule in rules.group_idnames
+		some rule in coll(rules.group_idnames)
 		id_name_ok(rule, group)
 	}
 }
@@ -571,8 +588,8 @@ required_rule_met(rule, envs) if {
 
 # Request entries accepted by at least one of the rules.
 env_subset(rules) := {env |
-	some env in input.envList
-	some rule in rules
+	some env in coll(input.envList)
+	some rule in coll(rules)
 	env_rule_ok(rule, env)
 }
 
@@ -592,27 +609,28 @@ envs_to_use(items) := input.envList if {
 
 # Names (text before the first "=") of request entries no rule accepts.
 env_names_rejected(items) := [name |
-	some env in input.envList
+	some env in coll(input.envList)
+	is_string(env)
 	not env_accepted_by_any(items, env)
 	name := split(env, "=")[0]
 ]
 
 env_accepted_by_any(items, env) if {
 	some item in items
-	some rule in item.env_rules
+	some rule in coll(item.env_rules)
 	env_rule_ok(rule, env)
 }
 
 # Some candidate has a required rule that no request entry satisfies.
 some_required_env_missing(items) if {
 	some item in items
-	some rule in item.env_rules
+	some rule in coll(item.env_rules)
 	env_required(rule)
 	not env_in_request_matches(rule)
 }
 
 env_in_request_matches(rule) if {
-	some env in input.envList
+	some env in coll(input.envList)
 	env_rule_ok(rule, env)
 }
 
@@ -661,8 +679,8 @@ caps_ok(allowed, requested) if {
 
 caps_intersection(allowed) := {kind: kept |
 	some kind in cap_kinds
-	allowed_set := cap_set(allowed, kind)
-	kept := {cap | some cap in cap_set(input.capabilities, kind); cap in allowed_set}
+	allowed_set := coll(cap_set(allowed, kind))
+	kept := {cap | some cap in coll(cap_set(input.capabilities, kind)); cap in allowed_set}
 }
 
 caps_total(caps) := sum([count(caps[kind]) | some kind in cap_kinds])
@@ -691,12 +709,14 @@ caps_to_use(items, privileged) := input.capabilities if {
 mount_source_ok(constraint, mount) if {
 	is_string(constraint)
 	startswith(constraint, data.sandboxPrefix)
+	is_string(input.sandboxDir)
 	re_full_match(concat("", [input.sandboxDir, trim_prefix(constraint, data.sandboxPrefix)]), mount.source)
 }
 
 mount_source_ok(constraint, mount) if {
 	is_string(constraint)
 	startswith(constraint, data.hugePagesPrefix)
+	is_string(input.hugePagesDir)
 	re_full_match(concat("", [input.hugePagesDir, trim_prefix(constraint, data.hugePagesPrefix)]), mount.source)
 }
 
@@ -731,7 +751,7 @@ sandbox_sysfs_ok(mount) if {
 }
 
 mount_allowed(constraints, allow_elevated, mount) if {
-	some constraint in constraints
+	some constraint in coll(constraints)
 	mount_satisfies(constraint, mount)
 }
 
@@ -816,7 +836,7 @@ create_container := {
 started_privileged := true if data.metadata.started[input.containerID].privileged == true else := false
 
 has_exec_command(c) if {
-	some process in c.exec_processes
+	some process in coll(c.exec_processes)
 	command_ok(process.command)
 }
 
@@ -892,7 +912,7 @@ shutdown_container := {"allowed": true, "metadata": [map_remove("matches", input
 }
 
 signal_listed(signals) if {
-	some s in signals
+	some s in coll(signals)
 	s == input.signal
 }
 
@@ -903,7 +923,7 @@ signal_process_ok(c) if {
 
 signal_process_ok(c) if {
 	not input.isInitProcess == true
-	some process in c.exec_processes
+	some process in coll(c.exec_processes)
 	command_ok(process.command)
 	signal_listed(process.signals)
 }
@@ -1000,20 +1020,20 @@ receipt_requirement_met(req) if {
 	is_string(req)
 	startswith(req, "TTL:")
 	subject := trim_prefix(req, "TTL:")
-	some receipt in input.receipts
-	subject in receipt.ttl_subjects
+	some receipt in coll(input.receipts)
+	subject in coll(receipt.ttl_subjects)
 }
 
 receipt_requirement_met(req) if {
 	req != "*"
 	is_string(req)
 	not startswith(req, "TTL:")
-	some receipt in input.receipts
+	some receipt in coll(input.receipts)
 	receipt.issuer == req
 }
 
 unmet_receipts(f) := [req |
-	some req in object.get(f, "required_receipts", [])
+	some req in coll(object.get(f, "required_receipts", []))
 	not receipt_requirement_met(req)
 ]
 
@@ -1026,34 +1046,53 @@ ref_has_parameters(f) if {
 # Parameter combinations offered for a fragment: those stored by loaded
 # fragments for their nested fragments, then those of the policy.
 fragment_parameter_sets(iss, feed) := array.concat(
-	[p.parameters | some p in data.metadata.fragment_parameters; p.issuer == iss; p.feed == feed],
+	[p.parameters | some p in coll(data.metadata.fragment_parameters); p.issuer == iss; p.feed == feed],
 	[f.parameters | some f in policy_fragments; f.issuer == iss; f.feed == feed; ref_has_parameters(f)],
 )
 
-# The fragment module being loaded (second call): data[input.namespace].
-fragment_module_value(name) := v if {
-	is_string(input.namespace)
-	v := data[input.namespace][name]
-}
+# The fragment module being loaded (second call) is data[input.namespace].
+# Fields are read one by one with static names (a dynamic field name would
+# make the interpreter evaluate every rule of that package).
+fragment_namespace := input.namespace if is_string(input.namespace)
 
 fragment_framework_version := v if {
-	v := fragment_module_value("framework_version")
+	v := data[fragment_namespace].framework_version
 } else := v if {
-	v := fragment_module_value("framework_svn")
+	v := data[fragment_namespace].framework_svn
 } else := null
 
 fragment_version_status := version_status(fragment_framework_version)
 
-fragment_list(name) := v if {
-	v := fragment_module_value(name)
+fragment_list("containers") := v if {
+	v := data[fragment_namespace].containers
 	is_array(v)
 } else := []
 
-fragment_svn_defined if {
-	_ = fragment_module_value("svn")
-}
+fragment_list("fragments") := v if {
+	v := data[fragment_namespace].fragments
+	is_array(v)
+} else := []
 
-fragment_svn := fragment_module_value("svn")
+fragment_list("external_processes") := v if {
+	v := data[fragment_namespace].external_processes
+	is_array(v)
+} else := []
+
+fragment_list("transparency_trust_lists") := v if {
+	v := data[fragment_namespace].transparency_trust_lists
+	is_array(v)
+} else := []
+
+fragment_list("platform_rules") := v if {
+	v := data[fragment_namespace].platform_rules
+	is_array(v)
+} else := []
+
+fragment_svn := data[fragment_namespace].svn
+
+fragment_svn_defined if {
+	_ = fragment_svn
+}
 
 # SVN gate of the second call.
 svn_gate_ok(minimum) if {
@@ -1143,6 +1182,7 @@ extract_parameter(name, params, parameters_api) := params[name] if {
 	is_object(params)
 	name in object.keys(params)
 } else := parameters_api[name]["default"] if {
+	is_object(parameters_api)
 	is_object(parameters_api[name])
 	"default" in object.keys(parameters_api[name])
 }
@@ -1165,13 +1205,13 @@ ttl_matches if {
 ttl_offered_ledgers := {ledger |
 	some t in candidate_trust_lists
 	ttl_entry_matches(t)
-	some ledger in t.allowed_ledgers
+	some ledger in coll(t.allowed_ledgers)
 }
 
-ttl_allowed_ledgers := {ledger | some ledger in input.ledgers} if {
+ttl_allowed_ledgers := {ledger | some ledger in coll(input.ledgers)} if {
 	"*" in ttl_offered_ledgers
 } else := {ledger |
-	some ledger in input.ledgers
+	some ledger in coll(input.ledgers)
 	ledger in ttl_offered_ledgers
 }
 
@@ -1213,14 +1253,14 @@ default registry_changes := {"allowed": false}
 
 log_provider_known(name) if {
 	is_string(name)
-	some allowed in data.policy.allowed_log_providers
+	some allowed in coll(data.policy.allowed_log_providers)
 	is_string(allowed)
 	lower(name) == lower(allowed)
 }
 
-log_providers_to_keep := [name | some name in input.providers; log_provider_known(name)] if {
+log_providers_to_keep := [name | some name in coll(input.providers); log_provider_known(name)] if {
 	allow_log_provider_dropping
-} else := input.providers
+} else := coll(input.providers)
 
 default log_provider := {"allowed": false, "providers_to_keep": []}
 
@@ -1435,6 +1475,7 @@ errors contains concat(" ", ["invalid mount list:", concat(",", bad)]) if {
 	bad := [mount.destination |
 		some mount in input.mounts
 		not mount_allowed_by_any(mount)
+		is_string(mount.destination)
 	]
 	count(bad) > 0
 }
@@ -1484,13 +1525,13 @@ errors contains "invalid env list" if {
 	count(matched) > 0
 	every c in matched {
 		create_basic_ok(c)
-		some env in input.envList
+		some env in coll(input.envList)
 		not env_rule_accepts_any(c.env_rules, env)
 	}
 }
 
 env_rule_accepts_any(rules, env) if {
-	some rule in rules
+	some rule in coll(rules)
 	env_rule_ok(rule, env)
 }
 
@@ -1679,7 +1720,7 @@ error_objects := data.metadata.matches[input.containerID] if {
 
 error_objects := [p |
 	some c in matched
-	some p in c.exec_processes
+	some p in coll(c.exec_processes)
 ] if {
 	rule_is({"exec_in_container"})
 }

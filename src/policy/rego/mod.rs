@@ -1,0 +1,530 @@
+//! The Rego enforcer: a policy from the host, decided with our own framework and API modules in
+//! the `regorus` interpreter, in process (SP §3).
+//!
+//! One enforcement (SP §3.2): query `data.policy.<point>`; apply the metadata operations its
+//! result carries; ask `data.framework.enforcement_point_info` whether the policy's
+//! `api_version` knows the point; fill in the API's default results (or ask the framework,
+//! for `use_framework` points the policy leaves undefined); read `allowed`. A refusal queries
+//! `data.policy.reason` and becomes a `policyDecision< base64 >policyDecision` text
+//! ([`decision`]).
+
+pub mod decision;
+pub mod metadata;
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::{json, Map, Value};
+
+use super::{Decision, EnforcementPoint, Enforcer, PolicyError};
+
+/// Our framework (package `framework`, version 0.5.0): the rules generated policies delegate to.
+pub const FRAMEWORK: &str = include_str!("framework.rego");
+/// The API module (package `api`, version 0.12.0): every point, its version and defaults.
+pub const API: &str = include_str!("api.rego");
+
+/// Longest error text a refusal carries before parts of the decision are dropped (SP §3.6).
+pub const MAX_ERROR_MESSAGE: usize = 3072;
+
+/// Mounts every container may have (SP §9.4): destination, type, source, options.
+const DEFAULT_MOUNTS: &[(&str, &str, &str, &[&str])] = &[
+    ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+    (
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ),
+    (
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        &[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ],
+    ),
+    (
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    ),
+    (
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    ),
+    (
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    ),
+    (
+        "/run",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ),
+    (
+        "/sys/fs/cgroup",
+        "cgroup",
+        "cgroup",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    ),
+    (
+        "/sys/fs/cgroup",
+        "cgroup2",
+        "cgroup2",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    ),
+];
+
+/// Mounts a privileged (`allow_elevated`) container may have besides (SP §9.4).
+const PRIVILEGED_MOUNTS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "/sys/fs/cgroup",
+        "cgroup",
+        "cgroup",
+        &["nosuid", "noexec", "nodev", "relatime", "rw"],
+    ),
+    (
+        "/sys/fs/cgroup",
+        "cgroup2",
+        "cgroup2",
+        &["nosuid", "noexec", "nodev", "relatime", "rw"],
+    ),
+    (
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "rw"],
+    ),
+];
+
+/// The capabilities of an unprivileged container without a rule of its own (SP §9.5).
+pub const DEFAULT_UNPRIVILEGED_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The capabilities of a privileged container without a rule of its own (SP §9.5).
+pub const DEFAULT_PRIVILEGED_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+fn mounts_json(list: &[(&str, &str, &str, &[&str])]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|(destination, kind, source, options)| {
+                json!({"destination": destination, "type": kind, "source": source, "options": options})
+            })
+            .collect(),
+    )
+}
+
+/// The data document a new enforcer starts with (SP §3.1).
+fn initial_data() -> Value {
+    json!({
+        "defaultMounts": mounts_json(DEFAULT_MOUNTS),
+        "privilegedMounts": mounts_json(PRIVILEGED_MOUNTS),
+        "sandboxPrefix": "sandbox://",
+        "hugePagesPrefix": "hugepages://",
+        "plan9Prefix": "plan9://",
+        "defaultUnprivilegedCapabilities": DEFAULT_UNPRIVILEGED_CAPABILITIES,
+        "defaultPrivilegedCapabilities": DEFAULT_PRIVILEGED_CAPABILITIES,
+        "metadata": {"operatingsystem": {"ostype": "linux"}},
+    })
+}
+
+/// The interpreter and the data document it was given.
+#[derive(Debug)]
+struct State {
+    engine: regorus::Engine,
+    /// What `data` holds besides the modules; `metadata` changes with decisions.
+    data: Value,
+}
+
+/// Decides with a host's Rego policy.
+#[derive(Debug)]
+pub struct RegoEnforcer {
+    /// The policy as the host encoded it (base64), kept for the security context.
+    encoded: String,
+    state: Mutex<State>,
+}
+
+/// The outcome of one rule query.
+enum Answer {
+    /// The rule is undefined for this input.
+    Undefined,
+    Value(Value),
+}
+
+impl State {
+    /// Makes the engine see `self.data` again.
+    fn reload(&mut self) -> Result<(), String> {
+        self.engine.clear_data();
+        self.engine
+            .add_data(regorus::Value::from(self.data.clone()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Evaluates `query` (a rule path) with `input`.
+    fn query(&mut self, query: &str, input: &Value) -> Result<Answer, String> {
+        self.engine.set_input(regorus::Value::from(input.clone()));
+        let results = self
+            .engine
+            .eval_query(query.to_string(), false)
+            .map_err(|e| e.to_string())?;
+        let Some(value) = results
+            .result
+            .first()
+            .and_then(|r| r.expressions.first())
+            .map(|e| &e.value)
+        else {
+            return Ok(Answer::Undefined);
+        };
+        if *value == regorus::Value::Undefined {
+            return Ok(Answer::Undefined);
+        }
+        serde_json::to_value(value)
+            .map(Answer::Value)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Queries a rule whose value must be an object (or undefined: `{}`), and commits the
+    /// metadata operations it carries (SP §3.2 step 1).
+    fn rule_result(&mut self, path: &str, input: &Value) -> Result<Map<String, Value>, String> {
+        let mut result = match self.query(path, input)? {
+            Answer::Undefined => return Ok(Map::new()),
+            Answer::Value(Value::Object(m)) => m,
+            Answer::Value(_) => return Err("unable to load results object from Rego query".into()),
+        };
+        if let Some(ops) = result.remove("metadata") {
+            let committed = metadata::apply(&mut self.data["metadata"], &ops);
+            // Operations before a failing one stay applied (SP §3.4).
+            self.reload()?;
+            committed?;
+        }
+        Ok(result)
+    }
+
+    /// SP §3.2: the result of `point` for `input`, or why there is none.
+    fn enforce(
+        &mut self,
+        point: EnforcementPoint,
+        input: &Value,
+    ) -> Result<Map<String, Value>, String> {
+        let name = point.name();
+        let mut result = self.rule_result(&format!("data.policy.{name}"), input)?;
+        let info = match self.query(
+            "data.framework.enforcement_point_info",
+            &json!({"name": name, "rule": name}),
+        )? {
+            Answer::Value(Value::Object(info)) => info,
+            _ => return Err(format!("enforcement point rule {name} does not exist")),
+        };
+        let flag = |k: &str| info.get(k).and_then(Value::as_bool).unwrap_or(false);
+        if flag("unknown") {
+            return Err(format!("enforcement point rule {name} does not exist"));
+        }
+        if flag("version_missing") {
+            return Err("policy does not define api_version".into());
+        }
+        if flag("invalid") {
+            return Err(format!("enforcement point rule {name} is invalid"));
+        }
+        if result.is_empty() {
+            if flag("available") {
+                return Err(format!("rule for {name} is missing from policy"));
+            }
+            if flag("use_framework") {
+                return self.rule_result(&format!("data.framework.{name}"), input);
+            }
+        }
+        if let Some(Value::Object(defaults)) = info.get("default_results") {
+            for (k, v) in defaults {
+                result.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        Ok(result)
+    }
+
+    /// `data.policy.reason` for a refused `input` (which carries `rule`), or the original's
+    /// fallback text.
+    fn reason(&mut self, input: &Value) -> Value {
+        match self.query("data.policy.reason", input) {
+            Ok(Answer::Value(v)) if !v.is_null() && v != json!({}) => v,
+            Ok(_) => Value::String(decision::NO_REASON.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the policy's reason failed");
+                Value::String(decision::NO_REASON.into())
+            }
+        }
+    }
+}
+
+/// Limits raised for generated policies, which put each container on one long line.
+fn length_config() -> regorus::utils::limits::PolicyLengthConfig {
+    const MAX: usize = 16 << 20;
+    regorus::utils::limits::PolicyLengthConfig {
+        max_col: NonZeroU32::new(16 << 20).unwrap_or(NonZeroU32::MIN),
+        max_file_bytes: NonZeroUsize::new(MAX).unwrap_or(NonZeroUsize::MIN),
+        max_lines: NonZeroUsize::new(1 << 20).unwrap_or(NonZeroUsize::MIN),
+    }
+}
+
+impl RegoEnforcer {
+    /// An enforcer for the policy `text` (Rego), which the host sent as `encoded` (base64).
+    ///
+    /// Errors: the policy does not parse or compile together with the framework and API
+    /// modules (`rego compilation failed: …`, SP §2.3).
+    pub fn new(text: &str, encoded: &str) -> Result<Self, PolicyError> {
+        let fail = |e: String| PolicyError::Invalid(format!("rego compilation failed: {e}"));
+        let mut engine = regorus::Engine::new();
+        engine.set_policy_length_config(length_config());
+        engine
+            .add_policy("policy.rego".into(), text.into())
+            .map_err(|e| fail(e.to_string()))?;
+        engine
+            .add_policy("framework.rego".into(), FRAMEWORK.into())
+            .map_err(|e| fail(e.to_string()))?;
+        engine
+            .add_policy("api.rego".into(), API.into())
+            .map_err(|e| fail(e.to_string()))?;
+        let mut state = State {
+            engine,
+            data: initial_data(),
+        };
+        state.reload().map_err(fail)?;
+        // Compiles every module now, so that a policy that cannot work is refused at once.
+        state.query("data.api.version", &json!({})).map_err(fail)?;
+        Ok(Self {
+            encoded: encoded.to_string(),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Enforcer for RegoEnforcer {
+    fn decide(&self, point: EnforcementPoint, input: Value) -> Result<Decision, PolicyError> {
+        use EnforcementPoint as P;
+        if matches!(point, P::CreateContainer | P::ExecInContainer)
+            && input.get("capabilities").is_none_or(Value::is_null)
+        {
+            return Err(PolicyError::Invalid(
+                "capabilities object provided by the UVM to the policy engine is nil".into(),
+            ));
+        }
+        let mut state = self.lock();
+        let result = match state.enforce(point, &input) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(PolicyError::Denied(decision::with_error(
+                    &input,
+                    &e,
+                    MAX_ERROR_MESSAGE,
+                )))
+            }
+        };
+        match result.get("allowed") {
+            Some(Value::Bool(true)) => Ok(Decision::new(result)),
+            Some(Value::Bool(false)) => {
+                let mut input = input;
+                if let Some(m) = input.as_object_mut() {
+                    m.insert("rule".into(), Value::String(point.name().into()));
+                }
+                let reason = state.reason(&input);
+                Err(PolicyError::Denied(decision::with_reason(
+                    &input,
+                    reason,
+                    MAX_ERROR_MESSAGE,
+                )))
+            }
+            Some(_) => Err(PolicyError::Denied(decision::with_error(
+                &input,
+                "value for 'allowed' is not a boolean",
+                MAX_ERROR_MESSAGE,
+            ))),
+            None => Err(PolicyError::Denied(decision::with_error(
+                &input,
+                "unable to find value for key 'allowed'",
+                MAX_ERROR_MESSAGE,
+            ))),
+        }
+    }
+
+    fn encoded_policy(&self) -> &str {
+        &self.encoded
+    }
+
+    fn metadata(&self) -> Option<Value> {
+        Some(self.lock().data["metadata"].clone())
+    }
+
+    fn restore_metadata(&self, metadata: Value) {
+        let mut state = self.lock();
+        state.data["metadata"] = metadata;
+        if let Err(e) = state.reload() {
+            tracing::error!(error = %e, "cannot restore the policy's metadata");
+        }
+    }
+
+    fn extend_default_mounts(&self, mounts: &[Value]) -> Result<(), PolicyError> {
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        if let Some(list) = state.data["defaultMounts"].as_array_mut() {
+            list.extend(mounts.iter().cloned());
+        }
+        state.reload().map_err(PolicyError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOW_ALL: &str = r#"package policy
+
+api_version := "0.12.0"
+framework_version := "0.5.0"
+
+mount_device := {"allowed": true}
+create_container := {"allowed": true, "env_list": null, "allow_stdio_access": true}
+dump_stacks := {"allowed": false}
+reason := {"errors": ["no stacks for you"]}
+"#;
+
+    fn decoded(text: &str) -> Value {
+        use base64::Engine as _;
+        let inner = text
+            .split("policyDecision< ")
+            .nth(1)
+            .and_then(|t| t.split(" >policyDecision").next())
+            .unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(inner)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_policy_decides_with_defaults_for_what_it_leaves_out() {
+        let e = RegoEnforcer::new(ALLOW_ALL, "x").unwrap();
+        assert!(e
+            .decide(EnforcementPoint::MountDevice, json!({"target": "/t"}))
+            .is_ok());
+        // Available in 0.12.0 but not defined: an error decision.
+        let err = e
+            .decide(EnforcementPoint::MountOverlay, json!({}))
+            .unwrap_err()
+            .to_string();
+        let d = decoded(&err);
+        assert_eq!(
+            d["policyError"],
+            "rule for mount_overlay is missing from policy"
+        );
+        assert_eq!(d["decision"], "deny");
+        let err = e
+            .decide(EnforcementPoint::DumpStacks, json!({}))
+            .unwrap_err()
+            .to_string();
+        let d = decoded(&err);
+        assert_eq!(d["reason"]["errors"], json!(["no stacks for you"]));
+        assert_eq!(d["input"]["rule"], "dump_stacks");
+    }
+
+    #[test]
+    fn a_policy_that_does_not_compile_is_refused() {
+        let err = RegoEnforcer::new("package policy\nallow := {", "x").unwrap_err();
+        assert!(
+            err.to_string().starts_with("rego compilation failed: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_older_api_version_gets_the_apis_defaults() {
+        let old = "package policy\napi_version := \"0.1.0\"\nframework_version := \"0.1.0\"\nmount_device := {\"allowed\": true}\nmount_overlay := {\"allowed\": true}\ncreate_container := {\"allowed\": true}\n";
+        let e = RegoEnforcer::new(old, "x").unwrap();
+        // Introduced in 0.7.0 with allowed: true.
+        assert!(e.decide(EnforcementPoint::DumpStacks, json!({})).is_ok());
+        // Introduced in 0.12.0 with allowed: false.
+        assert!(e.decide(EnforcementPoint::HostNetwork, json!({})).is_err());
+        // Defaults merged under a defined rule: create gets env_list null, stdio false.
+        let d = e
+            .decide(
+                EnforcementPoint::CreateContainer,
+                json!({"capabilities": {}}),
+            )
+            .unwrap();
+        assert_eq!(d.env_list().unwrap(), None);
+        assert!(!d.allow_stdio_access().unwrap());
+    }
+}
