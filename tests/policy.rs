@@ -536,3 +536,207 @@ async fn a_policy_refusing_runtime_logging_ends_the_log_stream() {
     common::destroy_container(&agent, "c1").await;
     assert_eq!(agent.log(), before, "nothing about the workload was logged");
 }
+
+/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image`, as the
+/// policy tooling's layers are laid out; the root hash veritysetup printed.
+fn verity_format(image: &std::path::Path) -> String {
+    let bytes = std::fs::metadata(image).unwrap().len();
+    let out = std::process::Command::new("veritysetup")
+        .arg("format")
+        .arg(format!("--hash-offset={bytes}"))
+        .arg(format!("--data-blocks={}", bytes / 4096))
+        .arg(image)
+        .arg(image)
+        .output()
+        .expect("veritysetup (cryptsetup-bin)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A policy in the style the policy tooling generates: one container per JSON line, every
+/// enforcement point delegated to the framework.
+fn generated_policy(containers: &[Value], flags: &[(&str, bool)]) -> String {
+    let mut text = String::from(
+        "package policy\n\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\ncontainers := [\n",
+    );
+    for c in containers {
+        text.push_str(&format!("  {c},\n"));
+    }
+    text.push_str("]\n\nexternal_processes := []\n\n");
+    for (flag, on) in flags {
+        text.push_str(&format!("{flag} := {on}\n"));
+    }
+    for point in gcs::policy::EnforcementPoint::ALL {
+        text.push_str(&format!("{0} := data.framework.{0}\n", point.name()));
+    }
+    text.push_str("reason := data.framework.reason\n");
+    text
+}
+
+#[tokio::test]
+async fn a_generated_policy_runs_its_container_from_a_verity_layer_and_nothing_else() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = gcs::host::layers::busybox_tree(work.path()).unwrap();
+    let good = work.path().join("good.ext4");
+    gcs::host::layers::ext4_image(&good, Some(&tree), "16M").unwrap();
+    let root_hash = verity_format(&good);
+    // Another image the policy does not name: the same tree and one more file.
+    std::fs::write(tree.join("extra"), "not in the policy\n").unwrap();
+    let other = work.path().join("other.ext4");
+    gcs::host::layers::ext4_image(&other, Some(&tree), "16M").unwrap();
+    verity_format(&other);
+    let (l0, l1) = (
+        common::Loop::attach(&good, true),
+        common::Loop::attach(&other, true),
+    );
+    let agent =
+        Agent::sandboxed_with_devices(&[], &format!("{} {}", l0.node("pmem0"), l1.node("pmem1")))
+            .await;
+    let container = json!({
+        "id": "busybox", "name": "busybox", "layers": [root_hash],
+        "command": ["sh", "-c", "echo up; read x"],
+        "env_rules": [{"pattern": "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                       "strategy": "string", "required": true}],
+        "working_dir": "/", "mounts": [],
+        "exec_processes": [{"command": ["echo", "exec"], "signals": []}],
+        "signals": [15],
+        "user": {"user_idname": {"pattern": "", "strategy": "any"},
+                 "group_idnames": [{"pattern": "", "strategy": "any"}], "umask": "0022"},
+        "capabilities": null, "seccomp_profile_sha256": "", "allow_elevated": false,
+        "allow_stdio_access": true, "no_new_privileges": false,
+    });
+    let policy = generated_policy(
+        &[container],
+        &[
+            ("allow_properties_access", true),
+            ("allow_dump_stacks", false),
+            ("allow_runtime_logging", true),
+            ("allow_unencrypted_scratch", true),
+        ],
+    );
+    install(&agent, &policy).await.unwrap();
+
+    // A layer the policy does not name is refused, and not mounted.
+    let err = modify_err(
+        &agent,
+        modify(
+            "VPMemDevice",
+            "Add",
+            json!({"DeviceNumber": 1, "MountPath": "/run/layers/p1"}),
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("mounting pmem device 1 onto /run/layers/p1 denied by policy"),
+        "{err}"
+    );
+    let d = decision_of(&err);
+    assert_eq!(
+        d["reason"]["errors"],
+        json!(["deviceHash not found"]),
+        "{d}"
+    );
+    assert_ne!(d["input"]["deviceHash"], json!(root_hash));
+    assert!(!agent.root().join("run/layers/p1/bin").exists());
+    // The policy's layer: its root hash read from the device matches.
+    agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify("VPMemDevice", "Add", json!({"MountPath": "/run/layers/p0"})),
+        )
+        .await
+        .unwrap();
+    common::add_rootfs(&agent.client, "c1", "/run/layers/p0").await;
+
+    // The container as the policy describes it, and nothing else.
+    let err = agent
+        .client
+        .create_container(
+            "c1",
+            &common::container_settings("c1", spec(&["sh", "-c", "id"])),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("container creation denied due to policy"),
+        "{err}"
+    );
+    assert!(decision_of(&err)["reason"]["errors"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("invalid command")));
+    agent
+        .client
+        .create_container(
+            "c1",
+            &common::container_settings("c1", spec(&["sh", "-c", "echo up; read x"])),
+        )
+        .await
+        .unwrap();
+    let init = common::start_process(&agent, "c1", None, false)
+        .await
+        .unwrap();
+    // Execs carry the container's capabilities, as the host sends them.
+    let caps = spec(&[])["process"]["capabilities"].clone();
+    let process = |args: &[&str]| {
+        json!({"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0},
+               "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+               "capabilities": caps})
+    };
+    let exec = common::start_process(&agent, "c1", Some(process(&["echo", "exec"])), false)
+        .await
+        .unwrap();
+    assert_eq!(exec.finish(&agent, "c1").await.stdout, "exec\n");
+    let err = common::start_process(&agent, "c1", Some(process(&["cat", "/etc/passwd"])), false)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("exec in container denied due to policy"),
+        "{err}"
+    );
+    let err = agent
+        .client
+        .signal_process("c1", init.pid, Some(9))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(decision_of(&err)["reason"]["errors"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("target isn't allowed to receive the signal")));
+    let err = agent.client.dump_stacks().await.unwrap_err().to_string();
+    assert!(err.contains("dump stacks denied due to policy"), "{err}");
+    // SIGTERM is allowed (the shell, PID 1 of its namespace, ignores it); a forced shutdown
+    // is allowed to any started container.
+    agent
+        .client
+        .signal_process("c1", init.pid, Some(15))
+        .await
+        .unwrap();
+    agent.client.shutdown_forced("c1").await.unwrap();
+    let out = init.finish(&agent, "c1").await;
+    assert_eq!((out.code, out.stdout.as_str()), (137, "up\n"));
+    common::destroy_container(&agent, "c1").await;
+    agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "VPMemDevice",
+                "Remove",
+                json!({"MountPath": "/run/layers/p0"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(!agent.root().join("run/layers/p0/bin").exists());
+}

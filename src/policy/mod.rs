@@ -88,6 +88,11 @@ impl EnforcementPoint {
         Self::HostNetwork,
     ];
 
+    /// The point named `name` (a rule name of the API module).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     /// The rule's name in the policy (`data.policy.<name>`).
     pub fn name(self) -> &'static str {
         match self {

@@ -209,6 +209,8 @@ pub struct RegoEnforcer {
     /// The policy as the host encoded it (base64), kept for the security context.
     encoded: String,
     state: Mutex<State>,
+    /// Longest refusal text before parts are dropped; 0 keeps everything.
+    max_error: usize,
 }
 
 /// The outcome of one rule query.
@@ -360,7 +362,13 @@ impl RegoEnforcer {
         Ok(Self {
             encoded: encoded.to_string(),
             state: Mutex::new(state),
+            max_error: MAX_ERROR_MESSAGE,
         })
+    }
+
+    /// Changes the longest refusal text (0: never cut; tests read whole decisions).
+    pub fn set_max_error_message(&mut self, max: usize) {
+        self.max_error = max;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -385,7 +393,7 @@ impl Enforcer for RegoEnforcer {
                 return Err(PolicyError::Denied(decision::with_error(
                     &input,
                     &e,
-                    MAX_ERROR_MESSAGE,
+                    self.max_error,
                 )))
             }
         };
@@ -400,18 +408,18 @@ impl Enforcer for RegoEnforcer {
                 Err(PolicyError::Denied(decision::with_reason(
                     &input,
                     reason,
-                    MAX_ERROR_MESSAGE,
+                    self.max_error,
                 )))
             }
             Some(_) => Err(PolicyError::Denied(decision::with_error(
                 &input,
                 "value for 'allowed' is not a boolean",
-                MAX_ERROR_MESSAGE,
+                self.max_error,
             ))),
             None => Err(PolicyError::Denied(decision::with_error(
                 &input,
                 "unable to find value for key 'allowed'",
-                MAX_ERROR_MESSAGE,
+                self.max_error,
             ))),
         }
     }
