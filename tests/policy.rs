@@ -8,6 +8,9 @@
 
 mod common;
 
+use common::policy::{
+    allow_all_but, decision_of, generated_policy, install, install_as, policy_file, verity_format,
+};
 use common::Agent;
 use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
 use gcs::protocol::NULL_CONTAINER_ID;
@@ -39,71 +42,6 @@ fn spec_for(id: &str, args: &[&str]) -> Value {
 
 fn spec(args: &[&str]) -> Value {
     spec_for("c1", args)
-}
-
-/// `SecurityPolicy` Add of the Rego `text` (`kind`: EnforcerType).
-async fn install_as(agent: &Agent, kind: &str, text: &str) -> Result<(), String> {
-    use base64::Engine as _;
-    let settings = json!({
-        "EnforcerType": kind,
-        "EncodedSecurityPolicy": base64::engine::general_purpose::STANDARD.encode(text),
-        "EncodedUVMReference": "cmVm",
-    });
-    agent
-        .client
-        .modify_settings(NULL_CONTAINER_ID, modify("SecurityPolicy", "Add", settings))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn install(agent: &Agent, text: &str) -> Result<(), String> {
-    install_as(agent, "", text).await
-}
-
-/// A test policy file of `tests/policy/policies`.
-fn policy_file(name: &str) -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/policy/policies")
-            .join(name),
-    )
-    .unwrap()
-}
-
-/// The allow-all policy with some rules replaced (`name`, Rego body after `:=` or a whole
-/// rule set), and a reason naming the rule that refused.
-fn allow_all_but(replaced: &[(&str, &str)]) -> String {
-    let mut text = String::new();
-    for line in policy_file("allow_all.rego").lines() {
-        let name = line.split(" := ").next().unwrap_or_default();
-        if replaced.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        text.push_str(line);
-        text.push('\n');
-    }
-    for (_, rules) in replaced {
-        text.push_str(rules);
-        text.push('\n');
-    }
-    text.push_str("reason := {\"errors\": [sprintf(\"refused %s\", [input.rule])], \"error_objects\": null}\n");
-    text
-}
-
-/// The decision inside a refusal's text.
-fn decision_of(err: &str) -> Value {
-    use base64::Engine as _;
-    let inner = err
-        .split("policyDecision< ")
-        .nth(1)
-        .and_then(|t| t.split(" >policyDecision").next())
-        .unwrap_or_else(|| panic!("no decision in {err}"));
-    serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(inner)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 #[tokio::test]
@@ -535,48 +473,6 @@ async fn a_policy_refusing_runtime_logging_ends_the_log_stream() {
     init.finish(&agent, "c1").await;
     common::destroy_container(&agent, "c1").await;
     assert_eq!(agent.log(), before, "nothing about the workload was logged");
-}
-
-/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image`, as the
-/// policy tooling's layers are laid out; the root hash veritysetup printed.
-fn verity_format(image: &std::path::Path) -> String {
-    let bytes = std::fs::metadata(image).unwrap().len();
-    let out = std::process::Command::new("veritysetup")
-        .arg("format")
-        .arg(format!("--hash-offset={bytes}"))
-        .arg(format!("--data-blocks={}", bytes / 4096))
-        .arg(image)
-        .arg(image)
-        .output()
-        .expect("veritysetup (cryptsetup-bin)");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// A policy in the style the policy tooling generates: one container per JSON line, every
-/// enforcement point delegated to the framework.
-fn generated_policy(containers: &[Value], flags: &[(&str, bool)]) -> String {
-    let mut text = String::from(
-        "package policy\n\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\ncontainers := [\n",
-    );
-    for c in containers {
-        text.push_str(&format!("  {c},\n"));
-    }
-    text.push_str("]\n\nexternal_processes := []\n\n");
-    for (flag, on) in flags {
-        text.push_str(&format!("{flag} := {on}\n"));
-    }
-    for point in gcs::policy::EnforcementPoint::ALL {
-        text.push_str(&format!("{0} := data.framework.{0}\n", point.name()));
-    }
-    text.push_str("reason := data.framework.reason\n");
-    text
 }
 
 #[tokio::test]

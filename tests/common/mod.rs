@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use gcs::host::BridgeClient;
 
 pub mod mutate;
+pub mod policy;
 
 pub const GCS: &str = env!("CARGO_BIN_EXE_gcs");
 

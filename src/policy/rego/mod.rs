@@ -195,12 +195,19 @@ fn initial_data() -> Value {
     })
 }
 
-/// The interpreter and the data document it was given.
+/// The interpreter, and the parts of `data` that change.
+///
+/// The data document given to the engine never changes after construction: any change would
+/// make regorus analyse every module again before the next query (about 5 ms for a generated
+/// policy). What changes — `data.metadata` with decisions, `data.defaultMounts` with
+/// ExtendDefaultMounts — is kept here and handed to each query with Rego's `with` keyword.
 #[derive(Debug)]
 struct State {
     engine: regorus::Engine,
-    /// What `data` holds besides the modules; `metadata` changes with decisions.
-    data: Value,
+    metadata: Value,
+    default_mounts: Value,
+    /// ` with data.metadata as <json> with data.defaultMounts as <json>`, rendered on change.
+    with: String,
 }
 
 /// Decides with a host's Rego policy.
@@ -221,20 +228,30 @@ enum Answer {
 }
 
 impl State {
-    /// Makes the engine see `self.data` again.
-    fn reload(&mut self) -> Result<(), String> {
-        self.engine.clear_data();
-        self.engine
-            .add_data(regorus::Value::from(self.data.clone()))
-            .map_err(|e| e.to_string())
+    /// Renders the `with` clauses after `metadata` or `default_mounts` changed. JSON is Rego
+    /// term syntax (objects, arrays, strings with JSON escapes, numbers, booleans, null).
+    fn render(&mut self) {
+        // One entry per line: regorus panics formatting an error located past column 65535.
+        let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+        self.with = format!(
+            " with data.metadata as {} with data.defaultMounts as {}",
+            pretty(&self.metadata),
+            pretty(&self.default_mounts)
+        );
     }
 
-    /// Evaluates `query` (a rule path) with `input`.
-    fn query(&mut self, query: &str, input: &Value) -> Result<Answer, String> {
+    /// Evaluates the rule at `path` with `input`, seeing the current metadata and default
+    /// mounts.
+    fn query(&mut self, path: &str, input: &Value) -> Result<Answer, String> {
+        let query = format!("{path}{}", self.with);
+        self.eval(query, input)
+    }
+
+    fn eval(&mut self, query: String, input: &Value) -> Result<Answer, String> {
         self.engine.set_input(regorus::Value::from(input.clone()));
         let results = self
             .engine
-            .eval_query(query.to_string(), false)
+            .eval_query(query, false)
             .map_err(|e| e.to_string())?;
         let Some(value) = results
             .result
@@ -261,9 +278,9 @@ impl State {
             Answer::Value(_) => return Err("unable to load results object from Rego query".into()),
         };
         if let Some(ops) = result.remove("metadata") {
-            let committed = metadata::apply(&mut self.data["metadata"], &ops);
+            let committed = metadata::apply(&mut self.metadata, &ops);
             // Operations before a failing one stay applied (SP §3.4).
-            self.reload()?;
+            self.render();
             committed?;
         }
         Ok(result)
@@ -277,8 +294,8 @@ impl State {
     ) -> Result<Map<String, Value>, String> {
         let name = point.name();
         let mut result = self.rule_result(&format!("data.policy.{name}"), input)?;
-        let info = match self.query(
-            "data.framework.enforcement_point_info",
+        let info = match self.eval(
+            "data.framework.enforcement_point_info".into(),
             &json!({"name": name, "rule": name}),
         )? {
             Answer::Value(Value::Object(info)) => info,
@@ -352,13 +369,21 @@ impl RegoEnforcer {
         engine
             .add_policy("api.rego".into(), API.into())
             .map_err(|e| fail(e.to_string()))?;
+        let data = initial_data();
+        engine
+            .add_data(regorus::Value::from(data.clone()))
+            .map_err(|e| fail(e.to_string()))?;
         let mut state = State {
             engine,
-            data: initial_data(),
+            metadata: data["metadata"].clone(),
+            default_mounts: data["defaultMounts"].clone(),
+            with: String::new(),
         };
-        state.reload().map_err(fail)?;
+        state.render();
         // Compiles every module now, so that a policy that cannot work is refused at once.
-        state.query("data.api.version", &json!({})).map_err(fail)?;
+        state
+            .eval("data.api.version".into(), &json!({}))
+            .map_err(fail)?;
         Ok(Self {
             encoded: encoded.to_string(),
             state: Mutex::new(state),
@@ -429,26 +454,32 @@ impl Enforcer for RegoEnforcer {
     }
 
     fn metadata(&self) -> Option<Value> {
-        Some(self.lock().data["metadata"].clone())
+        Some(self.lock().metadata.clone())
     }
 
     fn restore_metadata(&self, metadata: Value) {
         let mut state = self.lock();
-        state.data["metadata"] = metadata;
-        if let Err(e) = state.reload() {
-            tracing::error!(error = %e, "cannot restore the policy's metadata");
-        }
+        state.metadata = metadata;
+        state.render();
     }
 
+    /// Appends the mounts not already listed (the original appends every time, so its list
+    /// grows with every Create; the set of allowed mounts is the same).
     fn extend_default_mounts(&self, mounts: &[Value]) -> Result<(), PolicyError> {
-        if mounts.is_empty() {
-            return Ok(());
-        }
         let mut state = self.lock();
-        if let Some(list) = state.data["defaultMounts"].as_array_mut() {
-            list.extend(mounts.iter().cloned());
+        let mut changed = false;
+        if let Some(list) = state.default_mounts.as_array_mut() {
+            for m in mounts {
+                if !list.contains(m) {
+                    list.push(m.clone());
+                    changed = true;
+                }
+            }
         }
-        state.reload().map_err(PolicyError::Invalid)
+        if changed {
+            state.render();
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,238 @@
+//! Security policy decisions (issue 16): the time of each enforcement point under a
+//! generated-style policy of 50 containers (median and p99, in process, the release build), and
+//! a container's Create + Start + Wait + delete through the agent under that policy against the
+//! same under the open door, in the same run.
+//!
+//! The second part needs root, losetup and veritysetup (a dm-verity VPMem layer); run with
+//! `make bench`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "benchmark code"
+)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gcs::policy::rego::{RegoEnforcer, DEFAULT_UNPRIVILEGED_CAPABILITIES};
+use gcs::policy::{EnforcementPoint as P, Enforcer};
+use serde_json::{json, Value};
+
+const CONTAINERS: usize = 50;
+const ROUNDS: usize = 200;
+const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn hash(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Container `k` of the policy: three layers, a command, env rules, one exec, SIGTERM.
+fn container(k: usize) -> Value {
+    json!({
+        "id": format!("app{k}"), "name": format!("app{k}"),
+        "layers": [hash(&format!("{k}-0")), hash(&format!("{k}-1")), hash(&format!("{k}-2"))],
+        "command": [format!("/app{k}"), "--serve"],
+        "env_rules": [{"pattern": PATH, "strategy": "string", "required": true},
+                      {"pattern": "APP_.+=.+", "strategy": "re2", "required": false}],
+        "working_dir": "/", "mounts": [],
+        "exec_processes": [{"command": ["/bin/sh", "-c", format!("echo {k}")], "signals": []}],
+        "signals": [15],
+        "user": {"user_idname": {"pattern": "", "strategy": "any"},
+                 "group_idnames": [{"pattern": "", "strategy": "any"}], "umask": "0022"},
+        "capabilities": null, "seccomp_profile_sha256": "", "allow_elevated": false,
+        "allow_stdio_access": true, "no_new_privileges": false,
+    })
+}
+
+fn flags() -> [(&'static str, bool); 4] {
+    [
+        ("allow_properties_access", true),
+        ("allow_dump_stacks", true),
+        ("allow_runtime_logging", true),
+        ("allow_unencrypted_scratch", true),
+    ]
+}
+
+fn process(args: Value) -> Value {
+    let caps = DEFAULT_UNPRIVILEGED_CAPABILITIES;
+    json!({
+        "argList": args, "envList": [PATH, "APP_MODE=fast"], "workingDir": "/",
+        "noNewPrivileges": false, "user": {"id": "0", "name": "root"},
+        "groups": [{"id": "0", "name": "root"}], "umask": "0022",
+        "capabilities": {"bounding": caps, "effective": caps, "inheritable": [], "permitted": caps, "ambient": []},
+    })
+}
+
+fn with(mut base: Value, fields: Value) -> Value {
+    for (k, v) in fields.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    base
+}
+
+/// One container's whole life through the policy, timing each decision.
+fn round(e: &RegoEnforcer, i: usize, times: &mut BTreeMap<&'static str, Vec<Duration>>) {
+    let k = i % CONTAINERS;
+    let layers: Vec<String> = (0..3).map(|j| hash(&format!("{k}-{j}"))).collect();
+    let cid = format!("{i:064x}");
+    let targets: Vec<String> = (0..3)
+        .map(|j| format!("/run/mounts/scsi/m{}", 3 * i + j))
+        .collect();
+    let rootfs = format!("/run/gcs/c/{cid}/rootfs");
+    let mut ask = |name: &'static str, point: P, input: Value, allowed: bool| {
+        let start = Instant::now();
+        let d = e.decide(point, input);
+        times.entry(name).or_default().push(start.elapsed());
+        assert_eq!(d.is_ok(), allowed, "{name}: {d:?}");
+    };
+    ask(
+        "mount_device (refused)",
+        P::MountDevice,
+        json!({"target": "/run/mounts/scsi/m999999", "deviceHash": hash("unknown"),
+               "mountPathRegex": "/run/mounts/scsi/m[0-9]+"}),
+        false,
+    );
+    for (t, h) in targets.iter().zip(&layers) {
+        ask(
+            "mount_device",
+            P::MountDevice,
+            json!({"target": t, "deviceHash": h, "mountPathRegex": "/run/mounts/scsi/m[0-9]+"}),
+            true,
+        );
+    }
+    let top_first: Vec<&String> = targets.iter().rev().collect();
+    ask(
+        "mount_overlay",
+        P::MountOverlay,
+        json!({"containerID": cid, "layerPaths": top_first, "target": rootfs}),
+        true,
+    );
+    let command = json!([format!("/app{k}"), "--serve"]);
+    let mounts: Vec<Value> = common::trace_spec(&[])["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| json!({"destination": m["destination"], "source": m["source"], "options": m["options"], "type": m["type"]}))
+        .collect();
+    ask(
+        "create_container",
+        P::CreateContainer,
+        with(
+            process(command.clone()),
+            json!({"containerID": cid, "sandboxDir": format!("/run/gcs/c/{cid}/sandboxMounts"),
+                   "hugePagesDir": format!("/run/gcs/c/{cid}/hugepages"), "mounts": mounts,
+                   "devices": [], "privileged": false, "seccompProfileSHA256": "",
+                   "isSandboxContainer": false}),
+        ),
+        true,
+    );
+    ask(
+        "exec_in_container",
+        P::ExecInContainer,
+        with(
+            process(json!(["/bin/sh", "-c", format!("echo {k}")])),
+            json!({"containerID": cid}),
+        ),
+        true,
+    );
+    ask(
+        "signal_container_process",
+        P::SignalContainerProcess,
+        json!({"containerID": cid, "signal": 15, "isInitProcess": true, "argList": command}),
+        true,
+    );
+    ask(
+        "shutdown_container",
+        P::ShutdownContainer,
+        json!({"containerID": cid}),
+        true,
+    );
+    ask(
+        "unmount_overlay",
+        P::UnmountOverlay,
+        json!({"unmountTarget": rootfs}),
+        true,
+    );
+    for t in &targets {
+        ask(
+            "unmount_device",
+            P::UnmountDevice,
+            json!({"unmountTarget": t}),
+            true,
+        );
+    }
+}
+
+/// The `per_mille`-th value (500: median, 990: p99).
+fn percentile(v: &mut [Duration], per_mille: usize) -> Duration {
+    v.sort();
+    v[(v.len() - 1) * per_mille / 1000]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn decisions() {
+    let containers: Vec<Value> = (0..CONTAINERS).map(container).collect();
+    let text = common::policy::generated_policy(&containers, &flags());
+    let start = Instant::now();
+    let e = RegoEnforcer::new(&text, "x").unwrap();
+    let load = start.elapsed();
+    let open = gcs::policy::open_door::OpenDoor;
+    let mut open_times = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let _ = open.decide(P::CreateContainer, json!({}));
+        open_times.push(start.elapsed());
+    }
+    let mut times = BTreeMap::new();
+    for i in 0..ROUNDS {
+        round(&e, i, &mut times);
+    }
+    println!(
+        "policy of {CONTAINERS} containers ({} KiB): loaded in {:.1} ms; {ROUNDS} container lives",
+        text.len() / 1024,
+        load.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>8}",
+        "enforcement point", "median µs", "p99 µs", "n"
+    );
+    let mut all = Vec::new();
+    for (name, v) in &mut times {
+        all.extend_from_slice(v);
+        println!(
+            "{name:<28} {:>10.0} {:>10.0} {:>8}",
+            us(percentile(v, 500)),
+            us(percentile(v, 990)),
+            v.len()
+        );
+    }
+    println!(
+        "{:<28} {:>10.0} {:>10.0} {:>8}",
+        "all decisions",
+        us(percentile(&mut all, 500)),
+        us(percentile(&mut all, 990)),
+        all.len()
+    );
+    println!(
+        "{:<28} {:>10.2} {:>10.2} {:>8}   (reference: the open door)",
+        "open door decision",
+        us(percentile(&mut open_times, 500)),
+        us(percentile(&mut open_times, 990)),
+        open_times.len()
+    );
+}
+
+fn main() {
+    decisions();
+}

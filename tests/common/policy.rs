@@ -1,0 +1,123 @@
+//! Security policies for tests and benchmarks (issue 16): installing one, test policies,
+//! generated-style policies, dm-verity layers, and reading a refusal's decision.
+
+use serde_json::{json, Value};
+
+use super::Agent;
+use gcs::protocol::messages::ModifySettingRequest;
+use gcs::protocol::NULL_CONTAINER_ID;
+
+fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
+    ModifySettingRequest {
+        resource_type: resource.into(),
+        request_type: request.into(),
+        settings: Some(settings),
+    }
+}
+
+/// `SecurityPolicy` Add of the Rego `text` (`kind`: EnforcerType).
+pub async fn install_as(agent: &Agent, kind: &str, text: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let settings = json!({
+        "EnforcerType": kind,
+        "EncodedSecurityPolicy": base64::engine::general_purpose::STANDARD.encode(text),
+        "EncodedUVMReference": "cmVm",
+    });
+    agent
+        .client
+        .modify_settings(NULL_CONTAINER_ID, modify("SecurityPolicy", "Add", settings))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub async fn install(agent: &Agent, text: &str) -> Result<(), String> {
+    install_as(agent, "", text).await
+}
+
+/// A test policy file of `tests/policy/policies`.
+pub fn policy_file(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/policy/policies")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The allow-all policy with some rules replaced (`name`, Rego body after `:=` or a whole
+/// rule set), and a reason naming the rule that refused.
+pub fn allow_all_but(replaced: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for line in policy_file("allow_all.rego").lines() {
+        let name = line.split(" := ").next().unwrap_or_default();
+        if replaced.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    for (_, rules) in replaced {
+        text.push_str(rules);
+        text.push('\n');
+    }
+    text.push_str("reason := {\"errors\": [sprintf(\"refused %s\", [input.rule])], \"error_objects\": null}\n");
+    text
+}
+
+/// The decision inside a refusal's text.
+pub fn decision_of(err: &str) -> Value {
+    use base64::Engine as _;
+    let inner = err
+        .split("policyDecision< ")
+        .nth(1)
+        .and_then(|t| t.split(" >policyDecision").next())
+        .unwrap_or_else(|| panic!("no decision in {err}"));
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(inner)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image`, as the
+/// policy tooling's layers are laid out; the root hash veritysetup printed.
+pub fn verity_format(image: &std::path::Path) -> String {
+    let bytes = std::fs::metadata(image).unwrap().len();
+    let out = std::process::Command::new("veritysetup")
+        .arg("format")
+        .arg(format!("--hash-offset={bytes}"))
+        .arg(format!("--data-blocks={}", bytes / 4096))
+        .arg(image)
+        .arg(image)
+        .output()
+        .expect("veritysetup (cryptsetup-bin)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A policy in the style the policy tooling generates: one container per JSON line, every
+/// enforcement point delegated to the framework.
+pub fn generated_policy(containers: &[Value], flags: &[(&str, bool)]) -> String {
+    let mut text = String::from(
+        "package policy\n\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\ncontainers := [\n",
+    );
+    for c in containers {
+        text.push_str(&format!("  {c},\n"));
+    }
+    text.push_str("]\n\nexternal_processes := []\n\n");
+    for (flag, on) in flags {
+        text.push_str(&format!("{flag} := {on}\n"));
+    }
+    for point in gcs::policy::EnforcementPoint::ALL {
+        text.push_str(&format!("{0} := data.framework.{0}\n", point.name()));
+    }
+    text.push_str("reason := data.framework.reason\n");
+    text
+}
