@@ -48,6 +48,18 @@ impl Enforcer for ClosedDoor {
             None => Ok(Decision::allowed_with(&[])),
         }
     }
+
+    fn load_fragment(
+        &self,
+        _issuer: &str,
+        _feed: &str,
+        _header_svn: Option<i64>,
+        _text: &str,
+    ) -> Result<(), PolicyError> {
+        Err(PolicyError::Denied(
+            "loading fragments is denied by policy".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

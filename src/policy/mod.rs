@@ -317,6 +317,19 @@ pub trait Enforcer: Send + Sync + Debug {
     fn extend_default_mounts(&self, _mounts: &[Value]) -> Result<(), PolicyError> {
         Ok(())
     }
+
+    /// Offers a policy fragment whose signature and issuer were verified (SP §7.6): the Rego
+    /// `text` of `issuer`'s `feed`, with the envelope's SVN if it had one. The open door accepts
+    /// and ignores it.
+    fn load_fragment(
+        &self,
+        _issuer: &str,
+        _feed: &str,
+        _header_svn: Option<i64>,
+        _text: &str,
+    ) -> Result<(), PolicyError> {
+        Ok(())
+    }
 }
 
 /// What the first `SecurityPolicy` request installed (SP §2.1), kept for the security context.

@@ -204,6 +204,10 @@ fn initial_data() -> Value {
 #[derive(Debug)]
 struct State {
     engine: regorus::Engine,
+    /// The host's policy text, and the fragments kept as modules (`add_module`), by
+    /// `<issuer>><feed>`: what a new engine is built from.
+    policy: String,
+    kept: std::collections::BTreeMap<String, Fragment>,
     metadata: Value,
     default_mounts: Value,
     /// ` with data.metadata as <json> with data.defaultMounts as <json>`, rendered on change.
@@ -218,6 +222,70 @@ pub struct RegoEnforcer {
     state: Mutex<State>,
     /// Longest refusal text before parts are dropped; 0 keeps everything.
     max_error: usize,
+}
+
+/// A fragment module kept in the engine.
+#[derive(Debug, Clone)]
+struct Fragment {
+    namespace: String,
+    /// The fragment's text with its parameters appended, as compiled.
+    module: String,
+}
+
+/// The package a fragment declares on its first line (SP §7.6 step 1).
+///
+/// Errors: an empty first line, a first line that is not `package <identifier>`, or one of the
+/// reserved packages.
+pub fn fragment_namespace(text: &str) -> Result<String, String> {
+    let first = text.split('\n').next().unwrap_or_default();
+    if first.trim().is_empty() {
+        return Err("Fragment Rego is empty".into());
+    }
+    let ident = first
+        .strip_prefix("package ")
+        .map(|rest| rest.trim_start_matches(' ').trim_end())
+        .filter(|id| {
+            let mut chars = id.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .ok_or_else(|| format!("valid package definition required on first line, got {first:?}"))?;
+    if ["framework", "api", "policy", "metadata"].contains(&ident) {
+        return Err(format!(
+            "namespace {ident:?} is reserved and cannot be used for fragments"
+        ));
+    }
+    Ok(ident.to_string())
+}
+
+/// An engine with the policy, our framework and API modules, the kept fragments and the
+/// unchanging part of `data`.
+fn build_engine<'a>(
+    policy: &str,
+    fragments: impl Iterator<Item = &'a Fragment>,
+) -> Result<regorus::Engine, String> {
+    let mut engine = regorus::Engine::new();
+    engine.set_policy_length_config(length_config());
+    engine
+        .add_policy("policy.rego".into(), policy.into())
+        .map_err(|e| e.to_string())?;
+    engine
+        .add_policy("framework.rego".into(), FRAMEWORK.into())
+        .map_err(|e| e.to_string())?;
+    engine
+        .add_policy("api.rego".into(), API.into())
+        .map_err(|e| e.to_string())?;
+    for f in fragments {
+        engine
+            .add_policy(format!("{}.rego", f.namespace), f.module.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    engine
+        .add_data(regorus::Value::from(initial_data()))
+        .map_err(|e| e.to_string())?;
+    Ok(engine)
 }
 
 /// The outcome of one rule query.
@@ -358,23 +426,12 @@ impl RegoEnforcer {
     /// modules (`rego compilation failed: …`, SP §2.3).
     pub fn new(text: &str, encoded: &str) -> Result<Self, PolicyError> {
         let fail = |e: String| PolicyError::Invalid(format!("rego compilation failed: {e}"));
-        let mut engine = regorus::Engine::new();
-        engine.set_policy_length_config(length_config());
-        engine
-            .add_policy("policy.rego".into(), text.into())
-            .map_err(|e| fail(e.to_string()))?;
-        engine
-            .add_policy("framework.rego".into(), FRAMEWORK.into())
-            .map_err(|e| fail(e.to_string()))?;
-        engine
-            .add_policy("api.rego".into(), API.into())
-            .map_err(|e| fail(e.to_string()))?;
+        let engine = build_engine(text, std::iter::empty()).map_err(fail)?;
         let data = initial_data();
-        engine
-            .add_data(regorus::Value::from(data.clone()))
-            .map_err(|e| fail(e.to_string()))?;
         let mut state = State {
             engine,
+            policy: text.to_string(),
+            kept: std::collections::BTreeMap::new(),
             metadata: data["metadata"].clone(),
             default_mounts: data["defaultMounts"].clone(),
             with: String::new(),
@@ -396,22 +453,13 @@ impl RegoEnforcer {
         self.max_error = max;
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Enforcer for RegoEnforcer {
-    fn decide(&self, point: EnforcementPoint, input: Value) -> Result<Decision, PolicyError> {
-        use EnforcementPoint as P;
-        if matches!(point, P::CreateContainer | P::ExecInContainer)
-            && input.get("capabilities").is_none_or(Value::is_null)
-        {
-            return Err(PolicyError::Invalid(
-                "capabilities object provided by the UVM to the policy engine is nil".into(),
-            ));
-        }
-        let mut state = self.lock();
+    /// SP §3.2–3.5 on the locked state: the decision, or the refusal's text.
+    fn decide_locked(
+        &self,
+        state: &mut State,
+        point: EnforcementPoint,
+        input: Value,
+    ) -> Result<Decision, PolicyError> {
         let result = match state.enforce(point, &input) {
             Ok(r) => r,
             Err(e) => {
@@ -449,6 +497,25 @@ impl Enforcer for RegoEnforcer {
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Enforcer for RegoEnforcer {
+    fn decide(&self, point: EnforcementPoint, input: Value) -> Result<Decision, PolicyError> {
+        use EnforcementPoint as P;
+        if matches!(point, P::CreateContainer | P::ExecInContainer)
+            && input.get("capabilities").is_none_or(Value::is_null)
+        {
+            return Err(PolicyError::Invalid(
+                "capabilities object provided by the UVM to the policy engine is nil".into(),
+            ));
+        }
+        let mut state = self.lock();
+        self.decide_locked(&mut state, point, input)
+    }
+
     fn encoded_policy(&self) -> &str {
         &self.encoded
     }
@@ -478,6 +545,104 @@ impl Enforcer for RegoEnforcer {
         }
         if changed {
             state.render();
+        }
+        Ok(())
+    }
+
+    /// SP §7.6: asks `load_fragment` before the fragment's Rego is parsed at all; then, once per
+    /// parameter combination the policy offers, compiles the fragment (with its parameters) into
+    /// a new engine and asks again. The fragment stays a module only when the decision says
+    /// `add_module`; its metadata (its containers, for one) is kept either way.
+    ///
+    /// A kept fragment replaces an earlier one of the same issuer and feed. Unlike the original
+    /// (whose compiler would merge two modules of one package), a second kept fragment that
+    /// declares the package of another issuer's or feed's kept fragment is refused.
+    fn load_fragment(
+        &self,
+        issuer: &str,
+        feed: &str,
+        header_svn: Option<i64>,
+        text: &str,
+    ) -> Result<(), PolicyError> {
+        let refuse = |e: String| PolicyError::Invalid(format!("unable to load fragment: {e}"));
+        let namespace = fragment_namespace(text).map_err(refuse)?;
+        let key = format!("{issuer}>{feed}");
+        let mut state = self.lock();
+        if state
+            .kept
+            .iter()
+            .any(|(k, f)| *k != key && f.namespace == namespace)
+        {
+            return Err(refuse(format!(
+                "namespace {namespace:?} is already used by another fragment"
+            )));
+        }
+        let mut input = json!({
+            "issuer": issuer, "feed": feed, "namespace": namespace, "fragment_loaded": false,
+            "has_header_svn": header_svn.is_some(), "header_svn": header_svn, "receipts": [],
+        });
+        let first =
+            self.decide_locked(&mut state, EnforcementPoint::LoadFragment, input.clone())?;
+        let combinations = match first.result().get("parameters") {
+            None | Some(Value::Null) => vec![json!({})],
+            Some(Value::Array(list)) if list.iter().all(Value::is_object) && !list.is_empty() => {
+                list.clone()
+            }
+            Some(Value::Array(list)) if list.is_empty() => vec![json!({})],
+            Some(_) => {
+                return Err(PolicyError::Invalid(
+                    "policy returned incorrect type for 'parameters', expected an array of objects"
+                        .into(),
+                ))
+            }
+        };
+        input["fragment_loaded"] = Value::Bool(true);
+        for parameters in &combinations {
+            let fragment = Fragment {
+                namespace: namespace.clone(),
+                module: format!(
+                    "{text}\n__fragment_parameters := {parameters}\n\
+                     default __fragment_parameters_api := {{}}\n\
+                     __fragment_parameters_api := data.{namespace}.parameters_api\n\
+                     parameter(name) := data.framework.extract_parameter(name, __fragment_parameters, __fragment_parameters_api)\n"
+                ),
+            };
+            let others = state
+                .kept
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .map(|(_, f)| f);
+            let engine = match build_engine(&state.policy, others.chain([&fragment])) {
+                Ok(e) => e,
+                Err(e) => {
+                    return Err(PolicyError::Denied(decision::with_error(
+                        &input,
+                        &format!("rego compilation failed: {e}"),
+                        self.max_error,
+                    )))
+                }
+            };
+            let previous = std::mem::replace(&mut state.engine, engine);
+            let decision =
+                match self.decide_locked(&mut state, EnforcementPoint::LoadFragment, input.clone())
+                {
+                    Ok(d) => d,
+                    Err(e) => {
+                        state.engine = previous;
+                        return Err(e);
+                    }
+                };
+            if decision.result().get("add_module") == Some(&Value::Bool(true)) {
+                if combinations.len() > 1 {
+                    state.engine = previous;
+                    return Err(PolicyError::Invalid(
+                        "Fragment cannot include namespace if multiple possible parameter combinations are defined".into(),
+                    ));
+                }
+                state.kept.insert(key, fragment);
+                return Ok(());
+            }
+            state.engine = previous;
         }
         Ok(())
     }
@@ -565,5 +730,151 @@ reason := {"errors": ["no stacks for you"]}
             .unwrap();
         assert_eq!(d.env_list().unwrap(), None);
         assert!(!d.allow_stdio_access().unwrap());
+    }
+
+    const ISSUER: &str = "did:x509:0:sha256:abc::subject:CN:Signer";
+
+    /// A generated-style policy naming one fragment feed (and one with parameters, one kept as
+    /// a module), with no containers of its own.
+    fn fragment_policy() -> String {
+        let mut text = format!(
+            "package policy\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\
+             fragments := [\n\
+             {{\"issuer\": \"{ISSUER}\", \"feed\": \"infra\", \"minimum_svn\": \"2\", \"includes\": [\"containers\"]}},\n\
+             {{\"issuer\": \"{ISSUER}\", \"feed\": \"params\", \"minimum_svn\": \"1\", \"includes\": [\"containers\"], \"parameters\": {{\"layer\": \"{L2}\"}}}},\n\
+             {{\"issuer\": \"{ISSUER}\", \"feed\": \"kept\", \"minimum_svn\": \"1\", \"includes\": [\"namespace\"]}},\n\
+             ]\ncontainers := []\n"
+        );
+        for p in EnforcementPoint::ALL {
+            text.push_str(&format!("{0} := data.framework.{0}\n", p.name()));
+        }
+        text.push_str("reason := data.framework.reason\nhello := data.kept.greeting\n");
+        text
+    }
+
+    const L1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const L2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn fragment(package: &str, svn: &str, layer: &str) -> String {
+        format!(
+            "package {package}\nsvn := \"{svn}\"\nframework_version := \"0.5.0\"\n\
+             containers := [{{\"command\": [\"/app\"], \"layers\": [{layer}], \"env_rules\": [], \"mounts\": [], \"exec_processes\": [], \"signals\": [], \"working_dir\": \"/\", \"allow_elevated\": false, \"allow_stdio_access\": true}}]\n"
+        )
+    }
+
+    fn mount(e: &RegoEnforcer, n: u32, hash: &str) -> Result<Decision, PolicyError> {
+        e.decide(
+            EnforcementPoint::MountDevice,
+            json!({"target": format!("/run/mounts/scsi/m{n}"), "deviceHash": hash,
+                   "mountPathRegex": "/run/mounts/scsi/m[0-9]+"}),
+        )
+    }
+
+    #[test]
+    fn a_fragments_containers_count_once_it_is_loaded() {
+        let e = RegoEnforcer::new(&fragment_policy(), "x").unwrap();
+        let quoted = format!("\"{L1}\"");
+        assert!(mount(&e, 1, L1).is_err(), "not before the fragment");
+        // Below the minimum SVN (from the module, and from the envelope's header).
+        assert!(e
+            .load_fragment(ISSUER, "infra", None, &fragment("infra", "1", &quoted))
+            .is_err());
+        assert!(e
+            .load_fragment(ISSUER, "infra", Some(1), &fragment("infra", "1", &quoted))
+            .is_err());
+        assert!(mount(&e, 1, L1).is_err());
+        e.load_fragment(ISSUER, "infra", Some(2), &fragment("infra", "2", &quoted))
+            .unwrap();
+        assert!(mount(&e, 1, L1).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_issuer_or_feed_is_refused_before_the_fragment_is_parsed() {
+        let e = RegoEnforcer::new(&fragment_policy(), "x").unwrap();
+        let garbage = "package infra\nthis is { not rego";
+        for (issuer, feed) in [
+            ("did:x509:0:sha256:other::subject:CN:Signer", "infra"),
+            (ISSUER, "elsewhere"),
+        ] {
+            let err = e
+                .load_fragment(issuer, feed, Some(5), garbage)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("policyDecision< "), "{err}");
+            assert!(!err.contains("rego compilation failed"), "{err}");
+        }
+        // The right feed with a broken module: refused at compilation.
+        let err = e
+            .load_fragment(ISSUER, "infra", Some(5), garbage)
+            .unwrap_err();
+        let PolicyError::Denied(text) = err else {
+            panic!()
+        };
+        let d = decoded(&text);
+        assert!(
+            d["policyError"]
+                .as_str()
+                .unwrap()
+                .contains("rego compilation failed"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn fragment_packages_are_checked_first() {
+        let e = RegoEnforcer::new(&fragment_policy(), "x").unwrap();
+        for (text, want) in [
+            ("", "Fragment Rego is empty"),
+            (
+                "packages infra\n",
+                "valid package definition required on first line",
+            ),
+            (
+                "package 9x\n",
+                "valid package definition required on first line",
+            ),
+            ("package framework\n", "namespace \"framework\" is reserved"),
+            ("package policy\n", "namespace \"policy\" is reserved"),
+        ] {
+            let err = e
+                .load_fragment(ISSUER, "infra", Some(5), text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("unable to load fragment: "), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+        assert_eq!(
+            fragment_namespace("package  Framework \nx").unwrap(),
+            "Framework"
+        );
+    }
+
+    #[test]
+    fn parameters_reach_the_fragment_and_namespace_fragments_stay_as_modules() {
+        let e = RegoEnforcer::new(&fragment_policy(), "x").unwrap();
+        // The fragment names its layer through the policy's parameter.
+        e.load_fragment(
+            ISSUER,
+            "params",
+            None,
+            &fragment("frag", "1", "parameter(\"layer\")"),
+        )
+        .unwrap();
+        assert!(mount(&e, 2, L2).is_ok());
+        // Kept as a module: the policy can read its rules.
+        let kept =
+            "package kept\nsvn := \"1\"\nframework_version := \"0.5.0\"\ngreeting := \"hi\"\n";
+        let mut state = e.lock();
+        assert!(matches!(
+            state.query("data.policy.hello", &json!({})),
+            Ok(Answer::Undefined)
+        ));
+        drop(state);
+        e.load_fragment(ISSUER, "kept", None, kept).unwrap();
+        let mut state = e.lock();
+        let Ok(Answer::Value(v)) = state.query("data.policy.hello", &json!({})) else {
+            panic!("the kept fragment's rule is not there")
+        };
+        assert_eq!(v, json!("hi"));
     }
 }
