@@ -77,8 +77,10 @@ soak: deps build
 # Needs root; installs Debian's runc as the reference for the container benchmark.
 bench: deps build
 	command -v runc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc)
+	command -v veritysetup >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q cryptsetup-bin)
 	$(CARGO) bench --bench bridge_rtt
 	$(CARGO) bench --bench container_start
+	$(CARGO) bench --bench policy
 
 # The utility VM under TCG: boot milestones, container start, guest RSS, image sizes.
 bench-uvm: image test-image

@@ -3,8 +3,8 @@
 //! a container's Create + Start + Wait + delete through the agent under that policy against the
 //! same under the open door, in the same run.
 //!
-//! The second part needs root, losetup and veritysetup (a dm-verity VPMem layer); run with
-//! `make bench`.
+//! The second part needs root, losetup and veritysetup (a dm-verity VPMem layer) and runs the
+//! agent sandboxed (tests/sandbox.sh); run with `make bench`.
 
 #![allow(
     clippy::unwrap_used,
@@ -233,6 +233,105 @@ fn decisions() {
     );
 }
 
+const RUNS: usize = 20;
+
+/// One container's Create, Start, init run and wait, DeleteContainerState (its rootfs added
+/// before and removed after, untimed), `runs` times; the median.
+async fn lifecycles(agent: &common::Agent, runs: usize) -> Duration {
+    let c = &agent.client;
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let id = format!("{i:064x}");
+        common::add_rootfs(c, &id, "/run/layers/p0").await;
+        let mut spec = common::trace_spec(&["true"]);
+        spec["root"]["path"] = json!(format!("/run/gcs/c/{id}/rootfs"));
+        let start = Instant::now();
+        c.create_container(&id, &common::container_settings(&id, spec))
+            .await
+            .unwrap();
+        c.start_container(&id).await.unwrap();
+        let pid = c
+            .execute_process(
+                &id,
+                &gcs::protocol::messages::ProcessParameters::default(),
+                gcs::protocol::messages::VsockStdioRelaySettings::default(),
+            )
+            .await
+            .unwrap();
+        c.wait_for_process(&id, pid, gcs::protocol::INFINITE_WAIT)
+            .await
+            .unwrap();
+        c.next_notification(Duration::from_secs(20)).await.unwrap();
+        c.delete_container_state(&id).await.unwrap();
+        times.push(start.elapsed());
+        common::remove_rootfs(c, &id).await;
+    }
+    percentile(&mut times, 500)
+}
+
+/// Create + Start + Wait + delete through the agent from a dm-verity VPMem layer: under the
+/// 50-container policy (plus the container that runs) against the open door.
+async fn through_the_agent() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = gcs::host::layers::busybox_tree(work.path()).unwrap();
+    let image = work.path().join("busybox.ext4");
+    gcs::host::layers::ext4_image(&image, Some(&tree), "16M").unwrap();
+    let root_hash = common::policy::verity_format(&image);
+    let layer = common::Loop::attach(&image, true);
+    let mut containers: Vec<Value> = (0..CONTAINERS).map(container).collect();
+    containers.push(json!({
+        "id": "busybox", "name": "busybox", "layers": [root_hash], "command": ["true"],
+        "env_rules": [{"pattern": PATH, "strategy": "string", "required": true}],
+        "working_dir": "/", "mounts": [], "exec_processes": [], "signals": [],
+        "user": {"user_idname": {"pattern": "", "strategy": "any"},
+                 "group_idnames": [{"pattern": "", "strategy": "any"}], "umask": "0022"},
+        "capabilities": null, "seccomp_profile_sha256": "", "allow_elevated": false,
+        "allow_stdio_access": true, "no_new_privileges": false,
+    }));
+    let policy = common::policy::generated_policy(&containers, &flags());
+    let mut medians = Vec::new();
+    for with_policy in [false, true] {
+        let agent =
+            common::Agent::sandboxed_with_devices(&["-loglevel", "warning"], &layer.node("pmem0"))
+                .await;
+        if with_policy {
+            common::policy::install(&agent, &policy).await.unwrap();
+        }
+        agent
+            .client
+            .modify_settings(
+                gcs::protocol::NULL_CONTAINER_ID,
+                gcs::protocol::messages::ModifySettingRequest {
+                    resource_type: "VPMemDevice".into(),
+                    request_type: "Add".into(),
+                    settings: Some(json!({"MountPath": "/run/layers/p0"})),
+                },
+            )
+            .await
+            .unwrap();
+        // One unmeasured run warms the runtime helper up.
+        lifecycles(&agent, 1).await;
+        medians.push(lifecycles(&agent, RUNS).await);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "container Create+Start+Wait+Delete, median of {RUNS}: open door {:.2} ms, {CONTAINERS}-container policy {:.2} ms (ratio {:.2})",
+        ms(medians[0]),
+        ms(medians[1]),
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+}
+
 fn main() {
     decisions();
+    if nix::unistd::geteuid().is_root() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(through_the_agent());
+    } else {
+        println!("container lifecycles under the policy: not measured (needs root)");
+    }
 }

@@ -7,7 +7,11 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+
 use std::path::Path;
+
+use common::policy::decision_of;
 
 use gcs::policy::rego::RegoEnforcer;
 use gcs::policy::{EnforcementPoint, Enforcer, PolicyError};
@@ -15,22 +19,6 @@ use serde_json::Value;
 
 fn dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/policy"))
-}
-
-/// The decision inside a refusal's text.
-fn decision_of(text: &str) -> Value {
-    use base64::Engine as _;
-    let inner = text
-        .split("policyDecision< ")
-        .nth(1)
-        .and_then(|t| t.split(" >policyDecision").next())
-        .unwrap_or_else(|| panic!("no decision in {text}"));
-    serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(inner)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 /// Runs one step; a description of what differs from the expectation.

@@ -7,10 +7,11 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use gcs::bridge::{Bridge, BridgeConfig};
 use gcs::guest::Guest;
 use gcs::host::BridgeClient;
 use gcs::policy::{Decision, EnforcementPoint as P, Enforcer, PolicyError};
@@ -54,30 +55,11 @@ impl Recorder {
     }
 }
 
-/// A dialer to Unix sockets in a fresh directory where nothing listens (never this machine's
-/// vsock): any dial the guest makes fails.
-fn nowhere() -> (gcs::transport::Dialer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    (
-        gcs::transport::Dialer::new(Some(dir.path().join("vm.vsock"))),
-        dir,
-    )
-}
-
-/// An in-process agent (guest and bridge) asking `enforcer`, and a negotiated host client.
+/// An in-process agent (guest and bridge) asking `enforcer`, and a negotiated host client;
+/// the guest's dials go to a fresh directory where nothing listens.
 async fn agent(enforcer: Arc<Recorder>) -> (Arc<Guest>, BridgeClient, tempfile::TempDir) {
-    let (dialer, dir) = nowhere();
-    let (mut guest, queue) = Guest::new(dialer, gcs::guest::Reaper::new(), std::env::temp_dir());
-    guest.set_initial_enforcer(enforcer);
-    let bridge = Bridge::new(
-        Arc::clone(&guest),
-        queue,
-        BridgeConfig {
-            v4: true,
-            scrub_logs: true,
-            sequential: false,
-        },
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let (guest, bridge) = common::in_process_bridge(dir.path(), Some(enforcer));
     let (host_side, guest_side) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move { bridge.serve(guest_side).await });
     let client = BridgeClient::new(host_side);
@@ -374,7 +356,8 @@ async fn an_allowed_uvm_process_without_stdio_access_never_dials_the_host() {
     }
     let reaper = gcs::guest::Reaper::new();
     reaper.start().unwrap();
-    let (dialer, _dir) = nowhere();
+    let dir = tempfile::tempdir().unwrap();
+    let dialer = gcs::transport::Dialer::new(Some(dir.path().join("vm.vsock")));
     let (mut guest, _queue) = Guest::new(dialer, reaper, std::env::temp_dir());
     guest.set_initial_enforcer(Arc::new(NoStdio));
     // Ports that nothing listens on: dialling any would fail the request.

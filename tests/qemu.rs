@@ -277,6 +277,34 @@ fn busybox_tree(dir: &Path) -> std::path::PathBuf {
     gcs::host::layers::busybox_tree(dir).unwrap()
 }
 
+/// Hot-adds each (lun, image, mount path, read-only) disk over QMP and maps it in the guest as
+/// the host does: a read-only layer with `Options: ["ro"]`, a read-write scratch formatted by
+/// the guest (`EnsureFilesystem`).
+async fn add_scsi_disks(
+    c: &gcs::host::BridgeClient,
+    qmp: &mut gcs::host::qmp::Qmp,
+    disks: &[(u8, &Path, &str, bool)],
+) {
+    use serde_json::json;
+    for &(lun, image, mount, ro) in disks {
+        qmp.add_scsi_disk(image, lun, ro).await.unwrap();
+        let mut settings = json!({"MountPath": mount, "Lun": lun});
+        if ro {
+            settings["ReadOnly"] = json!(true);
+            settings["Options"] = json!(["ro"]);
+        } else {
+            settings["EnsureFilesystem"] = json!(true);
+            settings["Filesystem"] = json!("ext4");
+        }
+        let request = gcs::protocol::messages::ModifySettingRequest {
+            resource_type: "MappedVirtualDisk".into(),
+            request_type: "Add".into(),
+            settings: Some(settings),
+        };
+        c.modify_settings(NULL_CONTAINER_ID, request).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_from_scsi_layers_and_a_scratch_disk() {
     use gcs::protocol::messages::{
@@ -314,27 +342,16 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         };
     // Two read-only layers and a read-write scratch mounted at the bundle, as the V1 shim does.
     let id = "qemu-ctr";
-    for (lun, image, mount, ro) in [
-        (1u8, &base, "/run/mounts/scsi/m0", true),
-        (2, &top, "/run/mounts/scsi/m1", true),
-        (3, &scratch, "/run/gcs/c/qemu-ctr", false),
-    ] {
-        qmp.add_scsi_disk(image, lun, ro).await.unwrap();
-        let mut settings = json!({"MountPath": mount, "Lun": lun});
-        if ro {
-            settings["ReadOnly"] = json!(true);
-            settings["Options"] = json!(["ro"]);
-        } else {
-            settings["EnsureFilesystem"] = json!(true);
-            settings["Filesystem"] = json!("ext4");
-        }
-        c.modify_settings(
-            NULL_CONTAINER_ID,
-            modify("MappedVirtualDisk", "Add", settings),
-        )
-        .await
-        .unwrap();
-    }
+    add_scsi_disks(
+        c,
+        &mut qmp,
+        &[
+            (1, &base, "/run/mounts/scsi/m0", true),
+            (2, &top, "/run/mounts/scsi/m1", true),
+            (3, &scratch, "/run/gcs/c/qemu-ctr", false),
+        ],
+    )
+    .await;
     let root = format!("/run/gcs/c/{id}/rootfs");
     c.modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id, "ContainerRootPath": root,
         "Layers": [{"Path": "/run/mounts/scsi/m1"}, {"Path": "/run/mounts/scsi/m0"}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
@@ -715,31 +732,12 @@ async fn container_from_a_vpmem_layer_with_a_tty() {
     assert!(uvm.shutdown().await.unwrap().success());
 }
 
-/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image` (the
-/// layout hcsshim's tools write) with `veritysetup`, on the host side; returns the
-/// `VerityInfo` the host would send.
+/// Appends a dm-verity superblock and hash tree to `image` (`common::policy::verity_append`);
+/// returns the `VerityInfo` the host would send.
 fn verity_format(image: &Path) -> serde_json::Value {
-    let ext4_bytes = std::fs::metadata(image).unwrap().len();
-    let out = std::process::Command::new("veritysetup")
-        .arg("format")
-        .arg(format!("--hash-offset={ext4_bytes}"))
-        .arg(format!("--data-blocks={}", ext4_bytes / 4096))
-        .arg(image)
-        .arg(image)
-        .output()
-        .expect("veritysetup (cryptsetup-bin; make qemu-deps installs it)");
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    serde_json::json!({"Ext4SizeInBytes": ext4_bytes, "Version": 1, "Algorithm": "sha256",
-        "SuperBlock": true, "RootDigest": field("Root hash:"), "Salt": field("Salt:"),
-        "BlockSize": 4096})
+    let v = common::policy::verity_append(image);
+    serde_json::json!({"Ext4SizeInBytes": v.ext4_bytes, "Version": 1, "Algorithm": "sha256",
+        "SuperBlock": true, "RootDigest": v.root_hash, "Salt": v.salt, "BlockSize": 4096})
 }
 
 /// Several layer images packed into one file at 4 MiB-aligned offsets, as the host packs
@@ -1772,5 +1770,293 @@ async fn a_wait_survives_a_bridge_drop_in_the_vm() {
     };
     let (code, ()) = tokio::join!(wait, migrate);
     assert_eq!(code.unwrap(), 5);
+    assert!(uvm.shutdown().await.unwrap().success());
+}
+
+/// Reads a stream to its end (bounded).
+async fn read_to_end(mut s: tokio::net::UnixStream) -> String {
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_layers() {
+    use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
+    use serde_json::json;
+    let work = tempfile::tempdir().unwrap();
+    let base = ext4_image(
+        work.path(),
+        "base.ext4",
+        Some(&busybox_tree(work.path())),
+        "16M",
+    );
+    let top_tree = work.path().join("top");
+    std::fs::create_dir_all(top_tree.join("etc")).unwrap();
+    std::fs::write(top_tree.join("etc/layer.txt"), "from the top layer\n").unwrap();
+    let top = ext4_image(work.path(), "top.ext4", Some(&top_tree), "4M");
+    let (base_hash, top_hash) = (
+        common::policy::verity_format(&base),
+        common::policy::verity_format(&top),
+    );
+    // A layer the policy does not name.
+    std::fs::write(top_tree.join("etc/layer.txt"), "tampered\n").unwrap();
+    let rogue = ext4_image(work.path(), "rogue.ext4", Some(&top_tree), "4M");
+    common::policy::verity_format(&rogue);
+    let scratch = work.path().join("scratch.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+
+    // Container ids are 64 hex digits, as confidential hosts send them.
+    let id = "c0ffee".repeat(10) + "c0ff";
+    let root = format!("/run/gcs/c/{id}/rootfs");
+    let args: Vec<String> = [
+        "sh",
+        "-c",
+        "cat /etc/layer.txt; echo ready; while true; do sleep 1; done",
+    ]
+    .map(String::from)
+    .to_vec();
+    let exec_args: Vec<String> = ["cat", "/etc/layer.txt"].map(String::from).to_vec();
+    let mut spec = gcs::host::spec::container_spec(&args, &root, false);
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["chroot"], "action": "SCMP_ACT_ERRNO"}]});
+    let seccomp = gcs::policy::seccomp::profile_sha256(spec.pointer("/linux/seccomp")).unwrap();
+    let container = json!({
+        "id": "app", "name": "app", "layers": [base_hash, top_hash],
+        "command": args,
+        "env_rules": [
+            {"pattern": "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "strategy": "string", "required": true},
+            {"pattern": "TERM=xterm", "strategy": "string", "required": false}],
+        "working_dir": "/", "mounts": [],
+        "exec_processes": [{"command": exec_args, "signals": []}],
+        "signals": [9],
+        "user": {"user_idname": {"pattern": "root", "strategy": "name"},
+                 "group_idnames": [{"pattern": "", "strategy": "any"}], "umask": "0022"},
+        "capabilities": null, "seccomp_profile_sha256": seccomp, "allow_elevated": false,
+        "allow_stdio_access": true, "no_new_privileges": true,
+    });
+    let policy = common::policy::generated_policy(
+        &[container],
+        &[
+            ("allow_properties_access", true),
+            ("allow_dump_stacks", false),
+            ("allow_runtime_logging", true),
+            ("allow_unencrypted_scratch", true),
+        ],
+    );
+
+    let uvm = Uvm::boot(&config()).await.unwrap();
+    let c = &uvm.client;
+    let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
+        .await
+        .unwrap();
+    let modify =
+        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
+            resource_type: resource.into(),
+            request_type: request.into(),
+            settings: Some(settings),
+        };
+    // The confidential host sends the policy right after negotiation.
+    {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&policy);
+        c.modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "SecurityPolicy",
+                "Add",
+                json!({"EncodedSecurityPolicy": encoded}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let err = c.dump_stacks().await.unwrap_err().to_string();
+    assert!(err.contains("dump stacks denied due to policy"), "{err}");
+
+    // The rogue layer is refused after the guest reads its root hash; the policy's are mounted.
+    qmp.add_scsi_disk(&rogue, 5, true).await.unwrap();
+    let err = c
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify("MappedVirtualDisk", "Add",
+                json!({"MountPath": "/run/mounts/scsi/m5", "Lun": 5, "ReadOnly": true, "Options": ["ro"]})),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "mounting scsi device controller 0 lun 5 onto /run/mounts/scsi/m5 denied by policy"
+        ),
+        "{err}"
+    );
+    assert!(common::policy::decision_of(&err)["reason"]["errors"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("deviceHash not found")));
+    let scratch_mount = format!("/run/gcs/c/{id}");
+    add_scsi_disks(
+        c,
+        &mut qmp,
+        &[
+            (1, &base, "/run/mounts/scsi/m0", true),
+            (2, &top, "/run/mounts/scsi/m1", true),
+            (3, &scratch, &scratch_mount, false),
+        ],
+    )
+    .await;
+    c.modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id, "ContainerRootPath": root,
+        "Layers": [{"Path": "/run/mounts/scsi/m1"}, {"Path": "/run/mounts/scsi/m0"}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
+        .await
+        .unwrap();
+    let settings = |spec: serde_json::Value| ContainerSettings {
+        schema_version: SchemaVersion { major: 2, minor: 1 },
+        oci_bundle_path: format!("/run/gcs/c/{id}"),
+        oci_specification: Some(spec),
+        scratch_dir_path: format!("/run/gcs/c/{id}/scratch/{id}"),
+    };
+    // Another command than the policy's is refused; the policy's runs.
+    let mut wrong = spec.clone();
+    wrong["process"]["args"] = json!(["sh", "-c", "cat /etc/shadow"]);
+    let err = c
+        .create_container(&id, &settings(wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("container creation denied due to policy"),
+        "{err}"
+    );
+    c.create_container(&id, &settings(spec.clone()))
+        .await
+        .unwrap();
+    c.start_container(&id).await.unwrap();
+    let ports = StdioPorts::default();
+    let out_port = ports.allocate();
+    let out_l = uvm.vsock().listen(out_port).unwrap();
+    let params = ProcessParameters {
+        create_std_out_pipe: true,
+        ..Default::default()
+    };
+    let init = c
+        .execute_process(
+            &id,
+            &params,
+            VsockStdioRelaySettings {
+                std_out: out_port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut out, _) = out_l.accept().await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready\n") {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "from the top layer\nready\n"
+    );
+
+    // The policy's exec runs; another is refused; SIGTERM is refused, SIGKILL allowed.
+    let exec = |args: &[String]| {
+        let mut p = spec["process"].clone();
+        p["args"] = json!(args);
+        p
+    };
+    let exec_port = ports.allocate();
+    let exec_l = uvm.vsock().listen(exec_port).unwrap();
+    let pid = c
+        .execute_process(
+            &id,
+            &ProcessParameters {
+                create_std_out_pipe: true,
+                oci_process: Some(exec(&exec_args)),
+                ..Default::default()
+            },
+            VsockStdioRelaySettings {
+                std_out: exec_port,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (s, _) = exec_l.accept().await.unwrap();
+    assert_eq!(read_to_end(s).await, "from the top layer\n");
+    assert_eq!(
+        c.wait_for_process(&id, pid, INFINITE_WAIT).await.unwrap(),
+        0
+    );
+    let err = c
+        .execute_process(
+            &id,
+            &ProcessParameters {
+                oci_process: Some(exec(&["cat".into(), "/etc/passwd".into()])),
+                ..Default::default()
+            },
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exec in container denied due to policy"),
+        "{err}"
+    );
+    let err = c
+        .signal_process(&id, init, Some(15))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policyDecision"), "{err}");
+    c.signal_process(&id, init, Some(9)).await.unwrap();
+    assert_eq!(
+        c.wait_for_process(&id, init, INFINITE_WAIT).await.unwrap(),
+        137
+    );
+    c.next_notification(Duration::from_secs(30)).await.unwrap();
+
+    // Teardown in the host's order; every removal is allowed for what was mounted.
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "CombinedLayers",
+            "Remove",
+            json!({"ContainerRootPath": root}),
+        ),
+    )
+    .await
+    .unwrap();
+    c.delete_container_state(&id).await.unwrap();
+    for (lun, mount, ro) in [
+        (3u8, format!("/run/gcs/c/{id}"), false),
+        (2, "/run/mounts/scsi/m1".to_string(), true),
+        (1, "/run/mounts/scsi/m0".to_string(), true),
+    ] {
+        c.modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "MappedVirtualDisk",
+                "Remove",
+                json!({"MountPath": mount, "Lun": lun, "ReadOnly": ro}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
     assert!(uvm.shutdown().await.unwrap().success());
 }

@@ -14,8 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gcs::bridge::{Bridge, BridgeConfig, ConnectionEnd};
-use gcs::guest::Guest;
+use gcs::bridge::{Bridge, ConnectionEnd};
 use gcs::host::{BridgeClient, HybridVsock};
 use gcs::protocol::messages::{ContainerNotification, NotificationType};
 use gcs::protocol::{Hresult, NULL_CONTAINER_ID};
@@ -99,28 +98,10 @@ fn connect(
     )
 }
 
-/// A guest and its bridge in this process, served over in-memory streams.
-fn in_process_bridge() -> (Arc<Guest>, Arc<Bridge>) {
-    let (guest, queue) = Guest::new(
-        gcs::transport::Dialer::new(None),
-        gcs::guest::Reaper::new(),
-        std::env::temp_dir(),
-    );
-    let bridge = Bridge::new(
-        Arc::clone(&guest),
-        queue,
-        BridgeConfig {
-            v4: true,
-            scrub_logs: true,
-            sequential: false,
-        },
-    );
-    (guest, bridge)
-}
-
 #[tokio::test]
 async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection() {
-    let (guest, bridge) = in_process_bridge();
+    let dir = tempfile::tempdir().unwrap();
+    let (guest, bridge) = common::in_process_bridge(dir.path(), None);
 
     // First connection: a notification goes straight out.
     let (host_side, serving) = connect(&bridge);
@@ -173,7 +154,8 @@ async fn notifications_queued_while_disconnected_are_sent_on_the_next_connection
 /// answered on the next connection with its old id, and the host's waiting call completes.
 #[tokio::test]
 async fn responses_of_a_dropped_connection_follow_to_the_next_one() {
-    let (guest, bridge) = in_process_bridge();
+    let dir = tempfile::tempdir().unwrap();
+    let (guest, bridge) = common::in_process_bridge(dir.path(), None);
     let (host_side, first) = connect(&bridge);
     let client = Arc::new(BridgeClient::new(host_side));
     client.negotiate().await.unwrap();

@@ -5,22 +5,7 @@ use serde_json::{json, Value};
 
 /// The spec of a container running `args` from the rootfs at `root`.
 pub fn container_spec(args: &[String], root: &str, terminal: bool) -> Value {
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE"
-    ]);
+    let caps = json!(crate::protocol::DEFAULT_CAPABILITIES);
     json!({
         "ociVersion": "1.1.0",
         "process": {

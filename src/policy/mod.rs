@@ -339,6 +339,14 @@ pub struct References {
     pub uvm_hash_envelope_reference: String,
 }
 
+/// Signed reference information the host injected (SP §7.1), kept verbatim for the security
+/// context (the last one of each kind).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferenceInfo {
+    pub tcb: Option<Vec<u8>>,
+    pub platform: Option<Vec<u8>>,
+}
+
 /// The guest's policy state: the current enforcer (replaced once, by the first
 /// `SecurityPolicy`) and the transaction lock of storage changes. Each container keeps its own
 /// stdio decision.
@@ -347,6 +355,7 @@ pub struct Policy {
     enforcer: RwLock<Arc<dyn Enforcer>>,
     /// Set by the first successful `SecurityPolicy`, even an empty one.
     installed: Mutex<Option<References>>,
+    reference_info: Mutex<ReferenceInfo>,
     transaction: tokio::sync::Mutex<()>,
 }
 
@@ -360,6 +369,7 @@ impl Policy {
         Self {
             enforcer: RwLock::new(enforcer),
             installed: Mutex::new(None),
+            reference_info: Mutex::default(),
             transaction: tokio::sync::Mutex::new(()),
         }
     }
@@ -409,6 +419,21 @@ impl Policy {
         *self.enforcer.write().unwrap_or_else(|p| p.into_inner()) = enforcer;
         *installed = Some(references);
         Ok(())
+    }
+
+    /// Keeps signed reference information (`tcb`: TCB, else platform), replacing the last.
+    pub fn set_reference_info(&self, tcb: bool, cose: Vec<u8>) {
+        let mut info = lock(&self.reference_info);
+        if tcb {
+            info.tcb = Some(cose);
+        } else {
+            info.platform = Some(cose);
+        }
+    }
+
+    /// The reference information kept so far.
+    pub fn reference_info(&self) -> ReferenceInfo {
+        lock(&self.reference_info).clone()
     }
 
     /// Fails with the original's message if a policy is installed already (checked before the

@@ -34,6 +34,26 @@ pub const FIRST_STDIO_PORT: u32 = 0x4000_0001;
 /// `TimeoutInMs` value meaning "wait forever".
 pub const INFINITE_WAIT: u32 = u32::MAX;
 
+/// The capabilities of an unprivileged container: what the host's specs carry by default
+/// (hcsshim's and Docker's default set, in hcsshim's order), and what a security policy assumes
+/// for a container whose rule names none (security-policy.md §9.5).
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// Returns true when `s` is a GUID in its canonical 8-4-4-4-12 hex form, the only form the
 /// host accepts in `ActivityId`.
 pub fn is_guid(s: &str) -> bool {

@@ -871,3 +871,33 @@ waitpid write writev arch_prctl modify_ldt";
            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
            "syscalls": syscalls})
 }
+
+/// A guest and its bridge in this process, served over in-memory streams. The guest dials Unix
+/// sockets under `dir`, where nothing listens (never this machine's vsock), and asks `enforcer`
+/// (the open door when `None`).
+pub fn in_process_bridge(
+    dir: &Path,
+    enforcer: Option<std::sync::Arc<dyn gcs::policy::Enforcer>>,
+) -> (
+    std::sync::Arc<gcs::guest::Guest>,
+    std::sync::Arc<gcs::bridge::Bridge>,
+) {
+    let (mut guest, queue) = gcs::guest::Guest::new(
+        gcs::transport::Dialer::new(Some(dir.join("vm.vsock"))),
+        gcs::guest::Reaper::new(),
+        std::env::temp_dir(),
+    );
+    if let Some(enforcer) = enforcer {
+        guest.set_initial_enforcer(enforcer);
+    }
+    let bridge = gcs::bridge::Bridge::new(
+        std::sync::Arc::clone(&guest),
+        queue,
+        gcs::bridge::BridgeConfig {
+            v4: true,
+            scrub_logs: true,
+            sequential: false,
+        },
+    );
+    (guest, bridge)
+}

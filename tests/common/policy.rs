@@ -80,26 +80,46 @@ pub fn decision_of(err: &str) -> Value {
     .unwrap()
 }
 
-/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image`, as the
-/// policy tooling's layers are laid out; the root hash veritysetup printed.
-pub fn verity_format(image: &std::path::Path) -> String {
-    let bytes = std::fs::metadata(image).unwrap().len();
+/// What `veritysetup format` made of a layer image.
+#[derive(Debug, Clone)]
+pub struct Verity {
+    /// The filesystem's size, where the verity superblock starts.
+    pub ext4_bytes: u64,
+    pub root_hash: String,
+    pub salt: String,
+}
+
+/// Appends a dm-verity superblock and hash tree after the ext4 filesystem in `image` (the
+/// layout hcsshim's tools write), with `veritysetup` on the host side.
+pub fn verity_append(image: &std::path::Path) -> Verity {
+    let ext4_bytes = std::fs::metadata(image).unwrap().len();
     let out = std::process::Command::new("veritysetup")
         .arg("format")
-        .arg(format!("--hash-offset={bytes}"))
-        .arg(format!("--data-blocks={}", bytes / 4096))
+        .arg(format!("--hash-offset={ext4_bytes}"))
+        .arg(format!("--data-blocks={}", ext4_bytes / 4096))
         .arg(image)
         .arg(image)
         .output()
-        .expect("veritysetup (cryptsetup-bin)");
+        .expect("veritysetup (cryptsetup-bin; make qemu-deps installs it)");
     assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string()
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    Verity {
+        ext4_bytes,
+        root_hash: field("Root hash:"),
+        salt: field("Salt:"),
+    }
+}
+
+/// [`verity_append`]'s root hash: what a policy names the layer by.
+pub fn verity_format(image: &std::path::Path) -> String {
+    verity_append(image).root_hash
 }
 
 /// A policy in the style the policy tooling generates: one container per JSON line, every

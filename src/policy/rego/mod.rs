@@ -109,22 +109,7 @@ const PRIVILEGED_MOUNTS: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 /// The capabilities of an unprivileged container without a rule of its own (SP §9.5).
-pub const DEFAULT_UNPRIVILEGED_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub const DEFAULT_UNPRIVILEGED_CAPABILITIES: &[&str] = &crate::protocol::DEFAULT_CAPABILITIES;
 
 /// The capabilities of a privileged container without a rule of its own (SP §9.5).
 pub const DEFAULT_PRIVILEGED_CAPABILITIES: &[&str] = &[
