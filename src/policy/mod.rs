@@ -14,6 +14,7 @@
 //! guest turns a refusal into an error response and does nothing.
 
 pub mod closed_door;
+pub mod fragment;
 pub mod input;
 pub mod open_door;
 pub mod rego;
