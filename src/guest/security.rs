@@ -24,6 +24,24 @@ pub struct ConfidentialOptions {
     pub encoded_uvm_hash_envelope_reference: String,
 }
 
+/// Settings of `SecurityPolicyFragment` (SP §2.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SecurityPolicyFragment {
+    /// A COSE_Sign1 envelope, base64 (standard alphabet, padded).
+    pub fragment: String,
+    /// Empty means [`FRAGMENT_MEDIA_TYPE`].
+    pub media_type: String,
+}
+
+/// A signed Rego policy fragment.
+pub const FRAGMENT_MEDIA_TYPE: &str = "application/cose-x509+rego";
+/// A signed transparency trust list (SP §7.9).
+pub const TRUST_LIST_MEDIA_TYPE: &str = "application/vnd.transparency-trust-list.v1+cose";
+/// Signed TCB and platform reference information, kept for the security context (SP §7.1).
+pub const TCB_REFERENCE_MEDIA_TYPE: &str = "application/vnd.tcb-reference-info.v1+cose";
+pub const PLATFORM_REFERENCE_MEDIA_TYPE: &str = "application/vnd.platform-reference-info.v1+cose";
+
 /// The enforcer a `SecurityPolicy` asks for (SP §2.3).
 fn enforcer_for(kind: &str, text: &[u8], encoded: &str) -> Result<Arc<dyn Enforcer>, PolicyError> {
     let rego = |text: &[u8]| -> Result<Arc<dyn Enforcer>, PolicyError> {
@@ -105,6 +123,67 @@ impl Guest {
     }
 }
 
+impl Guest {
+    /// `SecurityPolicyFragment` Add (SP §7.2): checks the media type, the COSE_Sign1 envelope,
+    /// its certificate chain and signature, and the issuer's did:x509 against the chain, then
+    /// offers the fragment to the policy, which decides whether it counts. Reference information
+    /// is kept once its signature checks. Transparency trust lists are refused: this agent does
+    /// not implement them yet.
+    pub async fn inject_fragment(
+        &self,
+        settings: SecurityPolicyFragment,
+    ) -> Result<(), GuestError> {
+        let plain = |text: String| GuestError::PolicyRefused(PolicyError::Invalid(text));
+        let media_type = if settings.media_type.is_empty() {
+            FRAGMENT_MEDIA_TYPE
+        } else {
+            settings.media_type.as_str()
+        };
+        if ![
+            FRAGMENT_MEDIA_TYPE,
+            TRUST_LIST_MEDIA_TYPE,
+            TCB_REFERENCE_MEDIA_TYPE,
+            PLATFORM_REFERENCE_MEDIA_TYPE,
+        ]
+        .contains(&media_type)
+        {
+            return Err(plain(format!(
+                "cannot inject fragment blob with unsupported media type {media_type:?}"
+            )));
+        }
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(settings.fragment.as_bytes())
+            .map_err(|e| plain(format!("failed to decode fragment: {e}")))?;
+        let cose_error = |e: crate::policy::fragment::FragmentError| plain(e.pipeline_message());
+        if media_type == TCB_REFERENCE_MEDIA_TYPE || media_type == PLATFORM_REFERENCE_MEDIA_TYPE {
+            crate::policy::fragment::verify_signature_only(&blob).map_err(cose_error)?;
+            self.policy
+                .set_reference_info(media_type == TCB_REFERENCE_MEDIA_TYPE, blob);
+            return Ok(());
+        }
+        let verified = crate::policy::fragment::verify(&blob).map_err(cose_error)?;
+        if media_type == TRUST_LIST_MEDIA_TYPE {
+            return Err(GuestError::NotImplemented {
+                what: "loading transparency trust lists".into(),
+            });
+        }
+        let text = String::from_utf8(verified.payload).map_err(|e| {
+            plain(format!(
+                "error loading security policy fragment: not UTF-8: {e}"
+            ))
+        })?;
+        self.policy
+            .enforcer()
+            .load_fragment(&verified.issuer, &verified.feed, verified.header_svn, &text)
+            .map_err(|source| GuestError::Policy {
+                context: "error loading security policy fragment".into(),
+                source,
+            })?;
+        tracing::info!(issuer = %verified.issuer, feed = %verified.feed, "security policy fragment loaded");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +207,159 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("rego compilation failed"));
+    }
+
+    const LAYER: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+    fn guest(dir: &std::path::Path) -> Arc<Guest> {
+        Guest::new(
+            crate::transport::Dialer::new(Some(dir.join("vm.vsock"))),
+            crate::reaper::Reaper::new(),
+            dir.to_path_buf(),
+        )
+        .0
+    }
+
+    fn encode(text: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    /// A generated-style policy with no containers of its own, trusting `issuer`'s `feed` from
+    /// SVN 2 for containers.
+    fn policy_trusting(issuer: &str, feed: &str) -> String {
+        let mut text = format!(
+            "package policy\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\
+             fragments := [{{\"issuer\": \"{issuer}\", \"feed\": \"{feed}\", \"minimum_svn\": \"2\", \"includes\": [\"containers\"]}}]\n\
+             containers := []\n"
+        );
+        for p in EnforcementPoint::ALL {
+            text.push_str(&format!("{0} := data.framework.{0}\n", p.name()));
+        }
+        text.push_str("reason := data.framework.reason\n");
+        text
+    }
+
+    fn fragment_rego(svn: &str) -> Vec<u8> {
+        format!(
+            "package infra\nsvn := \"{svn}\"\nframework_version := \"0.5.0\"\n\
+             containers := [{{\"command\": [\"/app\"], \"layers\": [\"{LAYER}\"], \"env_rules\": [], \"mounts\": [], \"exec_processes\": [], \"signals\": [], \"working_dir\": \"/\", \"allow_elevated\": false, \"allow_stdio_access\": true}}]\n"
+        )
+        .into_bytes()
+    }
+
+    fn layer_allowed(guest: &Guest) -> bool {
+        guest
+            .policy()
+            .decide(
+                EnforcementPoint::MountDevice,
+                crate::policy::input::mount_device(
+                    "/run/mounts/scsi/m1",
+                    LAYER,
+                    crate::policy::input::SCSI_MOUNT_PATH_REGEX,
+                ),
+            )
+            .is_ok()
+    }
+
+    async fn inject(guest: &Guest, envelope: &[u8], media_type: &str) -> Result<(), String> {
+        guest
+            .inject_fragment(SecurityPolicyFragment {
+                fragment: encode(envelope),
+                media_type: media_type.into(),
+            })
+            .await
+            .map_err(|e| {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                text
+            })
+    }
+
+    #[tokio::test]
+    async fn signed_fragments_count_once_verified_and_accepted_by_the_policy() {
+        use crate::policy::fragment::tests::signed;
+        let dir = tempfile::tempdir().unwrap();
+        let guest = guest(dir.path());
+        let feed = "contoso.azurecr.io/infra";
+        let (good, issuer) = signed(10, feed, Some(3), &fragment_rego("3"));
+        guest
+            .set_security_policy(
+                ConfidentialOptions {
+                    encoded_security_policy: encode(policy_trusting(&issuer, feed).as_bytes()),
+                    ..Default::default()
+                },
+                dir.path(),
+            )
+            .await
+            .unwrap();
+        assert!(!layer_allowed(&guest), "not before its fragment");
+
+        // A flipped signature byte: refused before the policy is asked.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let err = inject(&guest, &bad, "").await.unwrap_err();
+        assert!(
+            err.contains("InjectFragment failed COSE validation: verification error"),
+            "{err}"
+        );
+        // Another signer (another root, so another issuer), the same feed: the policy refuses.
+        let (stranger, other_issuer) = signed(40, feed, Some(3), &fragment_rego("3"));
+        assert_ne!(other_issuer, issuer);
+        let err = inject(&guest, &stranger, "").await.unwrap_err();
+        assert!(
+            err.contains("error loading security policy fragment: policyDecision< "),
+            "{err}"
+        );
+        // The right signer below the policy's minimum SVN.
+        let (old, _) = signed(10, feed, Some(1), &fragment_rego("1"));
+        let err = inject(&guest, &old, "application/cose-x509+rego")
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("error loading security policy fragment"),
+            "{err}"
+        );
+        assert!(!layer_allowed(&guest));
+
+        inject(&guest, &good, "").await.unwrap();
+        assert!(layer_allowed(&guest), "the fragment's container counts");
+
+        let err = inject(&guest, &good, "text/plain").await.unwrap_err();
+        assert!(
+            err.contains("cannot inject fragment blob with unsupported media type \"text/plain\""),
+            "{err}"
+        );
+        let err = inject(&guest, b"not cose", "").await.unwrap_err();
+        assert!(
+            err.contains("InjectFragment failed COSE validation"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_doors_take_fragments_as_the_original_does() {
+        use crate::policy::fragment::tests::signed;
+        let dir = tempfile::tempdir().unwrap();
+        let open = guest(dir.path());
+        let (good, _) = signed(10, "feed", Some(3), &fragment_rego("3"));
+        inject(&open, &good, "").await.unwrap();
+        let mut closed = guest(dir.path());
+        closed.set_initial_enforcer(Arc::new(crate::policy::closed_door::ClosedDoor));
+        let err = inject(&closed, &good, "").await.unwrap_err();
+        assert!(
+            err.contains("loading fragments is denied by policy"),
+            "{err}"
+        );
+        // The envelope is checked whatever the door.
+        let err = inject(&open, b"\xd2\x84", "").await.unwrap_err();
+        assert!(
+            err.contains("InjectFragment failed COSE validation"),
+            "{err}"
+        );
     }
 }

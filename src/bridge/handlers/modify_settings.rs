@@ -111,6 +111,11 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
             .await?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
+    if modify.request.resource_type == "SecurityPolicyFragment" {
+        let fragment: crate::guest::security::SecurityPolicyFragment = settings(&modify)?;
+        req.bridge.guest().inject_fragment(fragment).await?;
+        return Reply::new(&ResponseBase::ok(&req.base.activity_id));
+    }
     if modify.request.resource_type == "PodCgroupMemoryLimit" {
         req.bridge.guest().update_pods_limit().await?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));

@@ -205,4 +205,4 @@ fn go_type_name(value: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

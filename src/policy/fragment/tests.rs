@@ -385,6 +385,25 @@ fn envelope_with(pki: &Pki, header: HeaderBuilder) -> Vec<u8> {
         .unwrap()
 }
 
+/// For the guest's tests: `payload` in an envelope signed by a chain of P-256 keys made from
+/// `seed` (another seed, another root: another issuer), issued as
+/// `did:x509:…::subject:CN:Contoso Fragment Signer` for `feed` with header SVN `svn`. The
+/// envelope and its issuer.
+pub(crate) fn signed(seed: u8, feed: &str, svn: Option<i64>, payload: &[u8]) -> (Vec<u8>, String) {
+    let pki = Pki::with(
+        Key::p256(seed),
+        Key::p256(seed.wrapping_add(1)),
+        Key::p256(seed.wrapping_add(2)),
+        leaf_extensions(),
+    );
+    let issuer = subject_did(&pki);
+    let header = protected(&pki, cwt(&issuer, feed, svn.map(Value::from)));
+    let envelope = sign(&pki.leaf_key, header.build(), Header::default(), payload)
+        .to_tagged_vec()
+        .unwrap();
+    (envelope, issuer)
+}
+
 fn did_err(e: FragmentError) -> String {
     match e {
         FragmentError::Did(text) => text,

@@ -185,7 +185,9 @@ fn initial_data() -> Value {
 /// The data document given to the engine never changes after construction: any change would
 /// make regorus analyse every module again before the next query (about 5 ms for a generated
 /// policy). What changes — `data.metadata` with decisions, `data.defaultMounts` with
-/// ExtendDefaultMounts — is kept here and handed to each query with Rego's `with` keyword.
+/// ExtendDefaultMounts — is kept here and handed to each query with Rego's `with` keyword,
+/// through two input keys ([`WITH`]): a literal in the query text would be parsed at every
+/// query, which costs more than the decision itself.
 #[derive(Debug)]
 struct State {
     engine: regorus::Engine,
@@ -195,9 +197,17 @@ struct State {
     kept: std::collections::BTreeMap<String, Fragment>,
     metadata: Value,
     default_mounts: Value,
-    /// ` with data.metadata as <json> with data.defaultMounts as <json>`, rendered on change.
-    with: String,
+    /// `data.framework.enforcement_point_info` of each point asked so far: it depends only on
+    /// the policy's `api_version` and the API module, which never change.
+    info: std::collections::HashMap<EnforcementPoint, Map<String, Value>>,
 }
+
+/// What every policy query appends: the current metadata and default mounts, from the input
+/// keys [`METADATA_KEY`] and [`DEFAULT_MOUNTS_KEY`] that the guest adds to each input (and that
+/// decisions never show).
+const WITH: &str = " with data.metadata as input.__gcs_metadata with data.defaultMounts as input.__gcs_default_mounts";
+const METADATA_KEY: &str = "__gcs_metadata";
+const DEFAULT_MOUNTS_KEY: &str = "__gcs_default_mounts";
 
 /// Decides with a host's Rego policy.
 #[derive(Debug)]
@@ -281,23 +291,15 @@ enum Answer {
 }
 
 impl State {
-    /// Renders the `with` clauses after `metadata` or `default_mounts` changed. JSON is Rego
-    /// term syntax (objects, arrays, strings with JSON escapes, numbers, booleans, null).
-    fn render(&mut self) {
-        // One entry per line: regorus panics formatting an error located past column 65535.
-        let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
-        self.with = format!(
-            " with data.metadata as {} with data.defaultMounts as {}",
-            pretty(&self.metadata),
-            pretty(&self.default_mounts)
-        );
-    }
-
     /// Evaluates the rule at `path` with `input`, seeing the current metadata and default
     /// mounts.
     fn query(&mut self, path: &str, input: &Value) -> Result<Answer, String> {
-        let query = format!("{path}{}", self.with);
-        self.eval(query, input)
+        let mut input = input.clone();
+        if let Some(fields) = input.as_object_mut() {
+            fields.insert(METADATA_KEY.into(), self.metadata.clone());
+            fields.insert(DEFAULT_MOUNTS_KEY.into(), self.default_mounts.clone());
+        }
+        self.eval(format!("{path}{WITH}"), &input)
     }
 
     fn eval(&mut self, query: String, input: &Value) -> Result<Answer, String> {
@@ -331,10 +333,8 @@ impl State {
             Answer::Value(_) => return Err("unable to load results object from Rego query".into()),
         };
         if let Some(ops) = result.remove("metadata") {
-            let committed = metadata::apply(&mut self.metadata, &ops);
             // Operations before a failing one stay applied (SP §3.4).
-            self.render();
-            committed?;
+            metadata::apply(&mut self.metadata, &ops)?;
         }
         Ok(result)
     }
@@ -347,12 +347,18 @@ impl State {
     ) -> Result<Map<String, Value>, String> {
         let name = point.name();
         let mut result = self.rule_result(&format!("data.policy.{name}"), input)?;
-        let info = match self.eval(
-            "data.framework.enforcement_point_info".into(),
-            &json!({"name": name, "rule": name}),
-        )? {
-            Answer::Value(Value::Object(info)) => info,
-            _ => return Err(format!("enforcement point rule {name} does not exist")),
+        let info = match self.info.get(&point) {
+            Some(info) => info.clone(),
+            None => match self.eval(
+                "data.framework.enforcement_point_info".into(),
+                &json!({"name": name, "rule": name}),
+            )? {
+                Answer::Value(Value::Object(info)) => {
+                    self.info.insert(point, info.clone());
+                    info
+                }
+                _ => return Err(format!("enforcement point rule {name} does not exist")),
+            },
         };
         let flag = |k: &str| info.get(k).and_then(Value::as_bool).unwrap_or(false);
         if flag("unknown") {
@@ -419,9 +425,8 @@ impl RegoEnforcer {
             kept: std::collections::BTreeMap::new(),
             metadata: data["metadata"].clone(),
             default_mounts: data["defaultMounts"].clone(),
-            with: String::new(),
+            info: std::collections::HashMap::new(),
         };
-        state.render();
         // Compiles every module now, so that a policy that cannot work is refused at once.
         state
             .eval("data.api.version".into(), &json!({}))
@@ -510,26 +515,19 @@ impl Enforcer for RegoEnforcer {
     }
 
     fn restore_metadata(&self, metadata: Value) {
-        let mut state = self.lock();
-        state.metadata = metadata;
-        state.render();
+        self.lock().metadata = metadata;
     }
 
     /// Appends the mounts not already listed (the original appends every time, so its list
     /// grows with every Create; the set of allowed mounts is the same).
     fn extend_default_mounts(&self, mounts: &[Value]) -> Result<(), PolicyError> {
         let mut state = self.lock();
-        let mut changed = false;
         if let Some(list) = state.default_mounts.as_array_mut() {
             for m in mounts {
                 if !list.contains(m) {
                     list.push(m.clone());
-                    changed = true;
                 }
             }
-        }
-        if changed {
-            state.render();
         }
         Ok(())
     }
