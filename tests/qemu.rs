@@ -402,18 +402,8 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         .unwrap();
     let (mut out, _) = out_l.accept().await.unwrap();
     let (mut err, _) = err_l.accept().await.unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("ready\n") {
-        let mut b = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&b[..n]);
-    }
     assert_eq!(
-        String::from_utf8_lossy(&seen),
+        read_until(&mut out, "ready\n").await,
         "from the top layer\nready\n"
     );
     let mut e = [0u8; 10];
@@ -1773,6 +1763,21 @@ async fn a_wait_survives_a_bridge_drop_in_the_vm() {
     assert!(uvm.shutdown().await.unwrap().success());
 }
 
+/// Reads from a stream until what was read contains `marker` (each read bounded); all of it.
+async fn read_until(stream: &mut tokio::net::UnixStream, marker: &str) -> String {
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the stream ended before {marker:?}");
+        seen.extend_from_slice(&b[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 /// Reads a stream to its end (bounded).
 async fn read_to_end(mut s: tokio::net::UnixStream) -> String {
     let mut text = String::new();
@@ -1957,18 +1962,8 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_laye
         .await
         .unwrap();
     let (mut out, _) = out_l.accept().await.unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("ready\n") {
-        let mut b = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&b[..n]);
-    }
     assert_eq!(
-        String::from_utf8_lossy(&seen),
+        read_until(&mut out, "ready\n").await,
         "from the top layer\nready\n"
     );
 
