@@ -1789,7 +1789,7 @@ async fn read_to_end(mut s: tokio::net::UnixStream) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_layers() {
+async fn a_confidential_host_flow_under_a_generated_policy_with_verity_vpmem_and_scsi_layers() {
     use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
     use serde_json::json;
     let work = tempfile::tempdir().unwrap();
@@ -1807,6 +1807,14 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_laye
         common::policy::verity_format(&base),
         common::policy::verity_format(&top),
     );
+    // A VPMem image spans whole 4 MiB pages, as the host's are.
+    let len = std::fs::metadata(&base).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&base)
+        .unwrap()
+        .set_len(len.next_multiple_of(4 << 20))
+        .unwrap();
     // A layer the policy does not name.
     std::fs::write(top_tree.join("etc/layer.txt"), "tampered\n").unwrap();
     let rogue = ext4_image(work.path(), "rogue.ext4", Some(&top_tree), "4M");
@@ -1856,7 +1864,10 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_laye
         ],
     );
 
-    let uvm = Uvm::boot(&config()).await.unwrap();
+    // The base layer on VPMem, the top one on SCSI: both verified with what the guest reads.
+    let mut cfg = config();
+    cfg.pmem.push(base.clone());
+    let uvm = Uvm::boot(&cfg).await.unwrap();
     let c = &uvm.client;
     let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
         .await
@@ -1906,19 +1917,28 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_laye
         .as_array()
         .unwrap()
         .contains(&json!("deviceHash not found")));
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "VPMemDevice",
+            "Add",
+            json!({"DeviceNumber": 0, "MountPath": "/run/layers/p0"}),
+        ),
+    )
+    .await
+    .unwrap();
     let scratch_mount = format!("/run/gcs/c/{id}");
     add_scsi_disks(
         c,
         &mut qmp,
         &[
-            (1, &base, "/run/mounts/scsi/m0", true),
             (2, &top, "/run/mounts/scsi/m1", true),
             (3, &scratch, &scratch_mount, false),
         ],
     )
     .await;
     c.modify_settings(NULL_CONTAINER_ID, modify("CombinedLayers", "Add", json!({"ContainerID": id, "ContainerRootPath": root,
-        "Layers": [{"Path": "/run/mounts/scsi/m1"}, {"Path": "/run/mounts/scsi/m0"}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
+        "Layers": [{"Path": "/run/mounts/scsi/m1"}, {"Path": "/run/layers/p0"}], "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")})))
         .await
         .unwrap();
     let settings = |spec: serde_json::Value| ContainerSettings {
@@ -2040,7 +2060,6 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_laye
     for (lun, mount, ro) in [
         (3u8, format!("/run/gcs/c/{id}"), false),
         (2, "/run/mounts/scsi/m1".to_string(), true),
-        (1, "/run/mounts/scsi/m0".to_string(), true),
     ] {
         c.modify_settings(
             NULL_CONTAINER_ID,
@@ -2053,5 +2072,15 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_scsi_laye
         .await
         .unwrap();
     }
+    c.modify_settings(
+        NULL_CONTAINER_ID,
+        modify(
+            "VPMemDevice",
+            "Remove",
+            json!({"DeviceNumber": 0, "MountPath": "/run/layers/p0"}),
+        ),
+    )
+    .await
+    .unwrap();
     assert!(uvm.shutdown().await.unwrap().success());
 }

@@ -187,6 +187,18 @@ impl Guest {
     ) -> Result<Arc<Container>, GuestError> {
         let mut spec = settings.oci_specification.clone().unwrap_or(Value::Null);
         let kind = spec::classify(id, &spec)?;
+        if self.policy().is_confidential() {
+            confidential_checks(id, &kind, &spec)?;
+            // Only the overlay the policy allowed for this id may be its root (not, say, a
+            // directory on a scratch disk the host filled).
+            let root = PathBuf::from(format!("/run/gcs/c/{id}/rootfs"));
+            if !self.storage.has(crate::storage::Kind::Overlay, &root) {
+                return Err(GuestError::InvalidRequest(format!(
+                    "container {id} has no rootfs overlay at {}: CombinedLayers must come first in a confidential guest",
+                    root.display()
+                )));
+            }
+        }
         // The policy sees the host's devices, before the guest adds any (SP §4.9 step 2).
         let host_devices = spec.pointer("/linux/devices").cloned().unwrap_or(json!([]));
         let bundle = bundle_path(&settings.oci_bundle_path)?;
@@ -979,6 +991,38 @@ impl Guest {
 pub enum PendingIo {
     Pipes(stdio::Pipes),
     Pty(OwnedFd),
+}
+
+/// What a confidential guest refuses before anything else of a Create (SP §4.9 steps 1 and 5):
+/// ids other than 64 hex digits (the policy matches containers and paths by them), a rootfs
+/// other than the overlay the policy allowed for this id, and OCI hooks (they would run as
+/// root in the UVM, and no policy sees them).
+fn confidential_checks(id: &str, kind: &Kind, spec: &Value) -> Result<(), GuestError> {
+    let refuse = |text: String| Err(GuestError::InvalidRequest(text));
+    if !spec::is_confidential_id(id) {
+        return refuse(format!(
+            "container id {:?} must be 64 hex digits in a confidential guest",
+            super::error::shown(id)
+        ));
+    }
+    if let Kind::Workload { sandbox_id } = kind {
+        if !spec::is_confidential_id(sandbox_id) {
+            return refuse(format!(
+                "sandbox id {:?} must be 64 hex digits in a confidential guest",
+                super::error::shown(sandbox_id)
+            ));
+        }
+    }
+    let root = spec.pointer("/root/path").and_then(Value::as_str);
+    if root != Some(format!("/run/gcs/c/{id}/rootfs").as_str()) {
+        return refuse(format!(
+            "the rootfs of container {id} must be /run/gcs/c/{id}/rootfs in a confidential guest"
+        ));
+    }
+    if spec.get("hooks").is_some_and(|h| !h.is_null()) {
+        return refuse("OCI hooks are not allowed in a confidential guest".into());
+    }
+    Ok(())
 }
 
 /// Number of mounts in the spec.

@@ -135,10 +135,14 @@ impl Guest {
 
     /// Starts with `enforcer` instead of the open door (`-initial-policy-stance deny`; before the
     /// guest is shared).
+    ///
+    /// # Panics
+    /// If the guest is shared already: a closed door must never silently stay open.
     pub fn set_initial_enforcer(self: &mut Arc<Self>, enforcer: Arc<dyn crate::policy::Enforcer>) {
-        if let Some(guest) = Arc::get_mut(self) {
-            guest.policy = Arc::new(crate::policy::Policy::new(enforcer));
-        }
+        #[allow(clippy::expect_used, reason = "a start-up ordering bug, not an input")]
+        let guest =
+            Arc::get_mut(self).expect("the initial enforcer is set before the guest is shared");
+        guest.policy = Arc::new(crate::policy::Policy::new(enforcer));
     }
 
     /// The security policy state.

@@ -127,8 +127,9 @@ impl Guest {
     /// `SecurityPolicyFragment` Add (SP §7.2): checks the media type, the COSE_Sign1 envelope,
     /// its certificate chain and signature, and the issuer's did:x509 against the chain, then
     /// offers the fragment to the policy, which decides whether it counts. Reference information
-    /// is kept once its signature checks. Transparency trust lists are refused: this agent does
-    /// not implement them yet.
+    /// is kept once its signature checks. A transparency trust list needs an SVN, and the policy
+    /// decides which of its ledgers' keys are kept (receipts are not validated against them
+    /// yet).
     pub async fn inject_fragment(
         &self,
         settings: SecurityPolicyFragment,
@@ -163,9 +164,20 @@ impl Guest {
         }
         let verified = crate::policy::fragment::verify(&blob).map_err(cose_error)?;
         if media_type == TRUST_LIST_MEDIA_TYPE {
-            return Err(GuestError::NotImplemented {
-                what: "loading transparency trust lists".into(),
-            });
+            let svn = verified.header_svn.ok_or_else(|| {
+                plain("transparency trust list is missing an SVN in its CWT claims".into())
+            })?;
+            let ledgers = crate::policy::fragment::parse_trust_list(&verified.payload)
+                .map_err(|e| plain(format!("error loading transparency trust list: {e}")))?;
+            self.policy
+                .enforcer()
+                .load_trust_list(&verified.issuer, &verified.feed, svn, &ledgers)
+                .map_err(|source| GuestError::Policy {
+                    context: "error loading transparency trust list".into(),
+                    source,
+                })?;
+            tracing::info!(issuer = %verified.issuer, subject = %verified.feed, "transparency trust list loaded");
+            return Ok(());
         }
         let text = String::from_utf8(verified.payload).map_err(|e| {
             plain(format!(
@@ -359,6 +371,91 @@ mod tests {
         let err = inject(&open, b"\xd2\x84", "").await.unwrap_err();
         assert!(
             err.contains("InjectFragment failed COSE validation"),
+            "{err}"
+        );
+    }
+
+    /// A trust list payload: `ledgers`, each with one P-256 key `kid`.
+    fn trust_list(ledgers: &[(&str, &[u8])]) -> Vec<u8> {
+        use coset::cbor::value::Value;
+        use coset::{iana, AsCborValue, CoseKeyBuilder};
+        let map = Value::Map(
+            ledgers
+                .iter()
+                .map(|(name, kid)| {
+                    let key = CoseKeyBuilder::new_ec2_pub_key(
+                        iana::EllipticCurve::P_256,
+                        vec![1; 32],
+                        vec![2; 32],
+                    )
+                    .key_id(kid.to_vec())
+                    .build()
+                    .to_cbor_value()
+                    .unwrap();
+                    (
+                        Value::Text((*name).into()),
+                        Value::Map(vec![(Value::from(1), Value::Array(vec![key]))]),
+                    )
+                })
+                .collect(),
+        );
+        let mut out = Vec::new();
+        coset::cbor::ser::into_writer(&map, &mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn trust_lists_keep_the_ledgers_the_policy_allows() {
+        use crate::policy::fragment::tests::signed;
+        const TTL: &str = "application/vnd.transparency-trust-list.v1+cose";
+        let dir = tempfile::tempdir().unwrap();
+        let guest = guest(dir.path());
+        let payload = trust_list(&[("ledger.example", b"k1"), ("other.ledger", b"k2")]);
+        let (good, issuer) = signed(50, "ttl-subject", Some(4), &payload);
+        let mut policy = policy_trusting("did:x509:none", "none");
+        policy.push_str(&format!(
+            "transparency_trust_lists := [{{\"issuer\": \"{issuer}\", \"subject\": \"ttl-subject\", \"minimum_svn\": 3, \"allowed_ledgers\": [\"ledger.example\"]}}]\n"
+        ));
+        guest
+            .set_security_policy(
+                ConfidentialOptions {
+                    encoded_security_policy: encode(policy.as_bytes()),
+                    ..Default::default()
+                },
+                dir.path(),
+            )
+            .await
+            .unwrap();
+        // Without an SVN, or below the policy's minimum, or for no allowed ledger: refused.
+        let (no_svn, _) = signed(50, "ttl-subject", None, &payload);
+        let err = inject(&guest, &no_svn, TTL).await.unwrap_err();
+        assert!(
+            err.contains("transparency trust list is missing an SVN in its CWT claims"),
+            "{err}"
+        );
+        let (old, _) = signed(50, "ttl-subject", Some(2), &payload);
+        let err = inject(&guest, &old, TTL).await.unwrap_err();
+        assert!(
+            err.contains("error loading transparency trust list: policyDecision< "),
+            "{err}"
+        );
+        let (elsewhere, _) = signed(
+            50,
+            "ttl-subject",
+            Some(4),
+            &trust_list(&[("other.ledger", b"k2")]),
+        );
+        let err = inject(&guest, &elsewhere, TTL).await.unwrap_err();
+        assert!(
+            err.contains("error loading transparency trust list"),
+            "{err}"
+        );
+        inject(&guest, &good, TTL).await.unwrap();
+        let mut closed = self::guest(dir.path());
+        closed.set_initial_enforcer(Arc::new(crate::policy::closed_door::ClosedDoor));
+        let err = inject(&closed, &good, TTL).await.unwrap_err();
+        assert!(
+            err.contains("loading transparency trust lists is denied by policy"),
             "{err}"
         );
     }

@@ -11,6 +11,7 @@ use crate::storage::overlay::CombinedLayers;
 use crate::storage::plan9::MappedDirectory;
 use crate::storage::pmem::VpmemDevice;
 use crate::storage::scsi::{MappedVirtualDisk, ScsiDevice};
+use crate::storage::verity::VerityInfo;
 use crate::storage::{overlay, plan9, pmem, scsi, StorageError};
 
 /// A storage resource of ModifySettings, decoded.
@@ -140,27 +141,99 @@ impl Guest {
 
     /// `mount_device` for a read-only layer, once its device is found: in a confidential guest
     /// with the dm-verity root hash read from the device (SP §4.3, §9.3), else with none.
+    ///
+    /// In a confidential guest, returns the `VerityInfo` read from the device's own superblock:
+    /// the layer is then mounted through dm-verity with exactly the root hash the policy
+    /// allowed, whatever `VerityInfo` the host sent (SP §4.3).
     async fn decide_layer(
         &self,
         dev: &Path,
         target: &str,
         regex: &str,
         context: impl FnOnce() -> String,
-    ) -> Result<(), GuestError> {
-        let hash = if self.policy.is_confidential() {
+    ) -> Result<Option<VerityInfo>, GuestError> {
+        let verity = if self.policy.is_confidential() {
             let dev = dev.to_path_buf();
-            tokio::task::spawn_blocking(move || crate::storage::verity::root_hash(&dev))
-                .await
-                .map_err(|e| GuestError::InvalidState(format!("verity task failed: {e}")))?
-                .map_err(GuestError::Storage)?
+            Some(
+                tokio::task::spawn_blocking(move || crate::storage::verity::from_superblock(&dev))
+                    .await
+                    .map_err(|e| GuestError::InvalidState(format!("verity task failed: {e}")))?
+                    .map_err(GuestError::Storage)?,
+            )
         } else {
-            String::new()
+            None
         };
+        let hash = verity.as_ref().map_or("", |v| v.root_digest.as_str());
         self.enforce(
             crate::policy::EnforcementPoint::MountDevice,
-            crate::policy::input::mount_device(target, &hash, regex),
+            crate::policy::input::mount_device(target, hash, regex),
             context,
         )?;
+        Ok(verity)
+    }
+
+    /// What a confidential guest refuses before asking the policy (SP §4.3, §4.4, §4.7 step 1,
+    /// §9.6): layers mounted other than read-only ext4 with exactly `ro`, read-write disks with
+    /// options, VPMem layers mapped from part of a device, and rootfs or scratch paths other
+    /// than those of a 64-hex container id (a policy matches containers and Plan9 targets by
+    /// that id).
+    fn confidential_checks(resource: &StorageResource) -> Result<(), GuestError> {
+        let refuse = |text: String| Err(GuestError::InvalidRequest(text));
+        match resource {
+            StorageResource::Disk(d) if !d.mount_path.is_empty() && !d.block_dev => {
+                if d.read_only {
+                    if !(d.filesystem.is_empty() || d.filesystem == "ext4") {
+                        return refuse(format!(
+                            "read-only layers must be ext4 in a confidential guest, got {:?}",
+                            d.filesystem
+                        ));
+                    }
+                    if d.options != ["ro"] {
+                        return refuse(format!(
+                            "read-only layers must be mounted with options [\"ro\"] in a confidential guest, got {:?}",
+                            d.options
+                        ));
+                    }
+                } else if !d.options.is_empty() {
+                    return refuse(format!(
+                        "read-write disks take no mount options in a confidential guest, got {:?}",
+                        d.options
+                    ));
+                }
+            }
+            StorageResource::Pmem(d) if d.mapping_info.is_some() => {
+                return refuse(
+                    "VPMem layers mapped from part of a device are not supported in a confidential guest".into(),
+                );
+            }
+            StorageResource::Layers(l) => {
+                let id = &l.container_id;
+                if !crate::guest::spec::is_confidential_id(id) {
+                    return refuse(format!(
+                        "container id {:?} must be 64 hex digits in a confidential guest",
+                        super::error::shown(id)
+                    ));
+                }
+                if l.container_root_path != format!("/run/gcs/c/{id}/rootfs") {
+                    return refuse(format!(
+                        "the rootfs of container {id} must be /run/gcs/c/{id}/rootfs in a confidential guest"
+                    ));
+                }
+                let scratch_ok = l.scratch_path.is_empty()
+                    || l.scratch_path
+                        .strip_prefix("/run/gcs/c/")
+                        .and_then(|rest| rest.split_once("/scratch/"))
+                        .is_some_and(|(owner, cid)| {
+                            crate::guest::spec::is_confidential_id(owner) && cid == id
+                        });
+                if !scratch_ok {
+                    return refuse(format!(
+                        "the scratch of container {id} must be /run/gcs/c/<64 hex>/scratch/{id} in a confidential guest"
+                    ));
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -169,6 +242,9 @@ impl Guest {
         resource: StorageResource,
         add: bool,
     ) -> Result<(), GuestError> {
+        if add && self.policy.is_confidential() {
+            Self::confidential_checks(&resource)?;
+        }
         self.decide_storage(&resource, add)?;
         let storage = Arc::clone(&self.storage);
         let mut connection = None;
@@ -218,11 +294,12 @@ impl Guest {
             _ => {}
         }
         // Devices are waited for here, holding no thread; only the mounting is blocking work.
-        let device = match (&resource, add) {
+        let mut resource = resource;
+        let device = match (&mut resource, add) {
             (StorageResource::Disk(d), true) => {
                 let dev = scsi::attach(d).await.map_err(GuestError::Storage)?;
                 if !d.mount_path.is_empty() && d.read_only && !d.block_dev {
-                    self.decide_layer(
+                    let verity = self.decide_layer(
                         &dev,
                         &d.mount_path,
                         crate::policy::input::SCSI_MOUNT_PATH_REGEX,
@@ -234,23 +311,30 @@ impl Guest {
                         },
                     )
                     .await?;
+                    if verity.is_some() {
+                        d.verity_info = verity;
+                    }
                 }
                 Some(Device::Scsi(dev))
             }
             (StorageResource::Pmem(d), true) => {
                 let found = pmem::attach(d).await.map_err(GuestError::Storage)?;
-                self.decide_layer(
-                    &found.0,
-                    &d.mount_path,
-                    crate::policy::input::VPMEM_MOUNT_PATH_REGEX,
-                    || {
-                        format!(
-                            "mounting pmem device {} onto {} denied by policy",
-                            d.device_number, d.mount_path
-                        )
-                    },
-                )
-                .await?;
+                let verity = self
+                    .decide_layer(
+                        &found.0,
+                        &d.mount_path,
+                        crate::policy::input::VPMEM_MOUNT_PATH_REGEX,
+                        || {
+                            format!(
+                                "mounting pmem device {} onto {} denied by policy",
+                                d.device_number, d.mount_path
+                            )
+                        },
+                    )
+                    .await?;
+                if verity.is_some() {
+                    d.verity_info = verity;
+                }
                 Some(Device::Pmem(found))
             }
             _ => None,

@@ -60,6 +60,18 @@ impl Enforcer for ClosedDoor {
             "loading fragments is denied by policy".into(),
         ))
     }
+
+    fn load_trust_list(
+        &self,
+        _issuer: &str,
+        _subject: &str,
+        _svn: i64,
+        _ledgers: &std::collections::BTreeMap<String, Vec<super::fragment::TrustKey>>,
+    ) -> Result<(), PolicyError> {
+        Err(PolicyError::Denied(
+            "loading transparency trust lists is denied by policy".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -331,6 +331,19 @@ pub trait Enforcer: Send + Sync + Debug {
     ) -> Result<(), PolicyError> {
         Ok(())
     }
+
+    /// Offers a verified transparency trust list (SP §7.9): `subject`'s ledger keys, from
+    /// `issuer`, at `svn`. The policy's `load_transparency_trust_list` names the ledgers whose
+    /// keys are kept. The open door accepts and ignores it.
+    fn load_trust_list(
+        &self,
+        _issuer: &str,
+        _subject: &str,
+        _svn: i64,
+        _ledgers: &std::collections::BTreeMap<String, Vec<fragment::TrustKey>>,
+    ) -> Result<(), PolicyError> {
+        Ok(())
+    }
 }
 
 /// What the first `SecurityPolicy` request installed (SP §2.1), kept for the security context.

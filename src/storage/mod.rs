@@ -359,6 +359,13 @@ impl Storage {
         })
     }
 
+    /// Whether `path` holds a finished mount of `kind`.
+    pub fn has(&self, kind: Kind, path: &Path) -> bool {
+        self.lock()
+            .get(path)
+            .is_some_and(|r| r.kind == kind && r.made.is_some())
+    }
+
     /// Paths mounted, with their resource and Add count (for stack dumps and tests).
     pub fn mounts(&self) -> Vec<(PathBuf, &'static str, u32)> {
         self.lock()

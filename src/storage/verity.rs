@@ -115,15 +115,23 @@ pub fn ext4_block_size(dev: &Path) -> Option<u32> {
     (magic == 0xEF53 && log <= 6).then(|| 1024 << log)
 }
 
-/// The dm-verity root hash of a layer built the way hcsshim's tooling builds it: an ext4
-/// filesystem, then (right after the filesystem's last block) a dm-verity superblock, then the
-/// hash tree, its top level first. The root hash is SHA-256(salt ‖ first hash block), lowercase
-/// hex (SP §9.3; the veritysetup on-disk format). Read from the device itself: the host's
-/// `VerityInfo` is not trusted for this.
+/// The dm-verity root hash of a layer built the way hcsshim's tooling builds it (see
+/// [`from_superblock`]).
+pub fn root_hash(dev: &Path) -> Result<String, StorageError> {
+    from_superblock(dev).map(|v| v.root_digest)
+}
+
+/// The `VerityInfo` of a layer built the way hcsshim's tooling builds it: an ext4 filesystem,
+/// then (right after the filesystem's last block) a dm-verity superblock, then the hash tree,
+/// its top level first. The root hash is SHA-256(salt ‖ first hash block), lowercase hex (SP
+/// §9.3; the veritysetup on-disk format). Read from the device itself: in a confidential guest
+/// the host's `VerityInfo` is not trusted, and the device is verified with what was read here,
+/// so what the policy allowed is what is mounted.
 ///
 /// Errors: no ext4 superblock, no verity superblock after the filesystem, an algorithm other
-/// than sha256, a hash type other than 1, or a read failure.
-pub fn root_hash(dev: &Path) -> Result<String, StorageError> {
+/// than sha256, a hash type other than 1, data and hash blocks of different sizes, or a read
+/// failure.
+pub fn from_superblock(dev: &Path) -> Result<VerityInfo, StorageError> {
     use sha2::Digest;
     use std::io::{Read, Seek, SeekFrom};
     let fail = |what: &str| StorageError::Invalid(format!("{}: {what}", dev.display()));
@@ -164,8 +172,11 @@ pub fn root_hash(dev: &Path) -> Result<String, StorageError> {
         return Err(fail("dm-verity algorithm is not sha256"));
     }
     let hash_block = u32_at(&vsb, 68);
-    if !(512..=1 << 20).contains(&hash_block) || !hash_block.is_power_of_two() {
+    if !(512..=4096).contains(&hash_block) || !hash_block.is_power_of_two() {
         return Err(fail("bad dm-verity hash block size"));
+    }
+    if u32_at(&vsb, 64) != hash_block {
+        return Err(fail("dm-verity data and hash blocks differ in size"));
     }
     let salt_size = usize::from(u16::from_le_bytes([vsb[80], vsb[81]]));
     if salt_size > 256 {
@@ -173,14 +184,20 @@ pub fn root_hash(dev: &Path) -> Result<String, StorageError> {
     }
     let mut top = vec![0u8; hash_block as usize];
     read_at(fs_size + u64::from(hash_block), &mut top)?;
+    let salt = &vsb[88..88 + salt_size];
     let mut hasher = sha2::Sha256::new();
-    hasher.update(&vsb[88..88 + salt_size]);
+    hasher.update(salt);
     hasher.update(&top);
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    Ok(VerityInfo {
+        ext4_size_in_bytes: i64::try_from(fs_size).map_err(|_| fail("ext4 size overflows"))?,
+        version: 1,
+        algorithm: "sha256".into(),
+        super_block: true,
+        root_digest: hex(&hasher.finalize()),
+        salt: hex(salt),
+        block_size: i64::from(hash_block),
+    })
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ pub fn is_host_network(spec: &Value) -> bool {
     annotations::bool_annotation(spec, HOST_NETWORK, false)
 }
 
+/// Whether `id` has the form a confidential guest requires of container and sandbox ids: 64
+/// hex digits (SP §9.6).
+pub fn is_confidential_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Checks a container id before any path is built from it: runc's rule (`^[\w+-.]+$`, not `.`
 /// or `..`), at most 1024 bytes.
 pub fn check_container_id(id: &str) -> Result<(), GuestError> {

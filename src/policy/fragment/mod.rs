@@ -16,9 +16,11 @@
 mod chain;
 mod cose;
 mod did_x509;
+mod ttl;
 
 pub use cose::{unpack, Envelope, Receipt};
 pub use did_x509::resolve_did_x509;
+pub use ttl::{parse_trust_list, TrustKey};
 
 use coset::cbor::value::Value;
 

@@ -34,8 +34,21 @@ pub fn with_reason(input: &Value, reason: Value, max: usize) -> String {
     )
 }
 
+/// Longest `policyError` a decision carries: regorus's messages quote the offending source
+/// line, which may be megabytes long.
+const MAX_POLICY_ERROR: usize = 1024;
+
 /// A refusal because the policy (or its answer) is in error; `input` has no `rule`.
 pub fn with_error(input: &Value, error: &str, max: usize) -> String {
+    let error = if error.len() > MAX_POLICY_ERROR {
+        let mut cut = MAX_POLICY_ERROR;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}... ({} bytes)", &error[..cut], error.len())
+    } else {
+        error.to_string()
+    };
     encode(
         json!({"decision": "deny", "input": display(input), "reason": INVALID, "policyError": error}),
         max,

@@ -197,6 +197,9 @@ struct State {
     kept: std::collections::BTreeMap<String, Fragment>,
     metadata: Value,
     default_mounts: Value,
+    /// Keys of the ledgers trust lists offered and the policy allowed: ledger → key id (hex) →
+    /// the key and the trust-list subjects that offered it (SP §7.9).
+    trust_keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, TrustedKey>>,
     /// `data.framework.enforcement_point_info` of each point asked so far: it depends only on
     /// the policy's `api_version` and the API module, which never change.
     info: std::collections::HashMap<EnforcementPoint, Map<String, Value>>,
@@ -217,6 +220,13 @@ pub struct RegoEnforcer {
     state: Mutex<State>,
     /// Longest refusal text before parts are dropped; 0 keeps everything.
     max_error: usize,
+}
+
+/// A ledger key a trust list offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TrustedKey {
+    key: Vec<u8>,
+    offered_by: Vec<String>,
 }
 
 /// A fragment module kept in the engine.
@@ -426,6 +436,7 @@ impl RegoEnforcer {
             metadata: data["metadata"].clone(),
             default_mounts: data["defaultMounts"].clone(),
             info: std::collections::HashMap::new(),
+            trust_keys: std::collections::BTreeMap::new(),
         };
         // Compiles every module now, so that a policy that cannot work is refused at once.
         state
@@ -526,6 +537,69 @@ impl Enforcer for RegoEnforcer {
             for m in mounts {
                 if !list.contains(m) {
                     list.push(m.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SP §7.9: asks `load_transparency_trust_list` with the ledgers' names; keeps the keys of
+    /// the ledgers the decision's `allowed_ledgers` names. A key id seen before with another key
+    /// is replaced (the last trust list wins); with the same key, the subject is added to those
+    /// that offered it.
+    fn load_trust_list(
+        &self,
+        issuer: &str,
+        subject: &str,
+        svn: i64,
+        ledgers: &std::collections::BTreeMap<String, Vec<crate::policy::fragment::TrustKey>>,
+    ) -> Result<(), PolicyError> {
+        let mut state = self.lock();
+        let input = json!({"issuer": issuer, "subject": subject, "svn": svn,
+                           "ledgers": ledgers.keys().collect::<Vec<_>>()});
+        let decision = self.decide_locked(
+            &mut state,
+            EnforcementPoint::LoadTransparencyTrustList,
+            input,
+        )?;
+        let allowed: Vec<String> = match decision.result().get("allowed_ledgers") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|l| l.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let allowed: Vec<&String> = allowed
+            .iter()
+            .filter(|l| ledgers.contains_key(*l))
+            .collect();
+        if allowed.is_empty() {
+            return Err(PolicyError::Invalid(
+                "transparency trust list carries no ledgers authorized by the policy".into(),
+            ));
+        }
+        for ledger in allowed {
+            let store = state.trust_keys.entry(ledger.clone()).or_default();
+            for k in &ledgers[ledger] {
+                let kid: String = k.kid.iter().map(|b| format!("{b:02x}")).collect();
+                match store.get_mut(&kid) {
+                    Some(known) if known.key == k.key => {
+                        if !known.offered_by.iter().any(|s| s == subject) {
+                            known.offered_by.push(subject.to_string());
+                        }
+                    }
+                    _ => {
+                        if store.contains_key(&kid) {
+                            tracing::warn!(ledger = %ledger, kid = %kid, "a trust list replaces a ledger key");
+                        }
+                        store.insert(
+                            kid,
+                            TrustedKey {
+                                key: k.key.clone(),
+                                offered_by: vec![subject.to_string()],
+                            },
+                        );
+                    }
                 }
             }
         }
