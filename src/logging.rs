@@ -24,6 +24,7 @@ static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Turns the log stream on or off (see [`ENABLED`]).
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, std::sync::atomic::Ordering::SeqCst);
+    crate::sys::set_crash_record(on);
 }
 
 /// Whether the log stream is on.

@@ -429,8 +429,16 @@ pub fn trim_allocator() {
 static CRASH_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(2);
 /// Whether the record is a logrus JSON line (`-log-format json`) or a text line.
 static CRASH_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether the record is written at all: not while the security policy withholds the log
+/// stream (`logging::set_enabled`).
+static CRASH_RECORD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 /// Whether the crashing agent lifts its core size limit (`-core-dump-location` was given).
 static CRASH_CORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the fatal-signal record on or off (it follows the log stream's switch).
+pub fn set_crash_record(on: bool) {
+    CRASH_RECORD.store(on, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// The signals whose default action is a core dump and that mean the agent itself is broken.
 pub const FATAL_SIGNALS: [libc::c_int; 6] = [
@@ -574,7 +582,9 @@ extern "C" fn on_fatal_signal(
     // SAFETY: writes from a valid buffer of `len` bytes; a bad descriptor only fails. The
     // rlimit is a plain syscall on a local struct.
     unsafe {
-        libc::write(fd, out.bytes.as_ptr().cast(), out.len);
+        if CRASH_RECORD.load(std::sync::atomic::Ordering::Relaxed) {
+            libc::write(fd, out.bytes.as_ptr().cast(), out.len);
+        }
         if CRASH_CORE.load(std::sync::atomic::Ordering::Relaxed) {
             let unlimited = libc::rlimit {
                 rlim_cur: libc::RLIM_INFINITY,

@@ -23,6 +23,9 @@ pub const FRAMEWORK: &str = include_str!("framework.rego");
 /// The API module (package `api`, version 0.12.0): every point, its version and defaults.
 pub const API: &str = include_str!("api.rego");
 
+/// Longest a query may evaluate before it is stopped (the decision is then a refusal).
+pub const MAX_DECISION_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Longest error text a refusal carries before parts of the decision are dropped (SP §3.6).
 pub const MAX_ERROR_MESSAGE: usize = 3072;
 
@@ -273,6 +276,12 @@ fn build_engine<'a>(
 ) -> Result<regorus::Engine, String> {
     let mut engine = regorus::Engine::new();
     engine.set_policy_length_config(length_config());
+    // A decision that runs away (a host-sized list against many regular expressions, say) is
+    // stopped and refused rather than holding the bridge.
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit: MAX_DECISION_TIME,
+        check_interval: NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN),
+    });
     engine
         .add_policy("policy.rego".into(), policy.into())
         .map_err(|e| e.to_string())?;
@@ -933,5 +942,28 @@ reason := {"errors": ["no stacks for you"]}
             panic!("the kept fragment's rule is not there")
         };
         assert_eq!(v, json!("hi"));
+    }
+
+    #[test]
+    fn a_runaway_decision_is_stopped_and_refused() {
+        let text = "package policy\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\
+                    slow if {\n some i in numbers.range(1, 100000)\n some j in numbers.range(1, 100000)\n i * j == -1\n}\n\
+                    dump_stacks := {\"allowed\": true} if not slow\n";
+        let e = RegoEnforcer::new(text, "x").unwrap();
+        let start = std::time::Instant::now();
+        let err = e
+            .decide(EnforcementPoint::DumpStacks, json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            start.elapsed() < MAX_DECISION_TIME * 5,
+            "{:?}",
+            start.elapsed()
+        );
+        let d = decoded(&err);
+        assert!(
+            d["policyError"].as_str().is_some_and(|e| !e.is_empty()),
+            "{d}"
+        );
     }
 }
