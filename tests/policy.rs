@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::modify;
+
 use common::policy::{
     allow_all_but, decision_of, generated_policy, install, install_as, policy_file, verity_format,
 };
@@ -15,14 +17,6 @@ use common::Agent;
 use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
 use gcs::protocol::NULL_CONTAINER_ID;
 use serde_json::{json, Value};
-
-fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
-    ModifySettingRequest {
-        resource_type: resource.into(),
-        request_type: request.into(),
-        settings: Some(settings),
-    }
-}
 
 async fn modify_err(agent: &Agent, request: ModifySettingRequest) -> String {
     agent

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::modify;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -65,14 +67,6 @@ async fn agent(enforcer: Arc<Recorder>) -> (Arc<Guest>, BridgeClient, tempfile::
     let client = BridgeClient::new(host_side);
     client.negotiate().await.unwrap();
     (guest, client, dir)
-}
-
-fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
-    ModifySettingRequest {
-        resource_type: resource.into(),
-        request_type: request.into(),
-        settings: Some(settings),
-    }
 }
 
 /// Sends one request that must be refused; returns the error text.

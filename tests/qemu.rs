@@ -1790,7 +1790,7 @@ async fn read_to_end(mut s: tokio::net::UnixStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confidential_host_flow_under_a_generated_policy_with_verity_vpmem_and_scsi_layers() {
-    use gcs::protocol::messages::{ContainerSettings, ModifySettingRequest, SchemaVersion};
+    use gcs::protocol::messages::{ContainerSettings, SchemaVersion};
     use serde_json::json;
     let work = tempfile::tempdir().unwrap();
     let base = ext4_image(
@@ -1872,12 +1872,7 @@ async fn a_confidential_host_flow_under_a_generated_policy_with_verity_vpmem_and
     let mut qmp = gcs::host::qmp::Qmp::connect(&uvm.qmp_socket())
         .await
         .unwrap();
-    let modify =
-        |resource: &str, request: &str, settings: serde_json::Value| ModifySettingRequest {
-            resource_type: resource.into(),
-            request_type: request.into(),
-            settings: Some(settings),
-        };
+    let modify = common::modify;
     // The confidential host sends the policy right after negotiation.
     {
         use base64::Engine as _;

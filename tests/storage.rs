@@ -12,21 +12,15 @@
 
 mod common;
 
+use common::modify;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Agent, Loop};
-use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
+use gcs::protocol::messages::{ProcessParameters, VsockStdioRelaySettings};
 use gcs::protocol::{INFINITE_WAIT, NULL_CONTAINER_ID};
 use serde_json::{json, Value};
-
-fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
-    ModifySettingRequest {
-        resource_type: resource.into(),
-        request_type: request.into(),
-        settings: Some(settings),
-    }
-}
 
 async fn call(agent: &Agent, resource: &str, request: &str, settings: Value) -> Result<(), String> {
     agent

@@ -238,8 +238,9 @@ impl Guest {
                         .environment
                         .iter()
                         .flatten()
-                        .filter(|(k, v)| allowed.contains(&format!("{k}={v}")))
-                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .zip(&env)
+                        .filter(|(_, entry)| allowed.contains(entry))
+                        .map(|((k, v), _)| (k.clone(), v.clone()))
                         .collect(),
                 );
                 filtered = p;

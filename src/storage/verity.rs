@@ -115,12 +115,6 @@ pub fn ext4_block_size(dev: &Path) -> Option<u32> {
     (magic == 0xEF53 && log <= 6).then(|| 1024 << log)
 }
 
-/// The dm-verity root hash of a layer built the way hcsshim's tooling builds it (see
-/// [`from_superblock`]).
-pub fn root_hash(dev: &Path) -> Result<String, StorageError> {
-    from_superblock(dev).map(|v| v.root_digest)
-}
-
 /// The `VerityInfo` of a layer built the way hcsshim's tooling builds it: an ext4 filesystem,
 /// then (right after the filesystem's last block) a dm-verity superblock, then the hash tree,
 /// its top level first. The root hash is SHA-256(salt ‖ first hash block), lowercase hex (SP

@@ -901,3 +901,16 @@ pub fn in_process_bridge(
     );
     (guest, bridge)
 }
+
+/// A ModifySettings request of `resource` (`Add`, `Remove`, ...) with `settings`.
+pub fn modify(
+    resource: &str,
+    request: &str,
+    settings: serde_json::Value,
+) -> gcs::protocol::messages::ModifySettingRequest {
+    gcs::protocol::messages::ModifySettingRequest {
+        resource_type: resource.into(),
+        request_type: request.into(),
+        settings: Some(settings),
+    }
+}

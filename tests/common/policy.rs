@@ -3,17 +3,8 @@
 
 use serde_json::{json, Value};
 
-use super::Agent;
-use gcs::protocol::messages::ModifySettingRequest;
+use super::{modify, Agent};
 use gcs::protocol::NULL_CONTAINER_ID;
-
-fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
-    ModifySettingRequest {
-        resource_type: resource.into(),
-        request_type: request.into(),
-        settings: Some(settings),
-    }
-}
 
 /// `SecurityPolicy` Add of the Rego `text` (`kind`: EnforcerType).
 pub async fn install_as(agent: &Agent, kind: &str, text: &str) -> Result<(), String> {
