@@ -13,7 +13,7 @@ use std::path::Path;
 
 use common::policy::decision_of;
 
-use gcs::policy::rego::RegoEnforcer;
+use gcs::policy::rego::{RegoEnforcer, Tuning};
 use gcs::policy::{EnforcementPoint, Enforcer, PolicyError};
 use serde_json::Value;
 
@@ -99,14 +99,34 @@ fn every_case_decides_as_the_original_would() {
     assert!(cases.len() > 100, "{} cases", cases.len());
     let mut failures = Vec::new();
     let mut steps = 0;
-    for case in &cases {
+    // Every case in each way the engine can evaluate rules: chosen per policy (generated
+    // policies: rules evaluated directly, declarations precomputed), and the general ways.
+    let tunings = [
+        Tuning::default(),
+        Tuning {
+            always_with_data: true,
+            never_precompute: false,
+        },
+        Tuning {
+            always_with_data: false,
+            never_precompute: true,
+        },
+        Tuning {
+            always_with_data: true,
+            never_precompute: true,
+        },
+    ];
+    for (case, tuning) in cases
+        .iter()
+        .flat_map(|c| tunings.iter().map(move |t| (c, *t)))
+    {
         let name = case["name"].as_str().unwrap();
         let file = case["policy"].as_str().unwrap();
         let text = std::fs::read_to_string(dir().join("policies").join(file)).unwrap();
-        let mut enforcer = match RegoEnforcer::new(&text, "x") {
+        let mut enforcer = match RegoEnforcer::tuned(&text, "x", tuning) {
             Ok(e) => e,
             Err(e) => {
-                failures.push(format!("{name}: {file} does not load: {e}"));
+                failures.push(format!("{name} ({tuning:?}): {file} does not load: {e}"));
                 continue;
             }
         };
@@ -114,7 +134,10 @@ fn every_case_decides_as_the_original_would() {
         for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
             steps += 1;
             if let Err(why) = run_step(&enforcer, step) {
-                failures.push(format!("{name} step {i} ({}): {why}", step["rule"]));
+                failures.push(format!(
+                    "{name} ({tuning:?}) step {i} ({}): {why}",
+                    step["rule"]
+                ));
                 break;
             }
         }

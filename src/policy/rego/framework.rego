@@ -6,8 +6,16 @@ package framework
 # enforcement point to the rule of the same name in this package
 # (`mount_device := data.framework.mount_device`, ...) and their denial
 # reason to `data.framework.reason`.  The rules below keep their state in
-# `data.metadata` through the metadata operations they return; the engine
+# the metadata through the metadata operations they return; the engine
 # applies those operations before it looks at `allowed`.
+#
+# The engine hands the current metadata and default mounts to every query as
+# `input.__gcs_metadata` and `input.__gcs_default_mounts`, and this package
+# reads them there (a policy that reads `input.__gcs_metadata` itself sees the same
+# values through `with`).  It also hands back, as `data.gcs_declarations`,
+# the policy's declarations (containers, external processes, fragments,
+# platform rules, trust lists) evaluated once when the policy was loaded,
+# with two indexes over them; see `precomputed` below.
 #
 # Written for a Rego interpreter whose builtins raise errors on bad
 # arguments (regorus): every call to semver.compare, to_number, regex.match,
@@ -89,7 +97,7 @@ version_reached(v, minimum) := true if at_least_version(v, minimum) else := fals
 ##############################################################################
 
 meta_has(name, key) if {
-	_ = data.metadata[name][key]
+	_ = input.__gcs_metadata[name][key]
 }
 
 map_add(name, key, value) := {"name": name, "action": "add", "key": key, "value": value}
@@ -245,26 +253,86 @@ since_050(raws, v) := raws if {
 	version_status(v) == "older"
 }
 
+# The policy's declarations.  Evaluating a generated policy's literal list
+# of containers costs more than a whole decision, so when the policy module
+# cannot depend on the input or the metadata (it mentions neither), the
+# engine evaluates them once, at load, and passes them back in
+# `data.gcs_declarations` with `ready: true`.  Otherwise they are read from
+# the policy at each query, as written.
+default precomputed := false
+
+precomputed if data.gcs_declarations.ready == true
+
+declared_containers := v if {
+	precomputed
+	v := data.gcs_declarations.containers
+}
+
+declared_containers := v if {
+	not precomputed
+	v := data.policy.containers
+}
+
+declared_external_processes := v if {
+	precomputed
+	v := data.gcs_declarations.external_processes
+}
+
+declared_external_processes := v if {
+	not precomputed
+	v := data.policy.external_processes
+}
+
+declared_fragments := v if {
+	precomputed
+	v := data.gcs_declarations.fragments
+}
+
+declared_fragments := v if {
+	not precomputed
+	v := data.policy.fragments
+}
+
+declared_platform_rules := v if {
+	precomputed
+	v := data.gcs_declarations.platform_rules
+}
+
+declared_platform_rules := v if {
+	not precomputed
+	v := data.policy.platform_rules
+}
+
+declared_trust_lists := v if {
+	precomputed
+	v := data.gcs_declarations.transparency_trust_lists
+}
+
+declared_trust_lists := v if {
+	not precomputed
+	v := data.policy.transparency_trust_lists
+}
+
 default policy_containers := []
 
-policy_containers := normalized("container", data.policy.containers, policy_framework_version)
+policy_containers := normalized("container", declared_containers, policy_framework_version)
 
 default policy_external_processes := []
 
-policy_external_processes := normalized("external_process", data.policy.external_processes, policy_framework_version)
+policy_external_processes := normalized("external_process", declared_external_processes, policy_framework_version)
 
 default policy_fragments := []
 
-policy_fragments := normalized("fragment", data.policy.fragments, policy_framework_version)
+policy_fragments := normalized("fragment", declared_fragments, policy_framework_version)
 
 default policy_platform_rules := []
 
-policy_platform_rules := since_050(data.policy.platform_rules, policy_framework_version)
+policy_platform_rules := since_050(declared_platform_rules, policy_framework_version)
 
 # Read without version gating.
 default policy_trust_lists := []
 
-policy_trust_lists := data.policy.transparency_trust_lists if is_array(data.policy.transparency_trust_lists)
+policy_trust_lists := declared_trust_lists if is_array(declared_trust_lists)
 
 ##############################################################################
 # Candidates: policy objects followed by those of loaded fragments
@@ -272,7 +340,7 @@ policy_trust_lists := data.policy.transparency_trust_lists if is_array(data.poli
 
 # Every extracted-includes entry stored by load_fragment, all issuers/feeds.
 loaded_fragment_entries := [entry |
-	some issuer in coll(data.metadata.issuers)
+	some issuer in coll(input.__gcs_metadata.issuers)
 	some entries in coll(issuer.feeds)
 	some entry in coll(entries)
 ]
@@ -303,11 +371,28 @@ with_platform_rules(c) := [c] if {
 	})
 ]
 
-candidate_containers := [expanded |
-	some c in array.concat(policy_containers, loaded_items("containers"))
+expanded_containers(containers) := [expanded |
+	some c in containers
 	is_object(c)
 	some expanded in with_platform_rules(c)
 ]
+
+# The index of `data.gcs_declarations` holds when no loaded fragment adds
+# platform rules (those expand the policy's own containers too).
+default index_usable := false
+
+index_usable if {
+	precomputed
+	count(loaded_items("platform_rules")) == 0
+}
+
+# The policy's containers, each expanded by every platform rule; evaluated
+# once at load into `data.gcs_declarations.candidates`.
+policy_candidates := data.gcs_declarations.candidates if index_usable
+
+policy_candidates := expanded_containers(policy_containers) if not index_usable
+
+candidate_containers := array.concat(policy_candidates, expanded_containers(loaded_items("containers")))
 
 candidate_external_processes := array.concat(policy_external_processes, loaded_items("external_processes"))
 
@@ -359,7 +444,13 @@ target_in_use(target) if meta_has("rw_devices", target)
 # Raw policy containers (no normalisation, no platform rules) or containers
 # of loaded fragments.
 known_layer(hash) if {
-	some c in coll(data.policy.containers)
+	precomputed
+	data.gcs_declarations.layers[hash] == true
+}
+
+known_layer(hash) if {
+	not precomputed
+	some c in coll(declared_containers)
 	hash in coll(c.layers)
 }
 
@@ -421,14 +512,31 @@ layer_paths_match(layers) if {
 	n := count(layers)
 	count(input.layerPaths) == n
 	every i, path in input.layerPaths {
-		data.metadata.devices[path] == layers[(n - 1) - i]
+		input.__gcs_metadata.devices[path] == layers[(n - 1) - i]
 	}
 }
 
 overlay_exists if meta_has("matches", input.containerID)
 
+# The key of `data.gcs_declarations.by_top_layer` for this request: the
+# root hash of its top layer ("" for no layers).
+overlay_top_key := "" if {
+	is_array(input.layerPaths)
+	count(input.layerPaths) == 0
+} else := h if {
+	h := input.__gcs_metadata.devices[input.layerPaths[0]]
+	is_string(h)
+}
+
+# Policy candidates that can match: those whose top layer is the request's
+# (the index keeps the policy's order), else all of them.
+overlay_policy_pool := object.get(data.gcs_declarations.by_top_layer, overlay_top_key, []) if {
+	index_usable
+	overlay_top_key
+} else := policy_candidates
+
 overlay_candidates := [c |
-	some c in candidate_containers
+	some c in array.concat(overlay_policy_pool, expanded_containers(loaded_items("containers")))
 	layer_paths_match(c.layers)
 ]
 
@@ -483,7 +591,7 @@ container_started if meta_has("started", input.containerID)
 # Candidates narrowed so far for input.containerID ([] if none).
 default matched := []
 
-matched := data.metadata.matches[input.containerID] if is_array(data.metadata.matches[input.containerID])
+matched := input.__gcs_metadata.matches[input.containerID] if is_array(input.__gcs_metadata.matches[input.containerID])
 
 request_privileged := true if input.privileged == true else := false
 
@@ -723,7 +831,7 @@ mount_source_ok(constraint, mount) if {
 mount_source_ok(constraint, mount) if {
 	is_string(constraint)
 	startswith(constraint, data.plan9Prefix)
-	data.metadata.p9mounts[mount.source] == input.containerID
+	input.__gcs_metadata.p9mounts[mount.source] == input.containerID
 }
 
 mount_source_ok(constraint, mount) if constraint == mount.source
@@ -756,7 +864,7 @@ mount_allowed(constraints, allow_elevated, mount) if {
 }
 
 mount_allowed(constraints, allow_elevated, mount) if {
-	some constraint in data.defaultMounts
+	some constraint in input.__gcs_default_mounts
 	mount_satisfies(constraint, mount)
 }
 
@@ -833,7 +941,7 @@ create_container := {
 # exec_in_container
 ##############################################################################
 
-started_privileged := true if data.metadata.started[input.containerID].privileged == true else := false
+started_privileged := true if input.__gcs_metadata.started[input.containerID].privileged == true else := false
 
 has_exec_command(c) if {
 	some process in coll(c.exec_processes)
@@ -945,7 +1053,7 @@ signal_container_process := {
 ##############################################################################
 
 plan9_owners := {cid |
-	some cid, _ in data.metadata.matches
+	some cid, _ in input.__gcs_metadata.matches
 	is_string(input.rootPrefix)
 	is_string(input.mountPathPrefix)
 	re_full_match(concat("", ["^", input.rootPrefix, "/", cid, input.mountPathPrefix, "$"]), input.target)
@@ -1046,7 +1154,7 @@ ref_has_parameters(f) if {
 # Parameter combinations offered for a fragment: those stored by loaded
 # fragments for their nested fragments, then those of the policy.
 fragment_parameter_sets(iss, feed) := array.concat(
-	[p.parameters | some p in coll(data.metadata.fragment_parameters); p.issuer == iss; p.feed == feed],
+	[p.parameters | some p in coll(input.__gcs_metadata.fragment_parameters); p.issuer == iss; p.feed == feed],
 	[f.parameters | some f in policy_fragments; f.issuer == iss; f.feed == feed; ref_has_parameters(f)],
 )
 
@@ -1125,7 +1233,7 @@ fragment_objects := {
 extracted_includes(includes) := {kind: fragment_objects[kind] | some kind in includes; fragment_objects[kind]}
 
 existing_issuer := v if {
-	v := data.metadata.issuers[input.issuer]
+	v := input.__gcs_metadata.issuers[input.issuer]
 	is_object(v)
 } else := {}
 
@@ -1714,7 +1822,7 @@ errors contains "log provider not allowed by policy" if {
 
 default error_objects := null
 
-error_objects := data.metadata.matches[input.containerID] if {
+error_objects := input.__gcs_metadata.matches[input.containerID] if {
 	rule_is({"create_container"})
 }
 

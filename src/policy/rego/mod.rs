@@ -188,15 +188,18 @@ fn initial_data() -> Value {
 /// The data document given to the engine never changes after construction: any change would
 /// make regorus analyse every module again before the next query (about 5 ms for a generated
 /// policy). What changes — `data.metadata` with decisions, `data.defaultMounts` with
-/// ExtendDefaultMounts — is kept here and handed to each query with Rego's `with` keyword,
-/// through two input keys ([`WITH`]): a literal in the query text would be parsed at every
-/// query, which costs more than the decision itself.
+/// ExtendDefaultMounts — is kept here and handed to each query in two input keys
+/// ([`METADATA_KEY`], [`DEFAULT_MOUNTS_KEY`]), where the framework reads them; when another
+/// module may read them from `data`, the query also overrides `data` with Rego's `with`
+/// keyword ([`WITH`]; a literal in the query text would be parsed at every query, which costs
+/// more than the decision itself).
 #[derive(Debug)]
 struct State {
-    engine: regorus::Engine,
+    engine: Engine,
     /// The host's policy text, and the fragments kept as modules (`add_module`), by
     /// `<issuer>><feed>`: what a new engine is built from.
     policy: String,
+    tuning: Tuning,
     kept: std::collections::BTreeMap<String, Fragment>,
     metadata: Value,
     default_mounts: Value,
@@ -269,38 +272,195 @@ pub fn fragment_namespace(text: &str) -> Result<String, String> {
 }
 
 /// An engine with the policy, our framework and API modules, the kept fragments and the
-/// unchanging part of `data`.
+/// unchanging part of `data`, and how it is queried.
+#[derive(Debug)]
+struct Engine {
+    rego: regorus::Engine,
+    /// Whether a module other than ours may read `data.metadata` or `data.defaultMounts`
+    /// ([`reads_engine_data`]): queries then pass the current values with `with` (a parsed
+    /// query, ~0.3 ms more); otherwise rules are evaluated directly, the framework reading
+    /// them from the input.
+    with_data: bool,
+}
+
+/// Whether a module may read `data.metadata` or `data.defaultMounts`: it names them, or uses
+/// `data` other than as `data.<name>` (a dynamic `data[x]`, `data` as a value). Conservative:
+/// a comment naming them counts too.
+fn reads_engine_data(text: &str) -> bool {
+    if text.contains("metadata") || text.contains("defaultMounts") {
+        return true;
+    }
+    let bytes = text.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    text.match_indices("data").any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + 4).copied();
+        before.is_none_or(|b| !ident(b) && b != b'.')
+            && after.is_none_or(|b| !ident(b))
+            && after != Some(b'.')
+    })
+}
+
+/// Whether the policy's declarations can be evaluated once, at load: the policy module names
+/// neither the input nor the metadata, so its `containers` and the like cannot depend on them
+/// (generated policies declare literals). Conservative, as [`reads_engine_data`].
+fn declarations_constant(policy: &str) -> bool {
+    !policy.contains("input") && !reads_engine_data(policy)
+}
+
+/// How an enforcer evaluates rules. The default chooses per policy ([`reads_engine_data`],
+/// [`declarations_constant`]); the others exist so that tests can show every way decides the
+/// same, and benchmarks what each costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Always pass the metadata and default mounts with `with` in a parsed query.
+    pub always_with_data: bool,
+    /// Never evaluate the policy's declarations at load.
+    pub never_precompute: bool,
+}
+
+/// The policy declarations the framework reads (`data.policy.<name>`).
+const DECLARATIONS: [&str; 5] = [
+    "containers",
+    "external_processes",
+    "fragments",
+    "platform_rules",
+    "transparency_trust_lists",
+];
+
 fn build_engine<'a>(
     policy: &str,
     fragments: impl Iterator<Item = &'a Fragment>,
-) -> Result<regorus::Engine, String> {
-    let mut engine = regorus::Engine::new();
-    engine.set_policy_length_config(length_config());
+    tuning: Tuning,
+) -> Result<Engine, String> {
+    let mut rego = regorus::Engine::new();
+    rego.set_policy_length_config(length_config());
     // A decision that runs away (a host-sized list against many regular expressions, say) is
     // stopped and refused rather than holding the bridge.
-    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+    rego.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
         limit: MAX_DECISION_TIME,
         check_interval: NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN),
     });
-    engine
-        .add_policy("policy.rego".into(), policy.into())
+    rego.add_policy("policy.rego".into(), policy.into())
         .map_err(|e| e.to_string())?;
-    engine
-        .add_policy("framework.rego".into(), FRAMEWORK.into())
+    rego.add_policy("framework.rego".into(), FRAMEWORK.into())
         .map_err(|e| e.to_string())?;
-    engine
-        .add_policy("api.rego".into(), API.into())
+    rego.add_policy("api.rego".into(), API.into())
         .map_err(|e| e.to_string())?;
+    let mut with_data = tuning.always_with_data || reads_engine_data(policy);
     for f in fragments {
-        engine
-            .add_policy(format!("{}.rego", f.namespace), f.module.clone())
+        with_data |= reads_engine_data(&f.module);
+        rego.add_policy(format!("{}.rego", f.namespace), f.module.clone())
             .map_err(|e| e.to_string())?;
     }
-    engine
-        .add_data(regorus::Value::from(initial_data()))
+    let data = initial_data();
+    rego.add_data(regorus::Value::from(data.clone()))
         .map_err(|e| e.to_string())?;
+    let mut engine = Engine { rego, with_data };
+    if !tuning.never_precompute && declarations_constant(policy) {
+        match engine.declarations(&data) {
+            Ok(declarations) => engine
+                .rego
+                .add_data(regorus::Value::from(
+                    json!({ "gcs_declarations": declarations }),
+                ))
+                .map_err(|e| e.to_string())?,
+            // Left to each query, which will meet the same error.
+            Err(e) => tracing::debug!(error = %e, "policy declarations not precomputed"),
+        }
+    }
     Ok(engine)
 }
+
+impl Engine {
+    /// `data.policy.<path>` or `data.framework.<path>` for `input` (which carries the current
+    /// metadata and default mounts): undefined when the rule does not exist.
+    fn eval(&mut self, path: &str, input: &Value) -> Result<Answer, String> {
+        self.rego.set_input(regorus::Value::from(input.clone()));
+        let value = if self.with_data {
+            let results = self
+                .rego
+                .eval_query(format!("{path}{WITH}"), false)
+                .map_err(|e| e.to_string())?;
+            match results.result.first().and_then(|r| r.expressions.first()) {
+                Some(e) => e.value.clone(),
+                None => regorus::Value::Undefined,
+            }
+        } else {
+            match self.rego.eval_rule(path.to_string()) {
+                Ok(v) => v,
+                Err(e) if e.to_string() == NO_SUCH_RULE => regorus::Value::Undefined,
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        if value == regorus::Value::Undefined {
+            return Ok(Answer::Undefined);
+        }
+        serde_json::to_value(&value)
+            .map(Answer::Value)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The declarations of a policy whose declarations are constant, with the framework's
+    /// candidates (containers expanded by platform rules) and two indexes: every layer hash
+    /// of the policy's containers, and the candidates by the hash of their top layer (`""`
+    /// for none), in the policy's order.
+    fn declarations(&mut self, data: &Value) -> Result<Value, String> {
+        let input = json!({
+            METADATA_KEY: data["metadata"],
+            DEFAULT_MOUNTS_KEY: data["defaultMounts"],
+        });
+        let mut out = Map::new();
+        for name in DECLARATIONS {
+            if let Answer::Value(v) = self.eval(&format!("data.policy.{name}"), &input)? {
+                out.insert(name.into(), v);
+            }
+        }
+        let mut layers = Map::new();
+        for c in out
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for h in c
+                .get("layers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(h) = h.as_str() {
+                    layers.insert(h.into(), Value::Bool(true));
+                }
+            }
+        }
+        let candidates = match self.eval("data.framework.policy_candidates", &input)? {
+            Answer::Value(Value::Array(list)) => list,
+            _ => return Err("no policy candidates".into()),
+        };
+        let mut by_top = Map::new();
+        for c in &candidates {
+            let key = match c.get("layers").and_then(Value::as_array) {
+                Some(l) if l.is_empty() => Some(String::new()),
+                Some(l) => l.last().and_then(Value::as_str).map(String::from),
+                None => None,
+            };
+            if let Some(key) = key {
+                if let Value::Array(pool) = by_top.entry(key).or_insert_with(|| json!([])) {
+                    pool.push(c.clone());
+                }
+            }
+        }
+        out.insert("layers".into(), Value::Object(layers));
+        out.insert("candidates".into(), Value::Array(candidates));
+        out.insert("by_top_layer".into(), Value::Object(by_top));
+        out.insert("ready".into(), Value::Bool(true));
+        Ok(Value::Object(out))
+    }
+}
+
+/// regorus's error for a rule path that names no rule.
+const NO_SUCH_RULE: &str = "not a valid rule path";
 
 /// The outcome of one rule query.
 enum Answer {
@@ -318,29 +478,7 @@ impl State {
             fields.insert(METADATA_KEY.into(), self.metadata.clone());
             fields.insert(DEFAULT_MOUNTS_KEY.into(), self.default_mounts.clone());
         }
-        self.eval(format!("{path}{WITH}"), &input)
-    }
-
-    fn eval(&mut self, query: String, input: &Value) -> Result<Answer, String> {
-        self.engine.set_input(regorus::Value::from(input.clone()));
-        let results = self
-            .engine
-            .eval_query(query, false)
-            .map_err(|e| e.to_string())?;
-        let Some(value) = results
-            .result
-            .first()
-            .and_then(|r| r.expressions.first())
-            .map(|e| &e.value)
-        else {
-            return Ok(Answer::Undefined);
-        };
-        if *value == regorus::Value::Undefined {
-            return Ok(Answer::Undefined);
-        }
-        serde_json::to_value(value)
-            .map(Answer::Value)
-            .map_err(|e| e.to_string())
+        self.engine.eval(path, &input)
     }
 
     /// Queries a rule whose value must be an object (or undefined: `{}`), and commits the
@@ -368,8 +506,8 @@ impl State {
         let mut result = self.rule_result(&format!("data.policy.{name}"), input)?;
         let info = match self.info.get(&point) {
             Some(info) => info.clone(),
-            None => match self.eval(
-                "data.framework.enforcement_point_info".into(),
+            None => match self.query(
+                "data.framework.enforcement_point_info",
                 &json!({"name": name, "rule": name}),
             )? {
                 Answer::Value(Value::Object(info)) => {
@@ -435,12 +573,20 @@ impl RegoEnforcer {
     /// Errors: the policy does not parse or compile together with the framework and API
     /// modules (`rego compilation failed: …`, SP §2.3).
     pub fn new(text: &str, encoded: &str) -> Result<Self, PolicyError> {
+        Self::tuned(text, encoded, Tuning::default())
+    }
+
+    /// [`RegoEnforcer::new`] with the rules evaluated as `tuning` says.
+    ///
+    /// Errors: as [`RegoEnforcer::new`].
+    pub fn tuned(text: &str, encoded: &str, tuning: Tuning) -> Result<Self, PolicyError> {
         let fail = |e: String| PolicyError::Invalid(format!("rego compilation failed: {e}"));
-        let engine = build_engine(text, std::iter::empty()).map_err(fail)?;
+        let engine = build_engine(text, std::iter::empty(), tuning).map_err(fail)?;
         let data = initial_data();
         let mut state = State {
             engine,
             policy: text.to_string(),
+            tuning,
             kept: std::collections::BTreeMap::new(),
             metadata: data["metadata"].clone(),
             default_mounts: data["defaultMounts"].clone(),
@@ -448,9 +594,7 @@ impl RegoEnforcer {
             trust_keys: std::collections::BTreeMap::new(),
         };
         // Compiles every module now, so that a policy that cannot work is refused at once.
-        state
-            .eval("data.api.version".into(), &json!({}))
-            .map_err(fail)?;
+        state.query("data.api.version", &json!({})).map_err(fail)?;
         Ok(Self {
             encoded: encoded.to_string(),
             state: Mutex::new(state),
@@ -678,7 +822,8 @@ impl Enforcer for RegoEnforcer {
                 .iter()
                 .filter(|(k, _)| **k != key)
                 .map(|(_, f)| f);
-            let engine = match build_engine(&state.policy, others.chain([&fragment])) {
+            let engine = match build_engine(&state.policy, others.chain([&fragment]), state.tuning)
+            {
                 Ok(e) => e,
                 Err(e) => {
                     return Err(PolicyError::Denied(decision::with_error(
@@ -942,6 +1087,59 @@ reason := {"errors": ["no stacks for you"]}
             panic!("the kept fragment's rule is not there")
         };
         assert_eq!(v, json!("hi"));
+    }
+
+    #[test]
+    fn only_modules_that_cannot_read_the_metadata_are_evaluated_directly() {
+        // Generated policies name data.framework only.
+        assert!(!reads_engine_data(
+            "package policy\nmount_device := data.framework.mount_device\n"
+        ));
+        for reads in [
+            "x := data.metadata.devices",
+            "x := data[\"meta\"]",
+            "d := data\nx := d.metadata",
+            "x := object.get(data, \"k\", 1)",
+            "import data\nx := 1",
+            "x := data.defaultMounts",
+            "# metadata in a comment counts too",
+        ] {
+            assert!(reads_engine_data(reads), "{reads}");
+        }
+        // Names that merely contain `data` are not `data`.
+        assert!(!reads_engine_data("mydata := 1\nx := mydata\ny := data_x"));
+        assert!(declarations_constant(
+            "package policy\ncontainers := [{\"layers\": []}]\n"
+        ));
+        assert!(!declarations_constant(
+            "package policy\ncontainers := [c | c := input.c]\n"
+        ));
+    }
+
+    #[test]
+    fn a_policy_reading_the_metadata_itself_sees_it_current() {
+        // Not a generated policy: it reads data.metadata, so queries pass it with `with`.
+        let policy = r#"package policy
+
+api_version := "0.12.0"
+framework_version := "0.5.0"
+
+mount_device := {"allowed": true, "metadata": [{"name": "devices", "action": "add", "key": input.target, "value": input.deviceHash}]}
+unmount_device := {"allowed": true} if data.metadata.devices[input.unmountTarget]
+unmount_device := {"allowed": false} if not data.metadata.devices[input.unmountTarget]
+"#;
+        let e = RegoEnforcer::new(policy, "x").unwrap();
+        assert!(e.lock().engine.with_data);
+        let unmount =
+            |t: &str| e.decide(EnforcementPoint::UnmountDevice, json!({"unmountTarget": t}));
+        assert!(unmount("/m1").is_err());
+        e.decide(
+            EnforcementPoint::MountDevice,
+            json!({"target": "/m1", "deviceHash": "h", "mountPathRegex": ".*"}),
+        )
+        .unwrap();
+        assert!(unmount("/m1").is_ok());
+        assert!(unmount("/m2").is_err());
     }
 
     #[test]
