@@ -128,8 +128,8 @@ impl Guest {
     /// its certificate chain and signature, and the issuer's did:x509 against the chain, then
     /// offers the fragment to the policy, which decides whether it counts. Reference information
     /// is kept once its signature checks. A transparency trust list needs an SVN, and the policy
-    /// decides which of its ledgers' keys are kept (receipts are not validated against them
-    /// yet).
+    /// decides which of its ledgers' keys are kept; a fragment's receipts are validated against
+    /// those keys by the enforcer (SP §7.6 step 2, §7.8).
     pub async fn inject_fragment(
         &self,
         settings: SecurityPolicyFragment,
@@ -186,7 +186,13 @@ impl Guest {
         })?;
         self.policy
             .enforcer()
-            .load_fragment(&verified.issuer, &verified.feed, verified.header_svn, &text)
+            .load_fragment(
+                &verified.issuer,
+                &verified.feed,
+                verified.header_svn,
+                &text,
+                &verified.receipts,
+            )
             .map_err(|source| GuestError::Policy {
                 context: "error loading security policy fragment".into(),
                 source,
@@ -402,6 +408,51 @@ mod tests {
         let mut out = Vec::new();
         coset::cbor::ser::into_writer(&map, &mut out).unwrap();
         out
+    }
+
+    #[tokio::test]
+    async fn a_fragments_receipt_counts_once_a_trust_list_gave_its_ledgers_key() {
+        use crate::policy::fragment::receipt_tests::{
+            statement_hash, trust_list, with_receipts, Ledger,
+        };
+        use crate::policy::fragment::tests::signed;
+        const TTL: &str = "application/vnd.transparency-trust-list.v1+cose";
+        let dir = tempfile::tempdir().unwrap();
+        let guest = guest(dir.path());
+        let feed = "contoso.azurecr.io/infra";
+        let ledger = Ledger::p256("ledger.example", b"kid-1", 70);
+        let (bare, issuer) = signed(10, feed, Some(3), &fragment_rego("3"));
+        let fragment = with_receipts(&bare, &[ledger.receipt_for(statement_hash(&bare))]);
+        let (ttl, ttl_issuer) = signed(50, "ttl-subject", Some(4), &trust_list(&[&ledger]));
+        let policy = policy_trusting(&issuer, feed).replace(
+            "\"includes\": [\"containers\"]",
+            "\"includes\": [\"containers\"], \"required_receipts\": [\"TTL:ttl-subject\"]",
+        ) + &format!(
+            "transparency_trust_lists := [{{\"issuer\": \"{ttl_issuer}\", \"subject\": \"ttl-subject\", \"minimum_svn\": 3, \"allowed_ledgers\": [\"*\"]}}]\n"
+        );
+        assert!(policy.contains("required_receipts"));
+        guest
+            .set_security_policy(
+                ConfidentialOptions {
+                    encoded_security_policy: encode(policy.as_bytes()),
+                    ..Default::default()
+                },
+                dir.path(),
+            )
+            .await
+            .unwrap();
+        // Before the trust list, the receipt proves nothing.
+        let err = inject(&guest, &fragment, "").await.unwrap_err();
+        assert!(
+            err.contains("error loading security policy fragment: policyDecision< "),
+            "{err}"
+        );
+        assert!(!layer_allowed(&guest));
+        inject(&guest, &ttl, TTL).await.unwrap();
+        // Without its receipt the fragment is still refused.
+        assert!(inject(&guest, &bare, "").await.is_err());
+        inject(&guest, &fragment, "").await.unwrap();
+        assert!(layer_allowed(&guest), "the fragment's container counts");
     }
 
     #[tokio::test]

@@ -55,6 +55,7 @@ impl Enforcer for ClosedDoor {
         _feed: &str,
         _header_svn: Option<i64>,
         _text: &str,
+        _receipts: &[super::fragment::Receipt],
     ) -> Result<(), PolicyError> {
         Err(PolicyError::Denied(
             "loading fragments is denied by policy".into(),

@@ -320,14 +320,16 @@ pub trait Enforcer: Send + Sync + Debug {
     }
 
     /// Offers a policy fragment whose signature and issuer were verified (SP §7.6): the Rego
-    /// `text` of `issuer`'s `feed`, with the envelope's SVN if it had one. The open door accepts
-    /// and ignores it.
+    /// `text` of `issuer`'s `feed`, with the envelope's SVN if it had one and the receipts its
+    /// envelope carried (parsed, not validated: the Rego enforcer validates them against the
+    /// ledger keys trust lists gave it, SP §7.8). The open door accepts and ignores it.
     fn load_fragment(
         &self,
         _issuer: &str,
         _feed: &str,
         _header_svn: Option<i64>,
         _text: &str,
+        _receipts: &[fragment::Receipt],
     ) -> Result<(), PolicyError> {
         Ok(())
     }

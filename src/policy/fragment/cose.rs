@@ -3,7 +3,8 @@
 
 use coset::cbor::value::Value;
 use coset::{
-    iana, CoseSign1, Label, RegisteredLabel, RegisteredLabelWithPrivate, TaggedCborSerializable,
+    iana, CoseKey, CoseSign1, Header, KeyType, Label, RegisteredLabel, RegisteredLabelWithPrivate,
+    TaggedCborSerializable,
 };
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use x509_cert::der::asn1::ObjectIdentifier;
@@ -29,7 +30,7 @@ const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// A COSE receipt from the envelope's unprotected header (label 394), parsed but not validated
-/// (validation against a ledger's keys is SP §7.8).
+/// (validation against a ledger's keys, SP §7.8, is [`super::validate_receipt`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// The receipt as sent: a tagged COSE_Sign1 with a detached payload.
@@ -115,12 +116,7 @@ pub fn unpack(cose: &[u8]) -> Result<Envelope, FragmentError> {
     }
     let protected = &msg.protected.header;
 
-    let alg = match &protected.alg {
-        None => return Err(FragmentError::AlgorithmMissing),
-        Some(RegisteredLabelWithPrivate::Text(_)) => return Err(FragmentError::AlgorithmWrongType),
-        Some(RegisteredLabelWithPrivate::Assigned(a)) => CoseAlg::Assigned(*a),
-        Some(RegisteredLabelWithPrivate::PrivateUse(i)) => CoseAlg::Private(*i),
-    };
+    let alg = header_alg(protected)?;
 
     let ders: Vec<&[u8]> = match header_value(&protected.rest, &Label::Int(LABEL_X5CHAIN)) {
         None => return Err(FragmentError::X5ChainMissing),
@@ -145,7 +141,7 @@ pub fn unpack(cose: &[u8]) -> Result<Envelope, FragmentError> {
         verify_chain(&certs).map_err(FragmentError::ChainVerification)?;
     }
 
-    let leaf_key = LeafKey::new(alg, &certs[0])?;
+    let leaf_key = PublicKey::from_leaf(alg, &certs[0])?;
     let Some(payload) = msg.payload.clone() else {
         return Err(FragmentError::MissingPayload);
     };
@@ -188,7 +184,18 @@ pub fn unpack(cose: &[u8]) -> Result<Envelope, FragmentError> {
     })
 }
 
-fn header_value<'a>(rest: &'a [(Label, Value)], label: &Label) -> Option<&'a Value> {
+/// The protected `alg` (label 1) as an integer algorithm: absent is
+/// [`FragmentError::AlgorithmMissing`], text is [`FragmentError::AlgorithmWrongType`].
+pub(super) fn header_alg(protected: &Header) -> Result<CoseAlg, FragmentError> {
+    match &protected.alg {
+        None => Err(FragmentError::AlgorithmMissing),
+        Some(RegisteredLabelWithPrivate::Text(_)) => Err(FragmentError::AlgorithmWrongType),
+        Some(RegisteredLabelWithPrivate::Assigned(a)) => Ok(CoseAlg::Assigned(*a)),
+        Some(RegisteredLabelWithPrivate::PrivateUse(i)) => Ok(CoseAlg::Private(*i)),
+    }
+}
+
+pub(super) fn header_value<'a>(rest: &'a [(Label, Value)], label: &Label) -> Option<&'a Value> {
     rest.iter().find(|(l, _)| l == label).map(|(_, v)| v)
 }
 
@@ -227,8 +234,8 @@ fn has_duplicate_keys(value: &Value) -> bool {
 }
 
 /// The protected `alg` as an integer algorithm.
-#[derive(Debug, Clone, Copy)]
-enum CoseAlg {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CoseAlg {
     Assigned(iana::Algorithm),
     Private(i64),
 }
@@ -251,7 +258,7 @@ impl CoseAlg {
 
 /// Hash function named by an ES*/PS* algorithm.
 #[derive(Debug, Clone, Copy)]
-enum Hash {
+pub(super) enum Hash {
     Sha256,
     Sha384,
     Sha512,
@@ -267,8 +274,9 @@ impl Hash {
     }
 }
 
-/// The leaf's public key, fit for the envelope's algorithm.
-enum LeafKey {
+/// A public key fit for a COSE algorithm: the envelope leaf's ([`PublicKey::from_leaf`]), or a
+/// ledger's for its receipts ([`PublicKey::from_cose_key`], SP §7.8).
+pub(super) enum PublicKey {
     P256(Hash, p256::ecdsa::VerifyingKey),
     P384(Hash, p384::ecdsa::VerifyingKey),
     P521(Hash, p521::ecdsa::VerifyingKey),
@@ -276,10 +284,10 @@ enum LeafKey {
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
-impl LeafKey {
+impl PublicKey {
     /// The verifier for `alg` with the leaf's key (go-cose `NewVerifier`): the algorithm
     /// decides the hash and the padding, the key decides the curve.
-    fn new(alg: CoseAlg, leaf: &Cert) -> Result<Self, FragmentError> {
+    fn from_leaf(alg: CoseAlg, leaf: &Cert) -> Result<Self, FragmentError> {
         let spki = &leaf.cert.tbs_certificate.subject_public_key_info;
         let key_bytes = spki.subject_public_key.raw_bytes();
         let key_oid = spki.algorithm.oid;
@@ -357,10 +365,93 @@ impl LeafKey {
         }
     }
 
+    /// The verifier for `alg` with a ledger's COSE_Key (SP §7.8, §7.9): an EC2 key on P-256,
+    /// P-384 or P-521 for ES256/384/512 (as for a leaf, the algorithm decides the hash and the
+    /// key the curve; the point may be compressed), an OKP Ed25519 key for EdDSA. A key that
+    /// names an algorithm must name `alg`.
+    ///
+    /// Errors ([`FragmentError::Verifier`]): another algorithm (RSA ledger keys are not
+    /// supported), a key of another type or curve, a point that does not parse, or a key
+    /// restricted to another algorithm.
+    pub(super) fn from_cose_key(alg: CoseAlg, key: &CoseKey) -> Result<Self, FragmentError> {
+        let invalid_key = || FragmentError::Verifier(format!("{}: invalid public key", alg.name()));
+        let CoseAlg::Assigned(assigned) = alg else {
+            return Err(FragmentError::Verifier(format!(
+                "{}: not supported for ledger keys",
+                alg.name()
+            )));
+        };
+        if key
+            .alg
+            .as_ref()
+            .is_some_and(|a| *a != RegisteredLabelWithPrivate::Assigned(assigned))
+        {
+            return Err(FragmentError::Verifier(format!(
+                "{}: the key is restricted to another algorithm",
+                alg.name()
+            )));
+        }
+        let param = |label: i64| {
+            key.params
+                .iter()
+                .find(|(l, _)| *l == Label::Int(label))
+                .map(|(_, v)| v)
+        };
+        let hash = match assigned {
+            iana::Algorithm::ES256 => Hash::Sha256,
+            iana::Algorithm::ES384 => Hash::Sha384,
+            iana::Algorithm::ES512 => Hash::Sha512,
+            iana::Algorithm::EdDSA => {
+                let ed25519 = Value::from(iana::EllipticCurve::Ed25519 as i64);
+                if key.kty != KeyType::Assigned(iana::KeyType::OKP)
+                    || param(iana::OkpKeyParameter::Crv as i64) != Some(&ed25519)
+                {
+                    return Err(invalid_key());
+                }
+                let Some(Value::Bytes(x)) = param(iana::OkpKeyParameter::X as i64) else {
+                    return Err(invalid_key());
+                };
+                let bytes: &[u8; 32] = x.as_slice().try_into().map_err(|_| invalid_key())?;
+                return ed25519_dalek::VerifyingKey::from_bytes(bytes)
+                    .map(Self::Ed25519)
+                    .map_err(|_| invalid_key());
+            }
+            _ => {
+                return Err(FragmentError::Verifier(format!(
+                    "{}: not supported for ledger keys",
+                    alg.name()
+                )))
+            }
+        };
+        if key.kty != KeyType::Assigned(iana::KeyType::EC2) {
+            return Err(invalid_key());
+        }
+        let point = key.to_sec1_octet_string().map_err(|_| invalid_key())?;
+        let curve = param(iana::Ec2KeyParameter::Crv as i64)
+            .and_then(Value::as_integer)
+            .map(i128::from);
+        let is = |c: iana::EllipticCurve| curve == Some(i128::from(c as i64));
+        if is(iana::EllipticCurve::P_256) {
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(|k| Self::P256(hash, k))
+                .map_err(|_| invalid_key())
+        } else if is(iana::EllipticCurve::P_384) {
+            p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(|k| Self::P384(hash, k))
+                .map_err(|_| invalid_key())
+        } else if is(iana::EllipticCurve::P_521) {
+            p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(|k| Self::P521(hash, k))
+                .map_err(|_| invalid_key())
+        } else {
+            Err(invalid_key())
+        }
+    }
+
     /// Verifies `signature` over the Sig_structure `tbs`: ECDSA with a raw `r || s` signature
     /// over the algorithm's hash (RFC 9053 §2.1), RSASSA-PSS with a salt as long as the hash,
     /// or Ed25519.
-    fn verify(&self, tbs: &[u8], signature: &[u8]) -> Result<(), FragmentError> {
+    pub(super) fn verify(&self, tbs: &[u8], signature: &[u8]) -> Result<(), FragmentError> {
         use p256::ecdsa::signature::hazmat::PrehashVerifier;
         let ok = match self {
             Self::P256(hash, key) => p256::ecdsa::Signature::from_slice(signature)

@@ -9,6 +9,8 @@
 //!   reference media types get ([`verify_signature_only`]).
 //! - [`verify`] (§7.2 steps 4, 6–9): [`unpack`], then issuer and feed present, the issuer resolved
 //!   against the chain ([`resolve_did_x509`], §7.4), and the header SVN converted.
+//! - [`validate_receipt`] (§7.8): a receipt's CCF inclusion proofs and its signature with one of
+//!   a ledger's keys (which ledger's keys, the enforcer decides: §7.6 step 2).
 //!
 //! Everything here is pure: bytes in, a verdict out. The caller (the `SecurityPolicyFragment`
 //! handler) decodes the base64, picks the media type, wraps the errors and asks the enforcer.
@@ -16,10 +18,14 @@
 mod chain;
 mod cose;
 mod did_x509;
+mod receipt;
 mod ttl;
 
 pub use cose::{unpack, Envelope, Receipt};
 pub use did_x509::resolve_did_x509;
+pub use receipt::{
+    kid_hex, validate_receipt, ReceiptError, MAX_EVIDENCE_LEN, MAX_PATH_LEN, MAX_PROOFS,
+};
 pub use ttl::{parse_trust_list, TrustKey};
 
 use coset::cbor::value::Value;
@@ -129,7 +135,8 @@ pub struct Verified {
     pub content_type: Option<String>,
     /// The certificate chain as sent, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
-    /// The receipts of the unprotected header (label 394), parsed but not validated (SP §7.8).
+    /// The receipts of the unprotected header (label 394), parsed but not validated (SP §7.8,
+    /// [`validate_receipt`]).
     pub receipts: Vec<Receipt>,
 }
 
@@ -208,3 +215,5 @@ fn go_type_name(value: &Value) -> &'static str {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+pub(crate) use receipt::tests as receipt_tests;

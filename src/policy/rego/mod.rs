@@ -271,6 +271,38 @@ pub fn fragment_namespace(text: &str) -> Result<String, String> {
     Ok(ident.to_string())
 }
 
+/// SP §7.6 step 2: the `receipts` input of `load_fragment`. Each receipt is checked against the
+/// keys trust lists offered for the ledger it names (its CWT `iss`) and no other ledger's; one
+/// that names a ledger with no kept keys, or that does not validate (SP §7.8), is left out (the
+/// latter with a warning). Each receipt that validates gives
+/// `{"issuer": <ledger>, "ttl_subjects": [<subjects of the trust lists that offered its kid's key>]}`.
+fn validated_receipts(
+    trust_keys: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, TrustedKey>>,
+    receipts: &[crate::policy::fragment::Receipt],
+) -> Vec<Value> {
+    use crate::policy::fragment::{kid_hex, validate_receipt};
+    receipts
+        .iter()
+        .filter_map(|receipt| {
+            let kid = kid_hex(&receipt.kid);
+            let Some(keys) = trust_keys.get(&receipt.issuer) else {
+                tracing::debug!(ledger = %receipt.issuer, kid = %kid, "a fragment's receipt names a ledger no trust list gave keys for; ignored");
+                return None;
+            };
+            let lookup = |kid: &[u8]| keys.get(&kid_hex(kid)).map(|k| k.key.as_slice());
+            if let Err(e) = validate_receipt(receipt, lookup) {
+                tracing::warn!(ledger = %receipt.issuer, kid = %kid, error = %e, "a fragment's receipt does not validate; ignored");
+                return None;
+            }
+            let subjects = keys
+                .get(&kid)
+                .map(|k| k.offered_by.clone())
+                .unwrap_or_default();
+            Some(json!({"issuer": receipt.issuer, "ttl_subjects": subjects}))
+        })
+        .collect()
+}
+
 /// An engine with the policy, our framework and API modules, the kept fragments and the
 /// unchanging part of `data`, and how it is queried.
 #[derive(Debug)]
@@ -734,7 +766,7 @@ impl Enforcer for RegoEnforcer {
         for ledger in allowed {
             let store = state.trust_keys.entry(ledger.clone()).or_default();
             for k in &ledgers[ledger] {
-                let kid: String = k.kid.iter().map(|b| format!("{b:02x}")).collect();
+                let kid = crate::policy::fragment::kid_hex(&k.kid);
                 match store.get_mut(&kid) {
                     Some(known) if known.key == k.key => {
                         if !known.offered_by.iter().any(|s| s == subject) {
@@ -759,10 +791,12 @@ impl Enforcer for RegoEnforcer {
         Ok(())
     }
 
-    /// SP §7.6: asks `load_fragment` before the fragment's Rego is parsed at all; then, once per
-    /// parameter combination the policy offers, compiles the fragment (with its parameters) into
-    /// a new engine and asks again. The fragment stays a module only when the decision says
-    /// `add_module`; its metadata (its containers, for one) is kept either way.
+    /// SP §7.6: validates the envelope's `receipts` against the ledger keys trust lists gave
+    /// ([`validated_receipts`]); asks `load_fragment` before the fragment's Rego is parsed at
+    /// all, with those receipts; then, once per parameter combination the policy offers,
+    /// compiles the fragment (with its parameters) into a new engine and asks again. The
+    /// fragment stays a module only when the decision says `add_module`; its metadata (its
+    /// containers, for one) is kept either way.
     ///
     /// A kept fragment replaces an earlier one of the same issuer and feed. Unlike the original
     /// (whose compiler would merge two modules of one package), a second kept fragment that
@@ -773,6 +807,7 @@ impl Enforcer for RegoEnforcer {
         feed: &str,
         header_svn: Option<i64>,
         text: &str,
+        receipts: &[crate::policy::fragment::Receipt],
     ) -> Result<(), PolicyError> {
         let refuse = |e: String| PolicyError::Invalid(format!("unable to load fragment: {e}"));
         let namespace = fragment_namespace(text).map_err(refuse)?;
@@ -787,9 +822,10 @@ impl Enforcer for RegoEnforcer {
                 "namespace {namespace:?} is already used by another fragment"
             )));
         }
+        let receipts = validated_receipts(&state.trust_keys, receipts);
         let mut input = json!({
             "issuer": issuer, "feed": feed, "namespace": namespace, "fragment_loaded": false,
-            "has_header_svn": header_svn.is_some(), "header_svn": header_svn, "receipts": [],
+            "has_header_svn": header_svn.is_some(), "header_svn": header_svn, "receipts": receipts,
         });
         let first =
             self.decide_locked(&mut state, EnforcementPoint::LoadFragment, input.clone())?;
@@ -988,14 +1024,26 @@ reason := {"errors": ["no stacks for you"]}
         assert!(mount(&e, 1, L1).is_err(), "not before the fragment");
         // Below the minimum SVN (from the module, and from the envelope's header).
         assert!(e
-            .load_fragment(ISSUER, "infra", None, &fragment("infra", "1", &quoted))
+            .load_fragment(ISSUER, "infra", None, &fragment("infra", "1", &quoted), &[])
             .is_err());
         assert!(e
-            .load_fragment(ISSUER, "infra", Some(1), &fragment("infra", "1", &quoted))
+            .load_fragment(
+                ISSUER,
+                "infra",
+                Some(1),
+                &fragment("infra", "1", &quoted),
+                &[]
+            )
             .is_err());
         assert!(mount(&e, 1, L1).is_err());
-        e.load_fragment(ISSUER, "infra", Some(2), &fragment("infra", "2", &quoted))
-            .unwrap();
+        e.load_fragment(
+            ISSUER,
+            "infra",
+            Some(2),
+            &fragment("infra", "2", &quoted),
+            &[],
+        )
+        .unwrap();
         assert!(mount(&e, 1, L1).is_ok());
     }
 
@@ -1008,7 +1056,7 @@ reason := {"errors": ["no stacks for you"]}
             (ISSUER, "elsewhere"),
         ] {
             let err = e
-                .load_fragment(issuer, feed, Some(5), garbage)
+                .load_fragment(issuer, feed, Some(5), garbage, &[])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("policyDecision< "), "{err}");
@@ -1016,7 +1064,7 @@ reason := {"errors": ["no stacks for you"]}
         }
         // The right feed with a broken module: refused at compilation.
         let err = e
-            .load_fragment(ISSUER, "infra", Some(5), garbage)
+            .load_fragment(ISSUER, "infra", Some(5), garbage, &[])
             .unwrap_err();
         let PolicyError::Denied(text) = err else {
             panic!()
@@ -1048,7 +1096,7 @@ reason := {"errors": ["no stacks for you"]}
             ("package policy\n", "namespace \"policy\" is reserved"),
         ] {
             let err = e
-                .load_fragment(ISSUER, "infra", Some(5), text)
+                .load_fragment(ISSUER, "infra", Some(5), text, &[])
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with("unable to load fragment: "), "{err}");
@@ -1069,6 +1117,7 @@ reason := {"errors": ["no stacks for you"]}
             "params",
             None,
             &fragment("frag", "1", "parameter(\"layer\")"),
+            &[],
         )
         .unwrap();
         assert!(mount(&e, 2, L2).is_ok());
@@ -1081,12 +1130,188 @@ reason := {"errors": ["no stacks for you"]}
             Ok(Answer::Undefined)
         ));
         drop(state);
-        e.load_fragment(ISSUER, "kept", None, kept).unwrap();
+        e.load_fragment(ISSUER, "kept", None, kept, &[]).unwrap();
         let mut state = e.lock();
         let Ok(Answer::Value(v)) = state.query("data.policy.hello", &json!({})) else {
             panic!("the kept fragment's rule is not there")
         };
         assert_eq!(v, json!("hi"));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Receipts (SP §7.6 step 2, §7.8) against the keys of trust lists (SP §7.9)
+
+    use crate::policy::fragment::receipt_tests::{
+        statement_hash, trust_list, with_receipts, Ledger,
+    };
+    use crate::policy::fragment::tests::signed;
+    use crate::policy::fragment::{parse_trust_list, verify, Verified};
+
+    const TTL_ISSUER: &str = "did:x509:0:sha256:ttl::subject:CN:Trust";
+    const LEDGER: &str = "ledger.example";
+
+    /// A policy trusting `issuer`'s feed `infra` (SVN ≥ 1) for containers only with the
+    /// `required` receipts, and the trust lists (from [`TTL_ISSUER`], SVN ≥ 1) of subject `subjA`
+    /// for [`LEDGER`] and `other.ledger`, and of `subjB` for [`LEDGER`]; none for `rogue.ledger`.
+    fn receipt_policy(issuer: &str, required: &[&str]) -> String {
+        let required = serde_json::to_string(required).unwrap();
+        let mut text = format!(
+            "package policy\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\
+             fragments := [{{\"issuer\": \"{issuer}\", \"feed\": \"infra\", \"minimum_svn\": \"1\", \"includes\": [\"containers\"], \"required_receipts\": {required}}}]\n\
+             transparency_trust_lists := [\n\
+             {{\"issuer\": \"{TTL_ISSUER}\", \"subject\": \"subjA\", \"minimum_svn\": 1, \"allowed_ledgers\": [\"{LEDGER}\", \"other.ledger\"]}},\n\
+             {{\"issuer\": \"{TTL_ISSUER}\", \"subject\": \"subjB\", \"minimum_svn\": 1, \"allowed_ledgers\": [\"{LEDGER}\"]}},\n\
+             ]\ncontainers := []\n"
+        );
+        for p in EnforcementPoint::ALL {
+            text.push_str(&format!("{0} := data.framework.{0}\n", p.name()));
+        }
+        text.push_str("reason := data.framework.reason\n");
+        text
+    }
+
+    /// The fragment `infra` (one container on layer [`L1`]) in a signed envelope carrying the
+    /// receipts `make` builds for the envelope's data hash, as the guest verifies it.
+    fn fragment_with(make: impl FnOnce([u8; 32]) -> Vec<Vec<u8>>) -> Verified {
+        let text = fragment("infra", "1", &format!("\"{L1}\""));
+        let (bare, _) = signed(30, "infra", Some(1), text.as_bytes());
+        let receipts = make(statement_hash(&bare));
+        verify(&with_receipts(&bare, &receipts)).unwrap()
+    }
+
+    /// A trust list from `subject` offering the ledgers' keys.
+    fn offer(e: &RegoEnforcer, subject: &str, ledgers: &[&Ledger]) -> Result<(), PolicyError> {
+        let parsed = parse_trust_list(&trust_list(ledgers)).unwrap();
+        e.load_trust_list(TTL_ISSUER, subject, 1, &parsed)
+    }
+
+    fn load(e: &RegoEnforcer, v: &Verified) -> Result<(), PolicyError> {
+        let text = std::str::from_utf8(&v.payload).unwrap();
+        e.load_fragment(&v.issuer, &v.feed, v.header_svn, text, &v.receipts)
+    }
+
+    /// A refused load's decision: its errors and the receipts its input carried.
+    fn refused(e: &RegoEnforcer, v: &Verified) -> (Vec<String>, Value) {
+        let err = load(e, v).expect_err("the fragment loaded");
+        let d = decoded(&err.to_string());
+        let errors = d["reason"]["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no reason: {d}"))
+            .iter()
+            .map(|e| e.as_str().unwrap().to_string())
+            .collect();
+        (errors, d["input"]["receipts"].clone())
+    }
+
+    #[test]
+    fn a_wildcard_requirement_needs_one_receipt_that_validates() {
+        let ledger = Ledger::p256(LEDGER, b"kid-1", 61);
+        let none = fragment_with(|_| Vec::new());
+        let with_receipt = fragment_with(|hash| vec![ledger.receipt_for(hash)]);
+        assert_eq!(with_receipt.receipts.len(), 1);
+        let e = RegoEnforcer::new(&receipt_policy(&none.issuer, &["*"]), "x").unwrap();
+
+        let (errors, receipts) = refused(&e, &none);
+        assert_eq!(errors, ["missing receipt from *"]);
+        assert_eq!(receipts, json!([]));
+        // A valid receipt, but no trust list gave its ledger's keys yet: not counted.
+        let (errors, receipts) = refused(&e, &with_receipt);
+        assert_eq!(errors, ["missing receipt from *"]);
+        assert_eq!(receipts, json!([]));
+        assert!(mount(&e, 1, L1).is_err());
+
+        offer(&e, "subjA", &[&ledger]).unwrap();
+        // Still none without a receipt.
+        assert_eq!(refused(&e, &none).0, ["missing receipt from *"]);
+        load(&e, &with_receipt).unwrap();
+        assert!(mount(&e, 1, L1).is_ok(), "the fragment's container counts");
+    }
+
+    #[test]
+    fn a_ttl_requirement_needs_a_key_that_subject_offered() {
+        let ledger = Ledger::p384(LEDGER, b"kid-1", 62);
+        let v = fragment_with(|hash| vec![ledger.receipt_for(hash)]);
+        let e = RegoEnforcer::new(&receipt_policy(&v.issuer, &["TTL:subjA"]), "x").unwrap();
+        // subjB vouches for the key: the receipt validates, but subjA's word is required.
+        offer(&e, "subjB", &[&ledger]).unwrap();
+        let (errors, receipts) = refused(&e, &v);
+        assert_eq!(errors, ["missing receipt from TTL:subjA"]);
+        assert_eq!(
+            receipts,
+            json!([{"issuer": LEDGER, "ttl_subjects": ["subjB"]}])
+        );
+        assert!(mount(&e, 1, L1).is_err());
+        // subjA offers the same key under the same kid: both subjects now stand behind it.
+        offer(&e, "subjA", &[&ledger]).unwrap();
+        load(&e, &v).unwrap();
+        assert!(mount(&e, 1, L1).is_ok());
+    }
+
+    #[test]
+    fn a_ledger_requirement_needs_a_valid_receipt_from_that_ledger() {
+        let ledger = Ledger::p256(LEDGER, b"kid-1", 63);
+        let other = Ledger::p256("other.ledger", b"kid-2", 64);
+        let rogue = Ledger::p256("rogue.ledger", b"kid-3", 65);
+        let probe = fragment_with(|_| Vec::new());
+        let e = RegoEnforcer::new(&receipt_policy(&probe.issuer, &[LEDGER]), "x").unwrap();
+        // subjA may vouch for other.ledger but not for rogue.ledger: only other's keys are kept.
+        offer(&e, "subjA", &[&other, &rogue]).unwrap();
+        let missing = ["missing receipt from ledger.example"];
+
+        // No receipt.
+        assert_eq!(refused(&e, &probe).0, missing);
+        // A valid receipt from another trusted ledger: counted, but not the one required.
+        let v = fragment_with(|hash| vec![other.receipt_for(hash)]);
+        let (errors, receipts) = refused(&e, &v);
+        assert_eq!(errors, missing);
+        assert_eq!(
+            receipts,
+            json!([{"issuer": "other.ledger", "ttl_subjects": ["subjA"]}])
+        );
+        // A receipt from a ledger no trust list was allowed to vouch for: not counted.
+        let v = fragment_with(|hash| vec![rogue.receipt_for(hash)]);
+        let (errors, receipts) = refused(&e, &v);
+        assert_eq!(errors, missing);
+        assert_eq!(receipts, json!([]));
+
+        // Now the required ledger's key is known, and these receipts claiming it still fail:
+        offer(&e, "subjB", &[&ledger]).unwrap();
+        let impostor = Ledger::p256(LEDGER, b"kid-1", 99);
+        // other.ledger's key under its own kid: checked against the claimed ledger's keys only.
+        let borrowed = Ledger::p256(LEDGER, b"kid-2", 64);
+        for invalid in [
+            // Signed by another key under the ledger's kid.
+            fragment_with(|hash| vec![impostor.receipt_for(hash)]),
+            fragment_with(|hash| vec![borrowed.receipt_for(hash)]),
+            // The ledger's own key, proving another envelope.
+            fragment_with(|_| vec![ledger.receipt_for([0x42; 32])]),
+        ] {
+            let (errors, receipts) = refused(&e, &invalid);
+            assert_eq!(errors, missing);
+            assert_eq!(receipts, json!([]));
+        }
+        assert!(mount(&e, 1, L1).is_err());
+
+        // Invalid and unknown receipts next to a valid one do not spoil it.
+        let v = fragment_with(|hash| {
+            vec![
+                impostor.receipt_for(hash),
+                rogue.receipt_for(hash),
+                ledger.receipt_for(hash),
+            ]
+        });
+        load(&e, &v).unwrap();
+        assert!(mount(&e, 1, L1).is_ok());
+    }
+
+    #[test]
+    fn a_fragment_without_required_receipts_ignores_them() {
+        // Receipts that do not validate are no reason to refuse a fragment that needs none.
+        let stranger = Ledger::p256(LEDGER, b"kid-1", 66);
+        let v = fragment_with(|hash| vec![stranger.receipt_for(hash)]);
+        let e = RegoEnforcer::new(&receipt_policy(&v.issuer, &[]), "x").unwrap();
+        load(&e, &v).unwrap();
+        assert!(mount(&e, 1, L1).is_ok());
     }
 
     #[test]
