@@ -155,51 +155,68 @@ impl Guest {
         let blob = base64::engine::general_purpose::STANDARD
             .decode(settings.fragment.as_bytes())
             .map_err(|e| plain(format!("failed to decode fragment: {e}")))?;
-        let cose_error = |e: crate::policy::fragment::FragmentError| plain(e.pipeline_message());
-        if media_type == TCB_REFERENCE_MEDIA_TYPE || media_type == PLATFORM_REFERENCE_MEDIA_TYPE {
-            crate::policy::fragment::verify_signature_only(&blob).map_err(cose_error)?;
-            self.policy
-                .set_reference_info(media_type == TCB_REFERENCE_MEDIA_TYPE, blob);
-            return Ok(());
-        }
-        let verified = crate::policy::fragment::verify(&blob).map_err(cose_error)?;
-        if media_type == TRUST_LIST_MEDIA_TYPE {
-            let svn = verified.header_svn.ok_or_else(|| {
-                plain("transparency trust list is missing an SVN in its CWT claims".into())
-            })?;
-            let ledgers = crate::policy::fragment::parse_trust_list(&verified.payload)
-                .map_err(|e| plain(format!("error loading transparency trust list: {e}")))?;
-            self.policy
-                .enforcer()
-                .load_trust_list(&verified.issuer, &verified.feed, svn, &ledgers)
-                .map_err(|source| GuestError::Policy {
-                    context: "error loading transparency trust list".into(),
-                    source,
-                })?;
-            tracing::info!(issuer = %verified.issuer, subject = %verified.feed, "transparency trust list loaded");
-            return Ok(());
-        }
-        let text = String::from_utf8(verified.payload).map_err(|e| {
-            plain(format!(
-                "error loading security policy fragment: not UTF-8: {e}"
-            ))
+        // Signatures, and a fresh engine per parameter combination (tens of milliseconds):
+        // off the runtime's workers.
+        let policy = Arc::clone(&self.policy);
+        let media_type = media_type.to_string();
+        tokio::task::spawn_blocking(move || load_signed_blob(&policy, &media_type, &blob))
+            .await
+            .map_err(|e| GuestError::InvalidState(format!("fragment task failed: {e}")))?
+    }
+}
+
+/// SP §7.2 steps 4–11 for a decoded blob of an accepted media type: reference information is
+/// kept once its signature checks; a trust list or a fragment is verified, then offered to the
+/// enforcer.
+fn load_signed_blob(
+    policy: &crate::policy::Policy,
+    media_type: &str,
+    blob: &[u8],
+) -> Result<(), GuestError> {
+    let plain = |text: String| GuestError::PolicyRefused(PolicyError::Invalid(text));
+    let cose_error = |e: crate::policy::fragment::FragmentError| plain(e.pipeline_message());
+    if media_type == TCB_REFERENCE_MEDIA_TYPE || media_type == PLATFORM_REFERENCE_MEDIA_TYPE {
+        crate::policy::fragment::verify_signature_only(blob).map_err(cose_error)?;
+        policy.set_reference_info(media_type == TCB_REFERENCE_MEDIA_TYPE, blob.to_vec());
+        return Ok(());
+    }
+    let verified = crate::policy::fragment::verify(blob).map_err(cose_error)?;
+    if media_type == TRUST_LIST_MEDIA_TYPE {
+        let svn = verified.header_svn.ok_or_else(|| {
+            plain("transparency trust list is missing an SVN in its CWT claims".into())
         })?;
-        self.policy
+        let ledgers = crate::policy::fragment::parse_trust_list(&verified.payload)
+            .map_err(|e| plain(format!("error loading transparency trust list: {e}")))?;
+        policy
             .enforcer()
-            .load_fragment(
-                &verified.issuer,
-                &verified.feed,
-                verified.header_svn,
-                &text,
-                &verified.receipts,
-            )
+            .load_trust_list(&verified.issuer, &verified.feed, svn, &ledgers)
             .map_err(|source| GuestError::Policy {
-                context: "error loading security policy fragment".into(),
+                context: "error loading transparency trust list".into(),
                 source,
             })?;
-        tracing::info!(issuer = %verified.issuer, feed = %verified.feed, "security policy fragment loaded");
-        Ok(())
+        tracing::info!(issuer = %verified.issuer, subject = %verified.feed, "transparency trust list loaded");
+        return Ok(());
     }
+    let text = String::from_utf8(verified.payload).map_err(|e| {
+        plain(format!(
+            "error loading security policy fragment: not UTF-8: {e}"
+        ))
+    })?;
+    policy
+        .enforcer()
+        .load_fragment(
+            &verified.issuer,
+            &verified.feed,
+            verified.header_svn,
+            &text,
+            &verified.receipts,
+        )
+        .map_err(|source| GuestError::Policy {
+            context: "error loading security policy fragment".into(),
+            source,
+        })?;
+    tracing::info!(issuer = %verified.issuer, feed = %verified.feed, "security policy fragment loaded");
+    Ok(())
 }
 
 #[cfg(test)]

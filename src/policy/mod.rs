@@ -477,14 +477,30 @@ impl Policy {
         }
         let _one = self.transaction.lock().await;
         let enforcer = self.enforcer();
-        let before = enforcer.metadata();
+        let mut rollback = Rollback {
+            before: enforcer.metadata(),
+            enforcer,
+        };
         let result = work.await;
-        if result.is_err() {
-            if let Some(before) = before {
-                enforcer.restore_metadata(before);
-            }
+        if result.is_ok() {
+            rollback.before = None;
         }
         result
+    }
+}
+
+/// Puts the metadata back when dropped still holding it: when the work failed, and also when
+/// it panicked (the bridge answers a panicking request and goes on) or was cancelled.
+struct Rollback {
+    enforcer: Arc<dyn Enforcer>,
+    before: Option<Value>,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if let Some(before) = self.before.take() {
+            self.enforcer.restore_metadata(before);
+        }
     }
 }
 
@@ -585,6 +601,21 @@ mod tests {
             })
             .await;
         assert_eq!(failed, Err("mount failed"));
+        assert_eq!(enforcer.metadata(), Some(json!(1)));
+        // A panic in the action (answered by the bridge, which goes on) rolls back too.
+        use futures_util::FutureExt as _;
+        let panicked = std::panic::AssertUnwindSafe(policy.transaction(async {
+            policy
+                .decide(EnforcementPoint::MountDevice, json!({}))
+                .unwrap();
+            assert_eq!(enforcer.metadata(), Some(json!(2)));
+            panic!("the action panicked");
+            #[allow(unreachable_code)]
+            Ok::<(), ()>(())
+        }))
+        .catch_unwind()
+        .await;
+        assert!(panicked.is_err());
         assert_eq!(enforcer.metadata(), Some(json!(1)));
     }
 

@@ -216,16 +216,19 @@ fn map_text(map: &[(Value, Value)], key: &Value) -> String {
 }
 
 /// Whether a map anywhere inside `value` repeats a key (the Go decoder refuses such headers).
+/// Keys are compared by their CBOR encoding, in a hash set: linear in the header's size, which
+/// the host chooses.
 fn has_duplicate_keys(value: &Value) -> bool {
     match value {
         Value::Map(entries) => {
-            entries
+            let mut seen = std::collections::HashSet::with_capacity(entries.len());
+            entries.iter().any(|(k, _)| {
+                let mut encoded = Vec::new();
+                // Encoding into a Vec cannot fail; a key that did would count as repeated.
+                coset::cbor::ser::into_writer(k, &mut encoded).is_err() || !seen.insert(encoded)
+            }) || entries
                 .iter()
-                .enumerate()
-                .any(|(i, (k, _))| entries[..i].iter().any(|(k2, _)| k2 == k))
-                || entries
-                    .iter()
-                    .any(|(k, v)| has_duplicate_keys(k) || has_duplicate_keys(v))
+                .any(|(k, v)| has_duplicate_keys(k) || has_duplicate_keys(v))
         }
         Value::Array(items) => items.iter().any(has_duplicate_keys),
         Value::Tag(_, inner) => has_duplicate_keys(inner),

@@ -1181,6 +1181,26 @@ fn duplicate_keys_in_cwt_claims_are_refused() {
     assert!(matches!(err, FragmentError::Cbor(_)), "{err:?}");
 }
 
+#[test]
+fn a_header_map_of_a_hundred_thousand_keys_is_checked_in_one_pass() {
+    // Quadratic checking of this header would take minutes; the host chooses its size.
+    let pki = Pki::new();
+    let did = subject_did(&pki);
+    let mut big: Vec<(Value, Value)> = (0..100_000)
+        .map(|i| (Value::from(i), Value::Null))
+        .collect();
+    let claims = Value::Map(vec![
+        (Value::from(1), Value::Text(did)),
+        (Value::from(2), Value::Text("feed".to_string())),
+    ]);
+    let header = protected(&pki, claims.clone()).value(-70_000, Value::Map(big.clone()));
+    assert!(verify(&envelope_with(&pki, header)).is_ok());
+    big.push((Value::from(99_999), Value::Bool(true)));
+    let header = protected(&pki, claims).value(-70_000, Value::Map(big));
+    let err = verify(&envelope_with(&pki, header)).unwrap_err();
+    assert_eq!(err.to_string(), "cbor: found duplicate map key");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Receipts (SP §7.3, last item)
 

@@ -1247,9 +1247,12 @@ existing_feed_entries := v if {
 	is_array(v)
 } else := []
 
+# Newest first.  Loading the same fragment again moves its entry to the front
+# rather than adding a copy: a host replaying one signed fragment must not
+# grow the metadata that every later query carries.
 updated_issuer(entry) := object.union(existing_issuer, {"feeds": object.union(
 	existing_feeds,
-	{input.feed: array.concat([entry], existing_feed_entries)},
+	{input.feed: array.concat([entry], [e | some e in existing_feed_entries; e != entry])},
 )})
 
 nested_parameter_ops := [set_add("fragment_parameters", {"issuer": f.issuer, "feed": f.feed, "parameters": f.parameters}) |

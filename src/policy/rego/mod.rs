@@ -491,6 +491,36 @@ impl Engine {
     }
 }
 
+/// A fragment's engine in place for its `load_fragment` decision. The previous engine comes
+/// back when this is dropped unless [`Trial::keep`] was called: after a refusal, and also when
+/// the decision panics (the bridge answers a panicking request and goes on).
+struct Trial<'a> {
+    state: &'a mut State,
+    previous: Option<Engine>,
+}
+
+impl<'a> Trial<'a> {
+    fn new(state: &'a mut State, engine: Engine) -> Self {
+        let previous = std::mem::replace(&mut state.engine, engine);
+        Self {
+            state,
+            previous: Some(previous),
+        }
+    }
+
+    fn keep(mut self) {
+        self.previous = None;
+    }
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            self.state.engine = previous;
+        }
+    }
+}
+
 /// regorus's error for a rule path that names no rule.
 const NO_SUCH_RULE: &str = "not a valid rule path";
 
@@ -869,27 +899,19 @@ impl Enforcer for RegoEnforcer {
                     )))
                 }
             };
-            let previous = std::mem::replace(&mut state.engine, engine);
+            let trial = Trial::new(&mut state, engine);
             let decision =
-                match self.decide_locked(&mut state, EnforcementPoint::LoadFragment, input.clone())
-                {
-                    Ok(d) => d,
-                    Err(e) => {
-                        state.engine = previous;
-                        return Err(e);
-                    }
-                };
+                self.decide_locked(trial.state, EnforcementPoint::LoadFragment, input.clone())?;
             if decision.result().get("add_module") == Some(&Value::Bool(true)) {
                 if combinations.len() > 1 {
-                    state.engine = previous;
                     return Err(PolicyError::Invalid(
                         "Fragment cannot include namespace if multiple possible parameter combinations are defined".into(),
                     ));
                 }
-                state.kept.insert(key, fragment);
+                trial.state.kept.insert(key, fragment);
+                trial.keep();
                 return Ok(());
             }
-            state.engine = previous;
         }
         Ok(())
     }
@@ -1045,6 +1067,29 @@ reason := {"errors": ["no stacks for you"]}
         )
         .unwrap();
         assert!(mount(&e, 1, L1).is_ok());
+    }
+
+    #[test]
+    fn a_replayed_fragment_does_not_grow_the_metadata() {
+        let e = RegoEnforcer::new(&fragment_policy(), "x").unwrap();
+        let text = fragment("infra", "2", &format!("\"{L1}\""));
+        e.load_fragment(ISSUER, "infra", Some(2), &text, &[])
+            .unwrap();
+        let once = e.metadata().unwrap().to_string().len();
+        for _ in 0..5 {
+            e.load_fragment(ISSUER, "infra", Some(2), &text, &[])
+                .unwrap();
+        }
+        assert_eq!(e.metadata().unwrap().to_string().len(), once);
+        let entries = &e.metadata().unwrap()["issuers"][ISSUER]["feeds"]["infra"];
+        assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+        // Another version of the fragment is a new entry, newest first.
+        let newer = fragment("infra", "3", &format!("\"{L1}\", \"{L2}\""));
+        e.load_fragment(ISSUER, "infra", Some(3), &newer, &[])
+            .unwrap();
+        let entries = &e.metadata().unwrap()["issuers"][ISSUER]["feeds"]["infra"];
+        assert_eq!(entries.as_array().unwrap().len(), 2, "{entries}");
+        assert_eq!(entries[0]["containers"][0]["layers"], json!([L1, L2]));
     }
 
     #[test]
