@@ -7,6 +7,7 @@
 //! allowed to sign certificates (basic constraints `cA` on a v3 certificate, `keyCertSign` when
 //! key usage is present); intermediates must be CAs; path-length constraints hold; every
 //! certificate is valid at the verification time; the leaf has no unknown critical extension.
+//! Unlike the Go verifier, an issuer with name constraints is refused rather than evaluated.
 
 use x509_cert::der::asn1::AnyRef;
 use x509_cert::der::{Decode, Reader, SliceReader};
@@ -256,6 +257,18 @@ fn check_signed_by(child: &Cert, parent: &Cert) -> Result<(), String> {
 /// The checks on a certificate used as an issuer at `index` in the chain.
 fn check_parent(parent: &Cert, index: usize, is_root: bool, now: u64) -> Result<(), String> {
     check_time(parent, now)?;
+    // The Go verifier checks the names below an issuer against its name constraints; this one
+    // does not evaluate them, so it refuses such chains rather than accept what Go may refuse.
+    if parent
+        .cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .any(|e| e.extn_id == oid::NAME_CONSTRAINTS)
+    {
+        return Err("x509: name constraints on an issuer are not supported".to_string());
+    }
     let bc = parent.basic_constraints()?;
     if !is_root && !bc.as_ref().is_some_and(|bc| bc.ca) {
         return Err("x509: certificate is not authorized to sign other certificates".to_string());

@@ -886,6 +886,40 @@ fn intermediate_must_be_a_ca_and_respect_path_length() {
         "{err}"
     );
 
+    // Name constraints (permitted dNSName contoso.com) on the intermediate, then on the root.
+    let name_constraints = raw_ext(
+        "2.5.29.30",
+        true,
+        [
+            &[0x30, 0x11, 0xA0, 0x0F, 0x30, 0x0D, 0x82, 0x0B][..],
+            b"contoso.com",
+        ]
+        .concat(),
+    );
+    let mut pki = Pki::new();
+    let mut spec = ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2);
+    spec.extensions.push(name_constraints.clone());
+    pki.inter = issue(spec, &pki.inter_key, &pki.root_key);
+    let err = chain_error(&pki, &pki.chain());
+    assert!(
+        err.contains("name constraints on an issuer are not supported"),
+        "{err}"
+    );
+    let mut pki = Pki::new();
+    let mut spec = ca_spec(ROOT_SUBJECT, ROOT_SUBJECT, 1);
+    spec.extensions.push(name_constraints);
+    pki.root = issue(spec, &pki.root_key, &pki.root_key);
+    pki.inter = issue(
+        ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2),
+        &pki.inter_key,
+        &pki.root_key,
+    );
+    let err = chain_error(&pki, &pki.chain());
+    assert!(
+        err.contains("name constraints on an issuer are not supported"),
+        "{err}"
+    );
+
     // Key usage without keyCertSign on the issuer.
     let mut pki = Pki::new();
     let mut spec = ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2);
