@@ -169,7 +169,7 @@ pub fn unpack(cose: &[u8]) -> Result<Envelope, FragmentError> {
 
     let receipts = match header_value(&msg.unprotected.rest, &Label::Int(LABEL_RECEIPTS)) {
         None => Vec::new(),
-        Some(value) => parse_receipts(value, cose).map_err(FragmentError::Receipts)?,
+        Some(value) => parse_receipts(value, &msg).map_err(FragmentError::Receipts)?,
     };
 
     Ok(Envelope {
@@ -487,7 +487,7 @@ impl PublicKey {
 
 /// Parses the unprotected receipts (label 394): an array of bstr, each a tagged COSE_Sign1 with a
 /// protected `kid` and protected CWT claims carrying a text `iss`.
-fn parse_receipts(value: &Value, envelope: &[u8]) -> Result<Vec<Receipt>, String> {
+fn parse_receipts(value: &Value, envelope: &CoseSign1) -> Result<Vec<Receipt>, String> {
     let Value::Array(items) = value else {
         return Err(format!(
             "receipts header is not an array (got {})",
@@ -555,90 +555,12 @@ fn parse_receipts(value: &Value, envelope: &[u8]) -> Result<Vec<Receipt>, String
     Ok(receipts)
 }
 
-/// SHA-256 of the envelope re-encoded as a tagged COSE_Sign1 with an empty unprotected map; the
-/// protected header, payload and signature items are kept byte for byte (SP §7.3).
-fn signed_statement_hash(envelope: &[u8]) -> Result<[u8; 32], String> {
-    let body = envelope
-        .get(SIGN1_PREFIX.len()..)
-        .ok_or_else(|| "truncated envelope".to_string())?;
-    let protected_end = cbor_item_len(body)?;
-    let unprotected_end = protected_end + cbor_item_len(&body[protected_end..])?;
-    let payload_end = unprotected_end + cbor_item_len(&body[unprotected_end..])?;
-    let signature_end = payload_end + cbor_item_len(&body[payload_end..])?;
-    let mut hasher = Sha256::new();
-    hasher.update(SIGN1_PREFIX);
-    hasher.update(&body[..protected_end]);
-    hasher.update([0xA0]); // empty map
-    hasher.update(&body[unprotected_end..signature_end]);
-    Ok(hasher.finalize().into())
-}
-
-/// The length in bytes of the definite-length CBOR data item at the start of `data`.
-fn cbor_item_len(data: &[u8]) -> Result<usize, String> {
-    let truncated = || "truncated CBOR item".to_string();
-    let mut pos = 0usize;
-    // Items still to read; arrays and maps add their elements.
-    let mut pending: u64 = 1;
-    while pending > 0 {
-        pending -= 1;
-        let initial = *data.get(pos).ok_or_else(truncated)?;
-        pos += 1;
-        let major = initial >> 5;
-        let info = initial & 0x1F;
-        let arg: u64 = match info {
-            0..=23 => u64::from(info),
-            24..=27 => {
-                let n = 1usize << (info - 24);
-                let bytes = data.get(pos..pos + n).ok_or_else(truncated)?;
-                pos += n;
-                bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-            }
-            31 => return Err("indefinite-length CBOR item".to_string()),
-            _ => return Err("malformed CBOR item".to_string()),
-        };
-        match major {
-            2 | 3 => {
-                let len = usize::try_from(arg).map_err(|_| truncated())?;
-                pos = pos.checked_add(len).ok_or_else(truncated)?;
-                if pos > data.len() {
-                    return Err(truncated());
-                }
-            }
-            4 => pending = pending.checked_add(arg).ok_or_else(truncated)?,
-            5 => {
-                pending = arg
-                    .checked_mul(2)
-                    .and_then(|n| pending.checked_add(n))
-                    .ok_or_else(truncated)?;
-            }
-            6 => pending += 1,
-            _ => {}
-        }
-        // Every element takes at least one byte: more pending items than bytes left is malformed.
-        if pending > u64::try_from(data.len() - pos).unwrap_or(u64::MAX) {
-            return Err(truncated());
-        }
-    }
-    Ok(pos)
-}
-
-#[cfg(test)]
-mod unit {
-    use super::cbor_item_len;
-
-    #[test]
-    fn cbor_item_lengths() {
-        assert_eq!(cbor_item_len(&[0x01, 0xff]).unwrap(), 1);
-        assert_eq!(cbor_item_len(&[0x43, 1, 2, 3, 9]).unwrap(), 4);
-        assert_eq!(
-            cbor_item_len(&[0xa1, 0x01, 0x82, 0x02, 0x03, 9]).unwrap(),
-            5
-        );
-        assert_eq!(cbor_item_len(&[0xf6]).unwrap(), 1);
-        assert_eq!(cbor_item_len(&[0xd2, 0x40]).unwrap(), 2);
-        assert_eq!(cbor_item_len(&[0x19, 0x01, 0x00]).unwrap(), 3);
-        assert!(cbor_item_len(&[0x43, 1]).is_err());
-        assert!(cbor_item_len(&[0x9f, 0xff]).is_err());
-        assert!(cbor_item_len(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-    }
+/// SHA-256 of the envelope re-encoded as a tagged COSE_Sign1 with an empty unprotected map, in
+/// canonical CBOR (SP §7.3): coset keeps the protected header's bytes as they were sent, and
+/// writes the payload and signature byte strings with their shortest length encodings.
+fn signed_statement_hash(envelope: &CoseSign1) -> Result<[u8; 32], String> {
+    let mut statement = envelope.clone();
+    statement.unprotected = coset::Header::default();
+    let encoded = statement.to_tagged_vec().map_err(|e| e.to_string())?;
+    Ok(Sha256::digest(encoded).into())
 }

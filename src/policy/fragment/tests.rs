@@ -1278,6 +1278,41 @@ fn receipts_are_parsed_with_the_expected_data_hash() {
 }
 
 #[test]
+fn the_expected_data_hash_is_of_the_canonical_encoding() {
+    let pki = Pki::new();
+    let header = protected(&pki, cwt(&subject_did(&pki), "feed", None)).build();
+    let bare = sign(&pki.leaf_key, header, Header::default(), REGO);
+    let want_hash: [u8; 32] = Sha256::digest(bare.clone().to_tagged_vec().unwrap()).into();
+    let mut with_receipts = bare;
+    with_receipts.unprotected = HeaderBuilder::new()
+        .value(
+            394,
+            Value::Array(vec![Value::Bytes(receipt(
+                b"k",
+                Some(Value::Text("ledger.example".to_string())),
+            ))]),
+        )
+        .build();
+    let canonical = with_receipts.to_tagged_vec().unwrap();
+    // The payload's length written in two bytes where one would do (0x59 0x00 n, not 0x58 n):
+    // still the same envelope, and the same signature.
+    let len = u8::try_from(REGO.len()).unwrap();
+    let short: Vec<u8> = [&[0x58, len][..], REGO].concat();
+    let at = canonical
+        .windows(short.len())
+        .position(|w| w == short.as_slice())
+        .unwrap();
+    let long = [
+        &canonical[..at],
+        &[0x59, 0x00, len][..],
+        &canonical[at + 2..],
+    ]
+    .concat();
+    let v = verify(&long).unwrap();
+    assert_eq!(v.receipts[0].expected_data_hash, want_hash);
+}
+
+#[test]
 fn malformed_receipts_reject_the_envelope() {
     let pki = Pki::new();
     let header = protected(&pki, cwt(&subject_did(&pki), "feed", None)).build();

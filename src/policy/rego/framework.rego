@@ -11,8 +11,10 @@ package framework
 #
 # The engine hands the current metadata and default mounts to every query as
 # `input.__gcs_metadata` and `input.__gcs_default_mounts`, and this package
-# reads them there (a policy that reads `input.__gcs_metadata` itself sees the same
-# values through `with`).  It also hands back, as `data.gcs_declarations`,
+# reads them there (`meta_doc`, `default_mounts_doc`).  When another module
+# may read them from `data` or replace the input, the engine's query also
+# sets `data.metadata` and `data.defaultMounts` with `with`, and says so in
+# `data.gcs_engine.with_data`: this package then reads `data`.  It also hands back, as `data.gcs_declarations`,
 # the policy's declarations (containers, external processes, fragments,
 # platform rules, trust lists) evaluated once when the policy was loaded,
 # with two indexes over them; see `precomputed` below.
@@ -27,6 +29,14 @@ version := "0.5.0"
 ##############################################################################
 # Guarded primitives
 ##############################################################################
+
+meta_doc := data.metadata if {
+	data.gcs_engine.with_data == true
+} else := input.__gcs_metadata
+
+default_mounts_doc := data.defaultMounts if {
+	data.gcs_engine.with_data == true
+} else := input.__gcs_default_mounts
 
 is_semver(v) if {
 	is_string(v)
@@ -97,7 +107,7 @@ version_reached(v, minimum) := true if at_least_version(v, minimum) else := fals
 ##############################################################################
 
 meta_has(name, key) if {
-	_ = input.__gcs_metadata[name][key]
+	_ = meta_doc[name][key]
 }
 
 map_add(name, key, value) := {"name": name, "action": "add", "key": key, "value": value}
@@ -340,7 +350,7 @@ policy_trust_lists := declared_trust_lists if is_array(declared_trust_lists)
 
 # Every extracted-includes entry stored by load_fragment, all issuers/feeds.
 loaded_fragment_entries := [entry |
-	some issuer in coll(input.__gcs_metadata.issuers)
+	some issuer in coll(meta_doc.issuers)
 	some entries in coll(issuer.feeds)
 	some entry in coll(entries)
 ]
@@ -512,7 +522,7 @@ layer_paths_match(layers) if {
 	n := count(layers)
 	count(input.layerPaths) == n
 	every i, path in input.layerPaths {
-		input.__gcs_metadata.devices[path] == layers[(n - 1) - i]
+		meta_doc.devices[path] == layers[(n - 1) - i]
 	}
 }
 
@@ -524,7 +534,7 @@ overlay_top_key := "" if {
 	is_array(input.layerPaths)
 	count(input.layerPaths) == 0
 } else := h if {
-	h := input.__gcs_metadata.devices[input.layerPaths[0]]
+	h := meta_doc.devices[input.layerPaths[0]]
 	is_string(h)
 }
 
@@ -591,7 +601,7 @@ container_started if meta_has("started", input.containerID)
 # Candidates narrowed so far for input.containerID ([] if none).
 default matched := []
 
-matched := input.__gcs_metadata.matches[input.containerID] if is_array(input.__gcs_metadata.matches[input.containerID])
+matched := meta_doc.matches[input.containerID] if is_array(meta_doc.matches[input.containerID])
 
 request_privileged := true if input.privileged == true else := false
 
@@ -831,7 +841,7 @@ mount_source_ok(constraint, mount) if {
 mount_source_ok(constraint, mount) if {
 	is_string(constraint)
 	startswith(constraint, data.plan9Prefix)
-	input.__gcs_metadata.p9mounts[mount.source] == input.containerID
+	meta_doc.p9mounts[mount.source] == input.containerID
 }
 
 mount_source_ok(constraint, mount) if constraint == mount.source
@@ -864,7 +874,7 @@ mount_allowed(constraints, allow_elevated, mount) if {
 }
 
 mount_allowed(constraints, allow_elevated, mount) if {
-	some constraint in input.__gcs_default_mounts
+	some constraint in default_mounts_doc
 	mount_satisfies(constraint, mount)
 }
 
@@ -941,7 +951,7 @@ create_container := {
 # exec_in_container
 ##############################################################################
 
-started_privileged := true if input.__gcs_metadata.started[input.containerID].privileged == true else := false
+started_privileged := true if meta_doc.started[input.containerID].privileged == true else := false
 
 has_exec_command(c) if {
 	some process in coll(c.exec_processes)
@@ -1053,7 +1063,7 @@ signal_container_process := {
 ##############################################################################
 
 plan9_owners := {cid |
-	some cid, _ in input.__gcs_metadata.matches
+	some cid, _ in meta_doc.matches
 	is_string(input.rootPrefix)
 	is_string(input.mountPathPrefix)
 	re_full_match(concat("", ["^", input.rootPrefix, "/", cid, input.mountPathPrefix, "$"]), input.target)
@@ -1154,7 +1164,7 @@ ref_has_parameters(f) if {
 # Parameter combinations offered for a fragment: those stored by loaded
 # fragments for their nested fragments, then those of the policy.
 fragment_parameter_sets(iss, feed) := array.concat(
-	[p.parameters | some p in coll(input.__gcs_metadata.fragment_parameters); p.issuer == iss; p.feed == feed],
+	[p.parameters | some p in coll(meta_doc.fragment_parameters); p.issuer == iss; p.feed == feed],
 	[f.parameters | some f in policy_fragments; f.issuer == iss; f.feed == feed; ref_has_parameters(f)],
 )
 
@@ -1233,7 +1243,7 @@ fragment_objects := {
 extracted_includes(includes) := {kind: fragment_objects[kind] | some kind in includes; fragment_objects[kind]}
 
 existing_issuer := v if {
-	v := input.__gcs_metadata.issuers[input.issuer]
+	v := meta_doc.issuers[input.issuer]
 	is_object(v)
 } else := {}
 
@@ -1825,7 +1835,7 @@ errors contains "log provider not allowed by policy" if {
 
 default error_objects := null
 
-error_objects := input.__gcs_metadata.matches[input.containerID] if {
+error_objects := meta_doc.matches[input.containerID] if {
 	rule_is({"create_container"})
 }
 

@@ -263,7 +263,12 @@ pub fn fragment_namespace(text: &str) -> Result<String, String> {
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         })
         .ok_or_else(|| format!("valid package definition required on first line, got {first:?}"))?;
-    if ["framework", "api", "policy", "metadata"].contains(&ident) {
+    // The original's reserved packages, then the other top-level `data` keys the engine sets
+    // (a package there would merge into them).
+    if ["framework", "api", "policy", "metadata"].contains(&ident)
+        || ENGINE_DATA.contains(&ident)
+        || initial_data().get(ident).is_some()
+    {
         return Err(format!(
             "namespace {ident:?} is reserved and cannot be used for fragments"
         ));
@@ -308,36 +313,60 @@ fn validated_receipts(
 #[derive(Debug)]
 struct Engine {
     rego: regorus::Engine,
-    /// Whether a module other than ours may read `data.metadata` or `data.defaultMounts`
-    /// ([`reads_engine_data`]): queries then pass the current values with `with` (a parsed
-    /// query, ~0.3 ms more); otherwise rules are evaluated directly, the framework reading
-    /// them from the input.
+    /// Whether a module other than ours may read `data.metadata` or `data.defaultMounts`, or
+    /// replace the input ([`reads_engine_data`]): queries then pass the current values with
+    /// `with` (a parsed query, ~0.3 ms more) and the framework reads them from `data`;
+    /// otherwise rules are evaluated directly and the framework reads them from the input.
     with_data: bool,
 }
 
-/// Whether a module may read `data.metadata` or `data.defaultMounts`: it names them, or uses
-/// `data` other than as `data.<name>` (a dynamic `data[x]`, `data` as a value). Conservative:
-/// a comment naming them counts too.
+/// Whether a module may read `data.metadata` or `data.defaultMounts`, or hide the input keys
+/// the framework reads: it names them, uses `data` other than as `data.<name>` (a dynamic
+/// `data[x]`, `data` as a value), or uses `with`. Conservative: a comment naming them counts
+/// too.
 fn reads_engine_data(text: &str) -> bool {
     if text.contains("metadata") || text.contains("defaultMounts") {
         return true;
     }
     let bytes = text.as_bytes();
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    text.match_indices("data").any(|(at, _)| {
-        let before = at.checked_sub(1).map(|i| bytes[i]);
-        let after = bytes.get(at + 4).copied();
-        before.is_none_or(|b| !ident(b) && b != b'.')
-            && after.is_none_or(|b| !ident(b))
-            && after != Some(b'.')
-    })
+    let word = |at: usize, len: usize| {
+        at.checked_sub(1)
+            .map(|i| bytes[i])
+            .is_none_or(|b| !ident(b))
+            && bytes.get(at + len).is_none_or(|b| !ident(*b))
+    };
+    text.match_indices("with").any(|(at, _)| word(at, 4))
+        || text.match_indices("data").any(|(at, _)| {
+            let before = at.checked_sub(1).map(|i| bytes[i]);
+            word(at, 4) && before != Some(b'.') && bytes.get(at + 4) != Some(&b'.')
+        })
 }
 
 /// Whether the policy's declarations can be evaluated once, at load: the policy module names
-/// neither the input nor the metadata, so its `containers` and the like cannot depend on them
-/// (generated policies declare literals). Conservative, as [`reads_engine_data`].
+/// neither the input nor the metadata, and refers to `data` only in the delegations generated
+/// policies make (`<rule> := data.framework.<rule>` and `reason := {"errors":
+/// data.framework.errors}`), so its `containers` and the like are constants. Conservative:
+/// anything else is evaluated at each query.
 fn declarations_constant(policy: &str) -> bool {
-    !policy.contains("input") && !reads_engine_data(policy)
+    if policy.contains("input") || reads_engine_data(policy) {
+        return false;
+    }
+    policy.lines().all(|line| {
+        let line = line.trim();
+        if !line.contains("data") {
+            return true;
+        }
+        if line == r#"reason := {"errors": data.framework.errors}"# {
+            return true;
+        }
+        line.split_once(":=").is_some_and(|(rule, value)| {
+            let rule = rule.trim();
+            !rule.is_empty()
+                && rule.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && value.trim() == format!("data.framework.{rule}")
+        })
+    })
 }
 
 /// How an enforcer evaluates rules. The default chooses per policy ([`reads_engine_data`],
@@ -360,6 +389,9 @@ const DECLARATIONS: [&str; 5] = [
     "transparency_trust_lists",
 ];
 
+/// Top-level `data` keys the engine sets: no fragment may declare them as its package.
+const ENGINE_DATA: [&str; 2] = ["gcs_declarations", "gcs_engine"];
+
 fn build_engine<'a>(
     policy: &str,
     fragments: impl Iterator<Item = &'a Fragment>,
@@ -379,52 +411,50 @@ fn build_engine<'a>(
         .map_err(|e| e.to_string())?;
     rego.add_policy("api.rego".into(), API.into())
         .map_err(|e| e.to_string())?;
-    let mut with_data = tuning.always_with_data || reads_engine_data(policy);
-    for f in fragments {
-        with_data |= reads_engine_data(&f.module);
-        rego.add_policy(format!("{}.rego", f.namespace), f.module.clone())
-            .map_err(|e| e.to_string())?;
-    }
     let data = initial_data();
     rego.add_data(regorus::Value::from(data.clone()))
         .map_err(|e| e.to_string())?;
+    let fragments: Vec<&Fragment> = fragments.collect();
+    let with_data = tuning.always_with_data
+        || reads_engine_data(policy)
+        || fragments.iter().any(|f| reads_engine_data(&f.module));
     let mut engine = Engine { rego, with_data };
+    // Before any fragment module is added: the declarations are the policy's alone.
     if !tuning.never_precompute && declarations_constant(policy) {
         match engine.declarations(&data) {
-            Ok(declarations) => engine
-                .rego
-                .add_data(regorus::Value::from(
-                    json!({ "gcs_declarations": declarations }),
-                ))
-                .map_err(|e| e.to_string())?,
+            Ok(declarations) => {
+                let mut top = std::collections::BTreeMap::new();
+                top.insert(regorus::Value::from("gcs_declarations"), declarations);
+                engine
+                    .rego
+                    .add_data(regorus::Value::from(top))
+                    .map_err(|e| e.to_string())?;
+            }
             // Left to each query, which will meet the same error.
             Err(e) => tracing::debug!(error = %e, "policy declarations not precomputed"),
         }
+    }
+    engine
+        .rego
+        .add_data(regorus::Value::from(
+            json!({"gcs_engine": {"with_data": with_data}}),
+        ))
+        .map_err(|e| e.to_string())?;
+    for f in fragments {
+        engine
+            .rego
+            .add_policy(format!("{}.rego", f.namespace), f.module.clone())
+            .map_err(|e| e.to_string())?;
     }
     Ok(engine)
 }
 
 impl Engine {
     /// `data.policy.<path>` or `data.framework.<path>` for `input` (which carries the current
-    /// metadata and default mounts): undefined when the rule does not exist.
+    /// metadata and default mounts), as JSON: undefined when the rule does not exist.
     fn eval(&mut self, path: &str, input: &Value) -> Result<Answer, String> {
         self.rego.set_input(regorus::Value::from(input.clone()));
-        let value = if self.with_data {
-            let results = self
-                .rego
-                .eval_query(format!("{path}{WITH}"), false)
-                .map_err(|e| e.to_string())?;
-            match results.result.first().and_then(|r| r.expressions.first()) {
-                Some(e) => e.value.clone(),
-                None => regorus::Value::Undefined,
-            }
-        } else {
-            match self.rego.eval_rule(path.to_string()) {
-                Ok(v) => v,
-                Err(e) if e.to_string() == NO_SUCH_RULE => regorus::Value::Undefined,
-                Err(e) => return Err(e.to_string()),
-            }
-        };
+        let value = self.eval_value(path)?;
         if value == regorus::Value::Undefined {
             return Ok(Answer::Undefined);
         }
@@ -433,63 +463,107 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    /// The declarations of a policy whose declarations are constant, with the framework's
-    /// candidates (containers expanded by platform rules) and two indexes: every layer hash
-    /// of the policy's containers, and the candidates by the hash of their top layer (`""`
-    /// for none), in the policy's order.
-    fn declarations(&mut self, data: &Value) -> Result<Value, String> {
-        let input = json!({
+    /// The value at `path` for the input already set. A path that names no rule of its own
+    /// (a rule written with a ref head, `mount_device.allowed := …`, or nothing at all) goes
+    /// through a parsed query, which sees every way of defining it.
+    fn eval_value(&mut self, path: &str) -> Result<regorus::Value, String> {
+        if !self.with_data {
+            match self.rego.eval_rule(path.to_string()) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.to_string() == NO_SUCH_RULE => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let query = if self.with_data {
+            format!("{path}{WITH}")
+        } else {
+            path.to_string()
+        };
+        let results = self
+            .rego
+            .eval_query(query, false)
+            .map_err(|e| e.to_string())?;
+        Ok(
+            match results.result.first().and_then(|r| r.expressions.first()) {
+                Some(e) => e.value.clone(),
+                None => regorus::Value::Undefined,
+            },
+        )
+    }
+
+    /// The declarations of a policy whose declarations are constant, as regorus values (sets
+    /// stay sets), with the framework's candidates (containers expanded by platform rules)
+    /// and two indexes: every layer hash of the policy's containers, and the candidates by
+    /// the hash of their top layer (`""` for none), in the policy's order.
+    fn declarations(&mut self, data: &Value) -> Result<regorus::Value, String> {
+        use regorus::Value as V;
+        use std::collections::BTreeMap;
+        /// The members `some x in coll(v)` iterates: array and set elements, object values.
+        fn members(v: &V) -> Vec<&V> {
+            match v {
+                V::Array(a) => a.iter().collect(),
+                V::Set(s) => s.iter().collect(),
+                V::Object(o) => o.values().collect(),
+                _ => Vec::new(),
+            }
+        }
+        self.rego.set_input(regorus::Value::from(json!({
             METADATA_KEY: data["metadata"],
             DEFAULT_MOUNTS_KEY: data["defaultMounts"],
-        });
-        let mut out = Map::new();
+        })));
+        let mut out: BTreeMap<V, V> = BTreeMap::new();
         for name in DECLARATIONS {
-            if let Answer::Value(v) = self.eval(&format!("data.policy.{name}"), &input)? {
-                out.insert(name.into(), v);
+            let v = self.eval_value(&format!("data.policy.{name}"))?;
+            if v != V::Undefined {
+                out.insert(V::from(name), v);
             }
         }
-        let mut layers = Map::new();
-        for c in out
-            .get("containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for h in c
-                .get("layers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(h) = h.as_str() {
-                    layers.insert(h.into(), Value::Bool(true));
+        let mut layers: BTreeMap<V, V> = BTreeMap::new();
+        if let Some(containers) = out.get(&V::from("containers")) {
+            for c in members(containers) {
+                if let V::Object(c) = c {
+                    for h in c.get(&V::from("layers")).map(members).unwrap_or_default() {
+                        if let V::String(_) = h {
+                            layers.insert(h.clone(), V::Bool(true));
+                        }
+                    }
                 }
             }
         }
-        let candidates = match self.eval("data.framework.policy_candidates", &input)? {
-            Answer::Value(Value::Array(list)) => list,
-            _ => return Err("no policy candidates".into()),
+        let candidates = self.eval_value("data.framework.policy_candidates")?;
+        let V::Array(list) = &candidates else {
+            return Err("no policy candidates".into());
         };
-        let mut by_top = Map::new();
-        for c in &candidates {
-            let key = match c.get("layers").and_then(Value::as_array) {
-                Some(l) if l.is_empty() => Some(String::new()),
-                Some(l) => l.last().and_then(Value::as_str).map(String::from),
-                None => None,
+        let mut by_top: BTreeMap<V, Vec<V>> = BTreeMap::new();
+        for c in list.iter() {
+            let V::Object(fields) = c else { continue };
+            let key = match fields.get(&V::from("layers")) {
+                Some(V::Array(l)) if l.iter().next().is_none() => Some(V::from("")),
+                Some(V::Array(l)) => l.last().filter(|h| matches!(h, V::String(_))).cloned(),
+                _ => None,
             };
             if let Some(key) = key {
-                if let Value::Array(pool) = by_top.entry(key).or_insert_with(|| json!([])) {
-                    pool.push(c.clone());
-                }
+                by_top.entry(key).or_default().push(c.clone());
             }
         }
-        out.insert("layers".into(), Value::Object(layers));
-        out.insert("candidates".into(), Value::Array(candidates));
-        out.insert("by_top_layer".into(), Value::Object(by_top));
-        out.insert("ready".into(), Value::Bool(true));
-        Ok(Value::Object(out))
+        out.insert(V::from("layers"), V::from(layers));
+        out.insert(V::from("candidates"), candidates.clone());
+        out.insert(
+            V::from("by_top_layer"),
+            V::from(
+                by_top
+                    .into_iter()
+                    .map(|(k, v)| (k, V::from(v)))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+        );
+        out.insert(V::from("ready"), V::Bool(true));
+        Ok(V::from(out))
     }
 }
+
+/// regorus's error for a rule path that names no rule.
+const NO_SUCH_RULE: &str = "not a valid rule path";
 
 /// A fragment's engine in place for its `load_fragment` decision. The previous engine comes
 /// back when this is dropped unless [`Trial::keep`] was called: after a refusal, and also when
@@ -520,9 +594,6 @@ impl Drop for Trial<'_> {
         }
     }
 }
-
-/// regorus's error for a rule path that names no rule.
-const NO_SUCH_RULE: &str = "not a valid rule path";
 
 /// The outcome of one rule query.
 enum Answer {
@@ -1139,6 +1210,23 @@ reason := {"errors": ["no stacks for you"]}
             ),
             ("package framework\n", "namespace \"framework\" is reserved"),
             ("package policy\n", "namespace \"policy\" is reserved"),
+            // What the engine keeps in data: a fragment must not stand in for it.
+            (
+                "package gcs_declarations\nready := true\n",
+                "namespace \"gcs_declarations\" is reserved",
+            ),
+            (
+                "package gcs_engine\n",
+                "namespace \"gcs_engine\" is reserved",
+            ),
+            (
+                "package defaultMounts\n",
+                "namespace \"defaultMounts\" is reserved",
+            ),
+            (
+                "package sandboxPrefix\n",
+                "namespace \"sandboxPrefix\" is reserved",
+            ),
         ] {
             let err = e
                 .load_fragment(ISSUER, "infra", Some(5), text, &[])
@@ -1384,6 +1472,148 @@ reason := {"errors": ["no stacks for you"]}
         assert!(!declarations_constant(
             "package policy\ncontainers := [c | c := input.c]\n"
         ));
+        // `with` may hide the input keys the framework reads.
+        assert!(reads_engine_data(
+            "m := data.framework.mount_device with input as {}"
+        ));
+        assert!(!reads_engine_data("without := 1\nwithin := 2"));
+        // Only the generated delegations may name data: anything else in the framework may
+        // depend on the metadata.
+        for generated in [
+            "package policy\nreason := {\"errors\": data.framework.errors}\n",
+            "package policy\nmount_device := data.framework.mount_device\ncontainers := []\n",
+        ] {
+            assert!(declarations_constant(generated), "{generated}");
+        }
+        for not_constant in [
+            "package policy\ncontainers := data.framework.loaded_items(\"containers\")\n",
+            "package policy\ncontainers := data.framework.candidate_containers\n",
+            "package policy\ncontainers := data.infra.containers\n",
+            "package policy\nmount_device := data.framework.unmount_device\n",
+        ] {
+            assert!(!declarations_constant(not_constant), "{not_constant}");
+        }
+    }
+
+    /// Decides `steps` in order under every [`Tuning`], requiring the same decisions from
+    /// each; the decisions (allowed or not).
+    fn in_every_tuning(policy: &str, steps: &[(EnforcementPoint, Value)]) -> Vec<bool> {
+        let mut first: Option<Vec<bool>> = None;
+        for (always_with_data, never_precompute) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let tuning = Tuning {
+                always_with_data,
+                never_precompute,
+            };
+            let e = RegoEnforcer::tuned(policy, "x", tuning).unwrap();
+            let decided: Vec<bool> = steps
+                .iter()
+                .map(|(point, input)| e.decide(*point, input.clone()).is_ok())
+                .collect();
+            match &first {
+                Some(f) => assert_eq!(&decided, f, "{tuning:?}"),
+                None => first = Some(decided),
+            }
+        }
+        first.unwrap_or_default()
+    }
+
+    const GENERATED_HEAD: &str = "package policy\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\nmount_device := data.framework.mount_device\nmount_overlay := data.framework.mount_overlay\n";
+
+    fn policy_container(layers: &str) -> String {
+        format!(
+            "{{\"command\": [\"/app\"], \"layers\": {layers}, \"env_rules\": [], \"mounts\": [], \"exec_processes\": [], \"signals\": [], \"working_dir\": \"/\", \"allow_elevated\": false, \"allow_stdio_access\": true, \"no_new_privileges\": false, \"user\": {{\"user_idname\": {{\"pattern\": \"\", \"strategy\": \"any\"}}, \"group_idnames\": [], \"umask\": \"0022\"}}, \"capabilities\": null, \"seccomp_profile_sha256\": \"\"}}"
+        )
+    }
+
+    fn layer_steps() -> Vec<(EnforcementPoint, Value)> {
+        vec![
+            (
+                EnforcementPoint::MountDevice,
+                json!({"target": "/run/mounts/scsi/m1", "deviceHash": L1,
+                       "mountPathRegex": "/run/mounts/scsi/m[0-9]+"}),
+            ),
+            (
+                EnforcementPoint::MountOverlay,
+                json!({"containerID": "c", "layerPaths": ["/run/mounts/scsi/m1"],
+                       "target": "/run/gcs/c/c/rootfs"}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn sets_in_declarations_decide_alike_however_rules_are_evaluated() {
+        // A layer known, but no container: the framework's containers must be an array.
+        let set_of_containers = format!(
+            "{GENERATED_HEAD}containers contains {}\n",
+            policy_container(&format!("[\"{L1}\"]"))
+        );
+        assert_eq!(
+            in_every_tuning(&set_of_containers, &layer_steps()),
+            [true, false]
+        );
+        // A container whose layers are a set: known, but never an overlay's layers.
+        let set_of_layers = format!(
+            "{GENERATED_HEAD}containers := [{}]\n",
+            policy_container(&format!("{{\"{L1}\"}}"))
+        );
+        assert_eq!(
+            in_every_tuning(&set_of_layers, &layer_steps()),
+            [true, false]
+        );
+        // And the array the tooling writes.
+        let plain = format!(
+            "{GENERATED_HEAD}containers := [{}]\n",
+            policy_container(&format!("[\"{L1}\"]"))
+        );
+        assert_eq!(in_every_tuning(&plain, &layer_steps()), [true, true]);
+    }
+
+    #[test]
+    fn rules_written_with_ref_heads_decide_alike_however_rules_are_evaluated() {
+        // unmount_device is newer than this api_version: the policy's own rule decides.
+        let policy = "package policy\napi_version := \"0.1.0\"\nunmount_device.allowed := false\n";
+        let steps = [(
+            EnforcementPoint::UnmountDevice,
+            json!({"unmountTarget": "/run/mounts/scsi/m1"}),
+        )];
+        assert_eq!(in_every_tuning(policy, &steps), [false]);
+    }
+
+    #[test]
+    fn a_policy_replacing_the_input_still_sees_the_metadata() {
+        let policy = format!(
+            "package policy\napi_version := \"0.12.0\"\nframework_version := \"0.5.0\"\n\
+             containers := [{}]\n\
+             mount_device := d if {{ d := data.framework.mount_device with input as {{\"target\": input.target, \"deviceHash\": input.deviceHash, \"mountPathRegex\": input.mountPathRegex}} }}\n\
+             reason := data.framework.reason\n",
+            policy_container(&format!("[\"{L1}\", \"{L2}\"]"))
+        );
+        let mount = |n: u32, hash: &str| {
+            (
+                EnforcementPoint::MountDevice,
+                json!({"target": format!("/run/mounts/scsi/m{n}"), "deviceHash": hash,
+                       "mountPathRegex": "/run/mounts/scsi/m[0-9]+"}),
+            )
+        };
+        // The second mount onto m1 is refused: the framework saw m1 in use.
+        let steps = [mount(1, L1), mount(1, L2), mount(2, L2)];
+        assert_eq!(in_every_tuning(&policy, &steps), [true, false, true]);
+        let e = RegoEnforcer::new(&policy, "x").unwrap();
+        assert!(e.lock().engine.with_data);
+        e.decide(steps[0].0, steps[0].1.clone()).unwrap();
+        let refused = e.decide(steps[1].0, steps[1].1.clone()).unwrap_err();
+        let PolicyError::Denied(text) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(
+            decoded(&text)["reason"]["errors"]
+                .to_string()
+                .contains("device already mounted"),
+            "{}",
+            decoded(&text)
+        );
     }
 
     #[test]
