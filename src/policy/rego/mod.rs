@@ -321,51 +321,152 @@ struct Engine {
 }
 
 /// Whether a module may read `data.metadata` or `data.defaultMounts`, or hide the input keys
-/// the framework reads: it names them, uses `data` other than as `data.<name>` (a dynamic
-/// `data[x]`, `data` as a value), or uses `with`. Conservative: a comment naming them counts
-/// too.
+/// the framework reads, or read what the engine keeps in `data` (which differs with
+/// [`Tuning`]): it names them, names the engine's keys (`gcs_engine`, `gcs_declarations`,
+/// `__gcs_`), uses `data` other than as `data.<name>` (a dynamic `data[x]`, `data` as a value),
+/// or uses `with`; strings and comments do not count. Conservative: any part of a name counts.
 fn reads_engine_data(text: &str) -> bool {
-    if text.contains("metadata") || text.contains("defaultMounts") {
+    let code = code_lines(text)
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if [
+        "metadata",
+        "defaultMounts",
+        "gcs_engine",
+        "gcs_declarations",
+        "__gcs_",
+    ]
+    .iter()
+    .any(|name| code.contains(name))
+    {
         return true;
     }
+    let text = code.as_str();
     let bytes = text.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let word = |at: usize, len: usize| {
-        at.checked_sub(1)
-            .map(|i| bytes[i])
-            .is_none_or(|b| !ident(b))
-            && bytes.get(at + len).is_none_or(|b| !ident(*b))
-    };
-    text.match_indices("with").any(|(at, _)| word(at, 4))
+    text.match_indices("with")
+        .any(|(at, _)| is_word(bytes, at, 4))
         || text.match_indices("data").any(|(at, _)| {
             let before = at.checked_sub(1).map(|i| bytes[i]);
-            word(at, 4) && before != Some(b'.') && bytes.get(at + 4) != Some(&b'.')
+            is_word(bytes, at, 4) && before != Some(b'.') && bytes.get(at + 4) != Some(&b'.')
         })
 }
 
-/// Whether the policy's declarations can be evaluated once, at load: the policy module names
-/// neither the input nor the metadata, and refers to `data` only in the delegations generated
-/// policies make (`<rule> := data.framework.<rule>` and `reason := {"errors":
-/// data.framework.errors}`), so its `containers` and the like are constants. Conservative:
-/// anything else is evaluated at each query.
+/// Whether `text[at..at + len]` is a whole word (no identifier character on either side).
+fn is_word(text: &[u8], at: usize, len: usize) -> bool {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    at.checked_sub(1)
+        .and_then(|i| text.get(i))
+        .is_none_or(|b| !ident(*b))
+        && text.get(at + len).is_none_or(|b| !ident(*b))
+}
+
+/// The lines of a Rego module with comments dropped and every string literal (`"…"` or
+/// `` `…` ``) emptied, each with the bracket depth at its start.
+fn code_lines(text: &str) -> Vec<(usize, String)> {
+    let mut lines = Vec::new();
+    let (mut line, mut line_depth, mut depth) = (String::new(), 0usize, 0usize);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '`' => {
+                line.push_str("\"\"");
+                let mut escaped = false;
+                for inner in chars.by_ref() {
+                    match inner {
+                        _ if escaped => escaped = false,
+                        '\\' if c == '"' => escaped = true,
+                        _ if inner == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '#' => {
+                for inner in chars.by_ref() {
+                    if inner == '\n' {
+                        break;
+                    }
+                }
+                lines.push((line_depth, std::mem::take(&mut line)));
+                line_depth = depth;
+            }
+            '\n' => {
+                lines.push((line_depth, std::mem::take(&mut line)));
+                line_depth = depth;
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                line.push(c);
+            }
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                line.push(c);
+            }
+            _ => line.push(c),
+        }
+    }
+    lines.push((line_depth, line));
+    lines
+}
+
+/// Whether the policy's declarations can be evaluated once, at load, because they are
+/// constants, as generated policies write them. The module must name neither the input, the
+/// metadata, nor a builtin whose value varies (`rand.`, `time.`, `uuid.`, `opa.`, `http.`);
+/// every line naming `data` must be a top-level delegation of an enforcement point (or
+/// `reason`) to the framework rule of the same name (`mount_device :=
+/// data.framework.mount_device`, `reason := {"errors": data.framework.errors}`); and no other
+/// rule may use a delegated name, so that nothing the framework computes can reach a
+/// declaration. Conservative: anything else is evaluated at each query.
 fn declarations_constant(policy: &str) -> bool {
-    if policy.contains("input") || reads_engine_data(policy) {
+    let lines = code_lines(policy);
+    let named = |name: &str| lines.iter().any(|(_, code)| code.contains(name));
+    if named("input")
+        || reads_engine_data(policy)
+        || ["rand.", "time.", "uuid.", "opa.", "http."]
+            .iter()
+            .any(|f| named(f))
+    {
         return false;
     }
-    policy.lines().all(|line| {
-        let line = line.trim();
-        if !line.contains("data") {
-            return true;
+    let mut delegated = Vec::new();
+    for (depth, code) in &lines {
+        if !code
+            .match_indices("data")
+            .any(|(at, _)| is_word(code.as_bytes(), at, 4))
+        {
+            continue;
         }
-        if line == r#"reason := {"errors": data.framework.errors}"# {
-            return true;
+        if *depth != 0 || code.starts_with(char::is_whitespace) {
+            return false;
         }
-        line.split_once(":=").is_some_and(|(rule, value)| {
-            let rule = rule.trim();
-            !rule.is_empty()
-                && rule.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && value.trim() == format!("data.framework.{rule}")
-        })
+        let Some((rule, value)) = code.split_once(":=") else {
+            return false;
+        };
+        let (rule, value) = (rule.trim(), value.trim());
+        let delegable = rule == "reason" || EnforcementPoint::from_name(rule).is_some();
+        let delegation = value == format!("data.framework.{rule}")
+            || (rule == "reason" && value == r#"{"": data.framework.errors}"#);
+        if !delegable || !delegation {
+            return false;
+        }
+        delegated.push(rule.to_string());
+    }
+    // Each delegated name appears once outside strings and comments, as its rule's head
+    // (`data.framework.<name>` is preceded by a dot and does not count).
+    delegated.iter().all(|name| {
+        let uses: usize = lines
+            .iter()
+            .map(|(_, code)| {
+                code.match_indices(name.as_str())
+                    .filter(|(at, _)| {
+                        is_word(code.as_bytes(), *at, name.len())
+                            && code[..*at].chars().last() != Some('.')
+                    })
+                    .count()
+            })
+            .sum();
+        uses == 1
     })
 }
 
@@ -420,7 +521,10 @@ fn build_engine<'a>(
         || fragments.iter().any(|f| reads_engine_data(&f.module));
     let mut engine = Engine { rego, with_data };
     // Before any fragment module is added: the declarations are the policy's alone.
-    if !tuning.never_precompute && declarations_constant(policy) {
+    if !tuning.never_precompute
+        && declarations_constant(policy)
+        && !fragments.iter().any(|f| reads_engine_data(&f.module))
+    {
         match engine.declarations(&data) {
             Ok(declarations) => {
                 let mut top = std::collections::BTreeMap::new();
@@ -1460,7 +1564,6 @@ reason := {"errors": ["no stacks for you"]}
             "x := object.get(data, \"k\", 1)",
             "import data\nx := 1",
             "x := data.defaultMounts",
-            "# metadata in a comment counts too",
         ] {
             assert!(reads_engine_data(reads), "{reads}");
         }
@@ -1482,6 +1585,8 @@ reason := {"errors": ["no stacks for you"]}
         for generated in [
             "package policy\nreason := {\"errors\": data.framework.errors}\n",
             "package policy\nmount_device := data.framework.mount_device\ncontainers := []\n",
+            // Names in strings and comments are not uses.
+            "package policy\nmount_device := data.framework.mount_device\n# mount_device, data, input, with\ncontainers := [{\"command\": [\"mount_device\", \"/data\", \"input\", \"with\", \"metadata\"]}]\n",
         ] {
             assert!(declarations_constant(generated), "{generated}");
         }
@@ -1490,6 +1595,18 @@ reason := {"errors": ["no stacks for you"]}
             "package policy\ncontainers := data.framework.candidate_containers\n",
             "package policy\ncontainers := data.infra.containers\n",
             "package policy\nmount_device := data.framework.unmount_device\n",
+            // A framework rule that is not an enforcement point, delegated and then used.
+            "package policy\nmeta_doc := data.framework.meta_doc\ncontainers := [c | not meta_doc.devices.x; c := 1]\n",
+            // A delegated decision used by a declaration.
+            "package policy\nmount_device := data.framework.mount_device\ncontainers := [c | mount_device.allowed; c := 1]\n",
+            // A delegation inside a comprehension, on a line of its own.
+            "package policy\ncontainers := [c |\noverlay_top_key := data.framework.overlay_top_key\nc := 1]\n",
+            // Indented: not a top-level rule.
+            "package policy\n  mount_device := data.framework.mount_device\n",
+            // Values that vary.
+            "package policy\ncontainers := [c | rand.intn(\"k\", 2) == 0; c := 1]\n",
+            // The engine's own keys.
+            "package policy\nx := data.gcs_engine.with_data\n",
         ] {
             assert!(!declarations_constant(not_constant), "{not_constant}");
         }
