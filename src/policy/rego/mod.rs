@@ -461,7 +461,7 @@ fn declarations_constant(policy: &str) -> bool {
                 code.match_indices(name.as_str())
                     .filter(|(at, _)| {
                         is_word(code.as_bytes(), *at, name.len())
-                            && code[..*at].chars().last() != Some('.')
+                            && !code[..*at].ends_with('.')
                     })
                     .count()
             })
