@@ -75,7 +75,7 @@ soak: deps build
 	GCS_SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --test soak -- --nocapture
 
 # Needs root; installs Debian's runc as the reference for the container benchmark.
-bench: deps build
+bench: deps build test-image
 	command -v runc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc)
 	command -v veritysetup >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q cryptsetup-bin)
 	$(CARGO) bench --bench bridge_rtt

@@ -1,10 +1,11 @@
 //! Security policy decisions (issue 16): the time of each enforcement point under a
 //! generated-style policy of 50 containers (median and p99, in process, the release build), and
-//! a container's Create + Start + Wait + delete through the agent under that policy against the
-//! same under the open door, in the same run.
+//! a container's Create + Start + Wait through the agent under that policy against the same
+//! under the open door, in the same run.
 //!
-//! The second part needs root, losetup and veritysetup (a dm-verity VPMem layer) and runs the
-//! agent sandboxed (tests/sandbox.sh); run with `make bench`.
+//! The second part needs root, veritysetup (a dm-verity VPMem layer) and the test VM
+//! (`make test-image`): it runs the agent in QEMU, whose kernel has device-mapper; run with
+//! `make bench`.
 
 #![allow(
     clippy::unwrap_used,
@@ -260,8 +261,7 @@ const RUNS: usize = 20;
 
 /// One container's Create, Start, init run and wait (its rootfs added before, and removed with
 /// its state after, untimed), `runs` times with ids from `first` on; the median.
-async fn lifecycles(agent: &common::Agent, first: usize, runs: usize) -> Duration {
-    let c = &agent.client;
+async fn lifecycles(c: &gcs::host::BridgeClient, first: usize, runs: usize) -> Duration {
     let mut times = Vec::new();
     // Every container has its own id: a policy never lets an id start twice, nor a scratch
     // path be mounted again (the original never asks scratch_unmount on Linux).
@@ -294,15 +294,33 @@ async fn lifecycles(agent: &common::Agent, first: usize, runs: usize) -> Duratio
     percentile(&mut times, 500)
 }
 
-/// Create + Start + Wait through the agent from a dm-verity VPMem layer: under the
-/// 50-container policy (plus the container that runs) against the open door.
-async fn through_the_agent() {
+/// Create + Start + Wait through the agent in a utility VM (QEMU; KVM when this machine has
+/// it) from a dm-verity VPMem layer: under the 50-container policy (plus the container that
+/// runs) against the open door, one VM each. In a VM because a confidential guest mounts every
+/// layer through dm-verity, which this machine's kernel may lack.
+async fn through_a_vm() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (kernel, initrd) = (
+        root.join("out/kernel/vmlinux"),
+        root.join("out/test-initrd.img"),
+    );
+    assert!(
+        kernel.exists() && initrd.exists(),
+        "run `make test-image` first (make bench does)"
+    );
     let work = tempfile::tempdir().unwrap();
     let tree = gcs::host::layers::busybox_tree(work.path()).unwrap();
     let image = work.path().join("busybox.ext4");
     gcs::host::layers::ext4_image(&image, Some(&tree), "16M").unwrap();
     let root_hash = common::policy::verity_format(&image);
-    let layer = common::Loop::attach(&image, true);
+    // A VPMem image spans whole 4 MiB pages, as the host's are.
+    let len = std::fs::metadata(&image).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(len.next_multiple_of(4 << 20))
+        .unwrap();
     let mut containers: Vec<Value> = (0..CONTAINERS).map(container).collect();
     containers.push(json!({
         "id": "busybox", "name": "busybox", "layers": [root_hash], "command": ["true"],
@@ -316,31 +334,42 @@ async fn through_the_agent() {
     let policy = common::policy::generated_policy(&containers, &flags());
     let mut medians = Vec::new();
     for with_policy in [false, true] {
-        let agent =
-            common::Agent::sandboxed_with_devices(&["-loglevel", "warning"], &layer.node("pmem0"))
-                .await;
+        let mut cfg = gcs::host::UvmConfig::new(kernel.clone(), initrd.clone());
+        cfg.pmem.push(image.clone());
+        let uvm = gcs::host::Uvm::boot(&cfg).await.unwrap();
+        let c = &uvm.client;
         if with_policy {
-            common::policy::install(&agent, &policy).await.unwrap();
-        }
-        agent
-            .client
-            .modify_settings(
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&policy);
+            c.modify_settings(
                 gcs::protocol::NULL_CONTAINER_ID,
-                gcs::protocol::messages::ModifySettingRequest {
-                    resource_type: "VPMemDevice".into(),
-                    request_type: "Add".into(),
-                    settings: Some(json!({"MountPath": "/run/layers/p0"})),
-                },
+                common::modify(
+                    "SecurityPolicy",
+                    "Add",
+                    json!({"EncodedSecurityPolicy": encoded}),
+                ),
             )
             .await
             .unwrap();
+        }
+        c.modify_settings(
+            gcs::protocol::NULL_CONTAINER_ID,
+            common::modify(
+                "VPMemDevice",
+                "Add",
+                json!({"DeviceNumber": 0, "MountPath": "/run/layers/p0"}),
+            ),
+        )
+        .await
+        .unwrap();
         // One unmeasured run warms the runtime helper up.
-        lifecycles(&agent, 0, 1).await;
-        medians.push(lifecycles(&agent, 1, RUNS).await);
+        lifecycles(c, 0, 1).await;
+        medians.push(lifecycles(c, 1, RUNS).await);
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "container Create+Start+Wait, median of {RUNS}: open door {:.2} ms, {CONTAINERS}-container policy {:.2} ms (ratio {:.2})",
+        "container Create+Start+Wait in a VM ({}), median of {RUNS}: open door {:.2} ms, {CONTAINERS}-container policy {:.2} ms (ratio {:.2})",
+        if std::path::Path::new("/dev/kvm").exists() { "KVM" } else { "TCG" },
         ms(medians[0]),
         ms(medians[1]),
         medians[1].as_secs_f64() / medians[0].as_secs_f64()
@@ -355,8 +384,8 @@ fn main() {
             .enable_all()
             .build()
             .unwrap()
-            .block_on(through_the_agent());
+            .block_on(through_a_vm());
     } else {
-        println!("container lifecycles under the policy: not measured (needs root)");
+        println!("container lifecycles under the policy: not measured (needs root for QEMU's vsock device)");
     }
 }

@@ -460,8 +460,7 @@ fn declarations_constant(policy: &str) -> bool {
             .map(|(_, code)| {
                 code.match_indices(name.as_str())
                     .filter(|(at, _)| {
-                        is_word(code.as_bytes(), *at, name.len())
-                            && !code[..*at].ends_with('.')
+                        is_word(code.as_bytes(), *at, name.len()) && !code[..*at].ends_with('.')
                     })
                     .count()
             })
