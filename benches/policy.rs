@@ -261,8 +261,11 @@ const RUNS: usize = 20;
 
 /// One container's Create, Start, init run and wait (its rootfs added before, and removed with
 /// its state after, untimed), `runs` times with ids from `first` on; the median.
-async fn lifecycles(c: &gcs::host::BridgeClient, first: usize, runs: usize) -> Duration {
-    let mut times = Vec::new();
+/// Medians of one container's Create, Start (and the init's launch), and Wait (to the exit
+/// notification), its rootfs added before and removed with its state after (untimed), `runs`
+/// times with ids from `first` on; and of their sum.
+async fn lifecycles(c: &gcs::host::BridgeClient, first: usize, runs: usize) -> [Duration; 4] {
+    let mut phases: [Vec<Duration>; 4] = Default::default();
     // Every container has its own id: a policy never lets an id start twice, nor a scratch
     // path be mounted again (the original never asks scratch_unmount on Linux).
     for i in first..first + runs {
@@ -274,6 +277,7 @@ async fn lifecycles(c: &gcs::host::BridgeClient, first: usize, runs: usize) -> D
         c.create_container(&id, &common::container_settings(&id, spec))
             .await
             .unwrap();
+        let created = Instant::now();
         c.start_container(&id).await.unwrap();
         let pid = c
             .execute_process(
@@ -283,15 +287,20 @@ async fn lifecycles(c: &gcs::host::BridgeClient, first: usize, runs: usize) -> D
             )
             .await
             .unwrap();
+        let started = Instant::now();
         c.wait_for_process(&id, pid, gcs::protocol::INFINITE_WAIT)
             .await
             .unwrap();
         c.next_notification(Duration::from_secs(20)).await.unwrap();
-        times.push(start.elapsed());
+        let done = Instant::now();
+        phases[0].push(created - start);
+        phases[1].push(started - created);
+        phases[2].push(done - started);
+        phases[3].push(done - start);
         common::remove_rootfs(c, &id).await;
         c.delete_container_state(&id).await.unwrap();
     }
-    percentile(&mut times, 500)
+    phases.map(|mut v| percentile(&mut v, 500))
 }
 
 /// Create + Start + Wait through the agent in a utility VM (QEMU; KVM when this machine has
@@ -370,10 +379,20 @@ async fn through_a_vm() {
     println!(
         "container Create+Start+Wait in a VM ({}), median of {RUNS}: open door {:.2} ms, {CONTAINERS}-container policy {:.2} ms (ratio {:.2})",
         if std::path::Path::new("/dev/kvm").exists() { "KVM" } else { "TCG" },
-        ms(medians[0]),
-        ms(medians[1]),
-        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+        ms(medians[0][3]),
+        ms(medians[1][3]),
+        medians[1][3].as_secs_f64() / medians[0][3].as_secs_f64()
     );
+    for (phase, name) in ["Create", "Start and launch", "Wait and exit notification"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "  {name:<28} open door {:>7.2} ms, policy {:>7.2} ms",
+            ms(medians[0][phase]),
+            ms(medians[1][phase])
+        );
+    }
 }
 
 fn main() {

@@ -96,6 +96,9 @@ pub const RESPONSES_QUEUED: usize = 256;
 /// flight (one WaitForProcess per running process, plus the request at hand).
 pub const REQUESTS_IN_FLIGHT: usize = 512;
 
+/// How long the bridge stays without a request in flight before it trims the heap.
+pub const IDLE_TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Payloads larger than the host's own message limit (64 KiB) share this many bytes; one frame of
 /// the largest size accepted fits.
 pub const LARGE_PAYLOAD_BYTES: usize = MAX_FRAME;
@@ -108,6 +111,8 @@ pub struct Bridge {
     outbox: tokio::sync::Mutex<Outbox>,
     responses: mpsc::Sender<Outgoing>,
     inflight: Arc<InFlight>,
+    /// An idle trim is scheduled ([`Bridge::trim_when_idle`]).
+    idle_trim_pending: std::sync::atomic::AtomicBool,
     connections: AtomicU64,
     /// One permit per request in flight ([`REQUESTS_IN_FLIGHT`]).
     slots: Arc<Semaphore>,
@@ -159,6 +164,7 @@ impl Bridge {
             }),
             responses,
             inflight: Arc::new(InFlight::default()),
+            idle_trim_pending: std::sync::atomic::AtomicBool::new(false),
             connections: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT)),
             large: Arc::new(Semaphore::new(LARGE_PAYLOAD_BYTES)),
@@ -364,6 +370,8 @@ impl Bridge {
                 // What a large request's decoding spread over the heap goes back now, not at
                 // some later allocation (issue 15: idle memory returns to where it was).
                 crate::sys::trim_allocator();
+            } else if bridge.inflight.is_empty() {
+                bridge.trim_when_idle();
             }
             if shutdown_after {
                 bridge.guest.request_shutdown();
@@ -380,6 +388,23 @@ impl Bridge {
         } else {
             tokio::spawn(work);
         }
+    }
+
+    /// Once no request has been in flight for [`IDLE_TRIM_DELAY`], gives the heap's free
+    /// memory back to the kernel: memory at rest returns to where it was whatever the requests
+    /// before left free in the allocator's arenas. At most one trim is pending at a time.
+    fn trim_when_idle(self: &Arc<Self>) {
+        if self.idle_trim_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let bridge = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_TRIM_DELAY).await;
+            bridge.idle_trim_pending.store(false, Ordering::Release);
+            if bridge.inflight.is_empty() {
+                crate::sys::trim_allocator();
+            }
+        });
     }
 
     async fn write_loop<W: AsyncWrite>(

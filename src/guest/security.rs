@@ -314,6 +314,20 @@ mod tests {
             })
     }
 
+    /// Installs the Rego `policy` (no SNP devices under `dir`).
+    async fn install(guest: &Guest, policy: &str, dir: &Path) {
+        guest
+            .set_security_policy(
+                ConfidentialOptions {
+                    encoded_security_policy: encode(policy.as_bytes()),
+                    ..Default::default()
+                },
+                dir,
+            )
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn signed_fragments_count_once_verified_and_accepted_by_the_policy() {
         use crate::policy::fragment::tests::signed;
@@ -321,16 +335,7 @@ mod tests {
         let guest = guest(dir.path());
         let feed = "contoso.azurecr.io/infra";
         let (good, issuer) = signed(10, feed, Some(3), &fragment_rego("3"));
-        guest
-            .set_security_policy(
-                ConfidentialOptions {
-                    encoded_security_policy: encode(policy_trusting(&issuer, feed).as_bytes()),
-                    ..Default::default()
-                },
-                dir.path(),
-            )
-            .await
-            .unwrap();
+        install(&guest, &policy_trusting(&issuer, feed), dir.path()).await;
         assert!(!layer_allowed(&guest), "not before its fragment");
 
         // A flipped signature byte: refused before the policy is asked.
@@ -448,16 +453,7 @@ mod tests {
             "transparency_trust_lists := [{{\"issuer\": \"{ttl_issuer}\", \"subject\": \"ttl-subject\", \"minimum_svn\": 3, \"allowed_ledgers\": [\"*\"]}}]\n"
         );
         assert!(policy.contains("required_receipts"));
-        guest
-            .set_security_policy(
-                ConfidentialOptions {
-                    encoded_security_policy: encode(policy.as_bytes()),
-                    ..Default::default()
-                },
-                dir.path(),
-            )
-            .await
-            .unwrap();
+        install(&guest, &policy, dir.path()).await;
         // Before the trust list, the receipt proves nothing.
         let err = inject(&guest, &fragment, "").await.unwrap_err();
         assert!(
@@ -484,16 +480,7 @@ mod tests {
         policy.push_str(&format!(
             "transparency_trust_lists := [{{\"issuer\": \"{issuer}\", \"subject\": \"ttl-subject\", \"minimum_svn\": 3, \"allowed_ledgers\": [\"ledger.example\"]}}]\n"
         ));
-        guest
-            .set_security_policy(
-                ConfidentialOptions {
-                    encoded_security_policy: encode(policy.as_bytes()),
-                    ..Default::default()
-                },
-                dir.path(),
-            )
-            .await
-            .unwrap();
+        install(&guest, &policy, dir.path()).await;
         // Without an SVN, or below the policy's minimum, or for no allowed ledger: refused.
         let (no_svn, _) = signed(50, "ttl-subject", None, &payload);
         let err = inject(&guest, &no_svn, TTL).await.unwrap_err();

@@ -278,6 +278,25 @@ struct Pki {
 }
 
 impl Pki {
+    /// The default chain with the root issued with `extensions` instead of the CA defaults.
+    fn with_root_extensions(extensions: Vec<Extension>) -> Self {
+        let mut pki = Self::new();
+        let mut spec = ca_spec(ROOT_SUBJECT, ROOT_SUBJECT, 1);
+        spec.extensions = extensions;
+        pki.root = issue(spec, &pki.root_key, &pki.root_key);
+        pki
+    }
+
+    /// The default chain with the intermediate issued with `extensions` instead of the CA
+    /// defaults.
+    fn with_inter_extensions(extensions: Vec<Extension>) -> Self {
+        let mut pki = Self::new();
+        let mut spec = ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2);
+        spec.extensions = extensions;
+        pki.inter = issue(spec, &pki.inter_key, &pki.root_key);
+        pki
+    }
+
     /// An all-P-256 chain with the default leaf.
     fn new() -> Self {
         Self::with(Key::p256(1), Key::p256(2), Key::p256(3), leaf_extensions())
@@ -871,15 +890,7 @@ fn intermediate_must_be_a_ca_and_respect_path_length() {
     assert!(err.contains("Contoso Intermediate CA"), "{err}");
 
     // Path length 0 on the root with one intermediate below it.
-    let mut pki = Pki::new();
-    let mut spec = ca_spec(ROOT_SUBJECT, ROOT_SUBJECT, 1);
-    spec.extensions = ca_extensions(Some(0));
-    pki.root = issue(spec, &pki.root_key, &pki.root_key);
-    pki.inter = issue(
-        ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2),
-        &pki.inter_key,
-        &pki.root_key,
-    );
+    let pki = Pki::with_root_extensions(ca_extensions(Some(0)));
     let err = chain_error(&pki, &pki.chain());
     assert!(
         err.contains("too many intermediates for path length constraint"),
@@ -896,29 +907,17 @@ fn intermediate_must_be_a_ca_and_respect_path_length() {
         ]
         .concat(),
     );
-    let mut pki = Pki::new();
-    let mut spec = ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2);
-    spec.extensions.push(name_constraints.clone());
-    pki.inter = issue(spec, &pki.inter_key, &pki.root_key);
-    let err = chain_error(&pki, &pki.chain());
-    assert!(
-        err.contains("name constraints on an issuer are not supported"),
-        "{err}"
-    );
-    let mut pki = Pki::new();
-    let mut spec = ca_spec(ROOT_SUBJECT, ROOT_SUBJECT, 1);
-    spec.extensions.push(name_constraints);
-    pki.root = issue(spec, &pki.root_key, &pki.root_key);
-    pki.inter = issue(
-        ca_spec(INTER_SUBJECT, ROOT_SUBJECT, 2),
-        &pki.inter_key,
-        &pki.root_key,
-    );
-    let err = chain_error(&pki, &pki.chain());
-    assert!(
-        err.contains("name constraints on an issuer are not supported"),
-        "{err}"
-    );
+    let constrained = [ca_extensions(None), vec![name_constraints]].concat();
+    for pki in [
+        Pki::with_inter_extensions(constrained.clone()),
+        Pki::with_root_extensions(constrained),
+    ] {
+        let err = chain_error(&pki, &pki.chain());
+        assert!(
+            err.contains("name constraints on an issuer are not supported"),
+            "{err}"
+        );
+    }
 
     // Key usage without keyCertSign on the issuer.
     let mut pki = Pki::new();
