@@ -1,13 +1,14 @@
 //! The agent's one reaper. The agent is a child subreaper: every process it starts, and every
-//! container process that is re-parented to it, is collected here with `waitpid(-1)` on each
-//! SIGCHLD, and the status goes to whoever registered for that pid. Nothing else in the agent
-//! waits for children.
+//! container process that is re-parented to it, is collected here by a thread blocked in
+//! `waitid(P_ALL, WEXITED)` (wait(2)), and the status goes straight to whoever registered for
+//! that pid: no signal handler, no task hop between the exit and its waiter. Nothing else in
+//! the agent waits for children.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -77,6 +78,10 @@ impl State {
 #[derive(Debug, Default)]
 pub struct Reaper {
     state: Mutex<State>,
+    /// Children started so far: the reaping thread, told `ECHILD` (no child at all), sleeps
+    /// until this moves.
+    spawned: Mutex<u64>,
+    spawned_changed: Condvar,
 }
 
 impl Reaper {
@@ -85,20 +90,37 @@ impl Reaper {
         Arc::new(Self::default())
     }
 
-    /// Becomes a child subreaper and reaps on every SIGCHLD. Must run inside the runtime.
+    /// Becomes a child subreaper and starts the reaping thread (`gcs-reaper`).
+    ///
+    /// # Errors
+    /// `prctl(PR_SET_CHILD_SUBREAPER)` or the thread's creation failed.
     pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
         nix::sys::prctl::set_child_subreaper(true)?;
-        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let reaper = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                reaper.reap_all();
-                if sigchld.recv().await.is_none() {
-                    break;
-                }
-            }
-        });
+        std::thread::Builder::new()
+            .name("gcs-reaper".into())
+            .stack_size(REAPER_STACK)
+            .spawn(move || reaper.run())?;
         Ok(())
+    }
+
+    /// Starts a child ([`crate::sys::spawn`]) and wakes the reaping thread if it was idle for
+    /// want of children. The exit is collected by this reaper; [`watch`](Self::watch) it.
+    ///
+    /// # Errors
+    /// As [`crate::sys::spawn`]: the stage that failed, its errno, and the pid of a child that
+    /// was started but failed before exec (it exits 127).
+    pub fn spawn(
+        &self,
+        request: &crate::sys::SpawnRequest,
+    ) -> Result<i32, (crate::sys::SpawnStage, Errno, Option<i32>)> {
+        let result = crate::sys::spawn(request);
+        if matches!(result, Ok(_) | Err((_, _, Some(_)))) {
+            let mut spawned = self.spawned.lock().unwrap_or_else(|p| p.into_inner());
+            *spawned = spawned.wrapping_add(1);
+            self.spawned_changed.notify_all();
+        }
+        result
     }
 
     /// The exit of `pid`, once it happens (at once if it already happened).
@@ -148,25 +170,39 @@ impl Reaper {
         state.order.push_back((pid, now));
     }
 
-    fn reap_all(&self) {
+    /// The reaping thread: waits for any child's exit, forever.
+    fn run(&self) {
         loop {
-            match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+            // Read before waiting, so that a child started between `ECHILD` and the sleep
+            // below is not missed.
+            let seen = *self.spawned.lock().unwrap_or_else(|p| p.into_inner());
+            match waitid(Id::All, WaitPidFlag::WEXITED) {
                 Ok(WaitStatus::Exited(pid, code)) => {
                     self.deliver(pid.as_raw(), ExitStatus::Code(code))
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     self.deliver(pid.as_raw(), ExitStatus::Signal(sig as i32))
                 }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => {
+                    let spawned = self.spawned.lock().unwrap_or_else(|p| p.into_inner());
+                    drop(
+                        self.spawned_changed
+                            .wait_while(spawned, |n| *n == seen)
+                            .unwrap_or_else(|p| p.into_inner()),
+                    );
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
-                    warn!(error = %e, "waitpid failed");
-                    return;
+                    warn!(error = %e, "waitid failed");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             }
         }
     }
 }
+
+/// The reaping thread's stack: it only waits and delivers (and logs).
+const REAPER_STACK: usize = 256 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -238,7 +238,7 @@ fn spawn(
     program: &Path,
     cwd: &str,
 ) -> Result<i32, GuestError> {
-    crate::sys::spawn(request).map_err(|(stage, errno, pid)| {
+    reaper.spawn(request).map_err(|(stage, errno, pid)| {
         if let Some(pid) = pid {
             // The failed child exits 127; let the reaper drop its status.
             drop(reaper.watch(pid));

@@ -73,7 +73,7 @@ impl RuntimeClient {
             stdio: [Some(theirs.as_raw_fd()), None, Some(2)],
             controlling_tty: false,
         };
-        let pid = crate::sys::spawn(&request).map_err(|(stage, errno, _)| {
+        let pid = self.reaper.spawn(&request).map_err(|(stage, errno, _)| {
             RuntimeError::Protocol(format!("start helper ({stage:?}): {errno}"))
         })?;
         drop(theirs);
