@@ -74,12 +74,15 @@ SOAK_CYCLES ?= 1000
 soak: deps build
 	GCS_SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --test soak -- --nocapture
 
-# Needs root; installs Debian's runc as the reference for the container benchmark.
+# Needs root; installs Debian's crun (the reference of the container benchmark) and runc (one
+# extra line).
 bench: deps build test-image
+	command -v crun >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q crun)
 	command -v runc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc)
 	command -v veritysetup >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q cryptsetup-bin)
 	$(CARGO) bench --bench bridge_rtt
 	$(CARGO) bench --bench container_start
+	$(CARGO) bench --bench uvm_exec
 	$(CARGO) bench --bench policy
 
 # The utility VM under TCG: boot milestones, container start, guest RSS, image sizes.

@@ -9,16 +9,22 @@
 # in for the guest's devices).
 # With $GCS_SANDBOX_NET set, the network namespace is fresh too (only `lo`), with its own
 # sysfs at /sys.
+# With $GCS_SANDBOX_CGROUP=v2, only the cgroup2 hierarchy is made and mounted, directly at
+# /sys/fs/cgroup (no tmpfs, no v1 hierarchies): runtimes inside see a unified cgroup v2 host even
+# when this machine is hybrid (v1 controllers plus a cgroup2 at /sys/fs/cgroup/unified).
 # usage: sandbox.sh NAME COMMAND [ARGS...]
 set -eu
 name=$1
 shift
 : "${GCS_SANDBOX_RECORD:?}"
 : > "$GCS_SANDBOX_RECORD"
+cgroup_mode=${GCS_SANDBOX_CGROUP:-}
+case "$cgroup_mode" in "" | v2) ;; *) echo "sandbox.sh: GCS_SANDBOX_CGROUP is v2 or unset" >&2; exit 2 ;; esac
 mounts=""
 while read -r _src mnt fstype opts _rest; do
     case "$fstype" in cgroup | cgroup2) ;; *) continue ;; esac
     case "$mnt" in /sys/fs/cgroup*) ;; *) continue ;; esac
+    [ "$cgroup_mode" = v2 ] && [ "$fstype" != cgroup2 ] && continue
     if [ "$fstype" = cgroup2 ]; then
         cur=$(sed -n 's/^0:://p' /proc/self/cgroup)
         mopts=""
@@ -35,9 +41,14 @@ while read -r _src mnt fstype opts _rest; do
     fi
     echo $$ > "$dir/cgroup.procs"
     echo "$dir" >> "$GCS_SANDBOX_RECORD"
+    [ "$cgroup_mode" = v2 ] && mnt=/sys/fs/cgroup
     mounts="$mounts $mnt:$fstype:$mopts"
 done < /proc/self/mounts
-export GCS_SANDBOX_MOUNTS="$mounts"
+if [ "$cgroup_mode" = v2 ] && [ -z "$mounts" ]; then
+    echo "sandbox.sh: GCS_SANDBOX_CGROUP=v2 but this machine mounts no cgroup2 under /sys/fs/cgroup" >&2
+    exit 2
+fi
+export GCS_SANDBOX_MOUNTS="$mounts" GCS_SANDBOX_CGROUP="$cgroup_mode"
 net=""
 [ -n "${GCS_SANDBOX_NET:-}" ] && net="--net"
 exec unshare --mount --pid --fork --kill-child --cgroup $net --propagation private --mount-proc sh -c '
@@ -47,7 +58,13 @@ exec unshare --mount --pid --fork --kill-child --cgroup $net --propagation priva
         ip link set lo up
     fi
     mount -t tmpfs -o mode=0755 tmpfs /run
-    mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
+    if [ "$GCS_SANDBOX_CGROUP" = v2 ]; then
+        # Unmount the copies of the hierarchies of this machine (in this mount namespace only):
+        # mountinfo then shows only the cgroup2 mounted below.
+        umount -R /sys/fs/cgroup 2>/dev/null || true
+    else
+        mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
+    fi
     for m in $GCS_SANDBOX_MOUNTS; do
         mnt=${m%%:*}; rest=${m#*:}; fstype=${rest%%:*}; opts=${rest#*:}
         mkdir -p "$mnt"
@@ -73,5 +90,5 @@ exec unshare --mount --pid --fork --kill-child --cgroup $net --propagation priva
         mount --move /run/.dev /dev
         rmdir /run/.dev
     fi
-    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD GCS_SANDBOX_BLOCKDEVS GCS_SANDBOX_NET
+    unset GCS_SANDBOX_MOUNTS GCS_SANDBOX_RECORD GCS_SANDBOX_BLOCKDEVS GCS_SANDBOX_NET GCS_SANDBOX_CGROUP
     exec "$@"' sh "$@"

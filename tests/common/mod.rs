@@ -44,29 +44,50 @@ impl Agent {
         agent
     }
 
+    /// A sandboxed, negotiated agent whose sandbox mounts only the cgroup2 hierarchy at
+    /// /sys/fs/cgroup (`GCS_SANDBOX_CGROUP=v2`): libcgroups sees a unified (v2) host even on a
+    /// hybrid machine.
+    pub async fn sandboxed_on_cgroup_v2(args: &[&str]) -> Agent {
+        let sandbox = Sandboxing {
+            cgroup_v2: true,
+            ..Sandboxing::default()
+        };
+        let agent = Self::sandboxed_inner(args, sandbox, false);
+        agent.client.negotiate().await.unwrap();
+        agent
+    }
+
     /// A sandboxed, negotiated agent whose private /dev has `blockdevs` ("pmem0=7:3 ...").
     pub async fn sandboxed_with_devices(args: &[&str], blockdevs: &str) -> Agent {
-        let agent = Self::sandboxed_inner(args, Some(blockdevs), false, false);
+        let sandbox = Sandboxing {
+            blockdevs,
+            ..Sandboxing::default()
+        };
+        let agent = Self::sandboxed_inner(args, sandbox, false);
         agent.client.negotiate().await.unwrap();
         agent
     }
 
     /// A sandboxed, negotiated agent in a fresh network namespace of its own (only `lo`).
     pub async fn sandboxed_with_network(args: &[&str]) -> Agent {
-        let agent = Self::sandboxed_inner(args, None, true, false);
+        let sandbox = Sandboxing {
+            net: true,
+            ..Sandboxing::default()
+        };
+        let agent = Self::sandboxed_inner(args, sandbox, false);
         agent.client.negotiate().await.unwrap();
         agent
     }
 
     /// A sandboxed agent with `-v4` that has not negotiated (for replaying raw traces).
     pub fn sandboxed_raw(args: &[&str]) -> Agent {
-        Self::sandboxed_inner(args, None, false, false)
+        Self::sandboxed_inner(args, Sandboxing::default(), false)
     }
 
     /// A sandboxed, negotiated agent whose bridge is a vsock (hybrid-vsock Unix socket)
     /// connection that it dials and redials, as in a UVM: the host can drop it.
     pub async fn sandboxed_over_vsock(args: &[&str]) -> Agent {
-        Self::sandboxed_inner(args, None, false, true)
+        Self::sandboxed_inner(args, Sandboxing::default(), true)
             .take_vsock_bridge()
             .await
     }
@@ -86,24 +107,24 @@ impl Agent {
     /// and whose network namespace is fresh: for fuzzing with requests that name devices and
     /// NICs. The harness client is negotiated; tests may detach it and take the redial.
     pub async fn sandboxed_isolated_over_vsock(args: &[&str]) -> Agent {
-        Self::sandboxed_inner(args, Some("fuzznull=c:1:3"), true, true)
+        let sandbox = Sandboxing {
+            blockdevs: "fuzznull=c:1:3",
+            net: true,
+            cgroup_v2: false,
+        };
+        Self::sandboxed_inner(args, sandbox, true)
             .take_vsock_bridge()
             .await
     }
 
-    fn sandboxed_inner(
-        args: &[&str],
-        blockdevs: Option<&str>,
-        net: bool,
-        over_vsock: bool,
-    ) -> Agent {
+    fn sandboxed_inner(args: &[&str], sandbox: Sandboxing<'_>, over_vsock: bool) -> Agent {
         assert!(
             nix::unistd::geteuid().is_root(),
             "container tests need root"
         );
         let mut all = vec!["-v4"];
         all.extend_from_slice(args);
-        let mut agent = Self::spawn_mode(&all, Some((blockdevs.unwrap_or(""), net)), over_vsock);
+        let mut agent = Self::spawn_mode(&all, Some(sandbox), over_vsock);
         let record = agent.dir.path().join("cgroups");
         // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
         // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
@@ -129,14 +150,14 @@ impl Agent {
         agent
     }
 
-    /// `sandboxed`: the block devices of the sandbox's private /dev ("" for the shared one).
-    fn spawn(args: &[&str], sandboxed: Option<(&str, bool)>) -> Agent {
+    /// `sandboxed`: how tests/sandbox.sh isolates the agent (`None`: not at all).
+    fn spawn(args: &[&str], sandboxed: Option<Sandboxing<'_>>) -> Agent {
         Self::spawn_mode(args, sandboxed, false)
     }
 
     /// `over_vsock`: the bridge is dialed on the hybrid-vsock prefix instead of stdin/stdout
     /// (the returned client is then a placeholder until the caller accepts the dial).
-    fn spawn_mode(args: &[&str], sandboxed: Option<(&str, bool)>, over_vsock: bool) -> Agent {
+    fn spawn_mode(args: &[&str], sandboxed: Option<Sandboxing<'_>>, over_vsock: bool) -> Agent {
         let (child, dir, ours) = Self::spawn_child(args, sandboxed, over_vsock);
         ours.set_nonblocking(true).unwrap();
         let client = BridgeClient::new(tokio::net::UnixStream::from_std(ours).unwrap());
@@ -160,7 +181,7 @@ impl Agent {
 
     fn spawn_child(
         args: &[&str],
-        sandboxed: Option<(&str, bool)>,
+        sandboxed: Option<Sandboxing<'_>>,
         over_vsock: bool,
     ) -> (Child, tempfile::TempDir, StdUnixStream) {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -169,15 +190,15 @@ impl Agent {
         let log = std::fs::File::create(dir.path().join("gcs.log")).unwrap();
         let record = dir.path().join("cgroups");
         let mut cmd = match sandboxed {
-            Some((blockdevs, net)) => {
+            Some(sandbox) => {
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut c =
-                    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox.sh"));
-                c.arg(format!("{}-{n}", std::process::id()))
-                    .arg(GCS)
-                    .env("GCS_SANDBOX_RECORD", &record)
-                    .env("GCS_SANDBOX_BLOCKDEVS", blockdevs);
-                if net {
+                let mut c = sandbox_command(
+                    &format!("{}-{n}", std::process::id()),
+                    &record,
+                    sandbox.cgroup_v2,
+                );
+                c.arg(GCS).env("GCS_SANDBOX_BLOCKDEVS", sandbox.blockdevs);
+                if sandbox.net {
                     c.env("GCS_SANDBOX_NET", "1");
                 }
                 c
@@ -274,6 +295,56 @@ impl Drop for Agent {
             sandbox.remove_cgroups();
         }
     }
+}
+
+/// How tests/sandbox.sh isolates an agent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sandboxing<'a> {
+    /// Block devices of the sandbox's private /dev ("pmem0=7:3 ..."; "" for the shared /dev).
+    blockdevs: &'a str,
+    /// A fresh network namespace (only `lo`).
+    net: bool,
+    /// Only the cgroup2 hierarchy, at /sys/fs/cgroup (`GCS_SANDBOX_CGROUP=v2`).
+    cgroup_v2: bool,
+}
+
+/// `tests/sandbox.sh NAME` with its record file and cgroup mode; the caller adds the command.
+pub fn sandbox_command(name: &str, record: &Path, cgroup_v2: bool) -> Command {
+    let mut c = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox.sh"));
+    c.arg(name).env("GCS_SANDBOX_RECORD", record);
+    if cgroup_v2 {
+        c.env("GCS_SANDBOX_CGROUP", "v2");
+    } else {
+        c.env_remove("GCS_SANDBOX_CGROUP");
+    }
+    c
+}
+
+/// Runs `program args` as PID 1 of a fresh sandbox (tests/sandbox.sh; `cgroup_v2`: only the
+/// cgroup2 hierarchy) with stdout captured and stderr inherited, then removes the sandbox's
+/// cgroups. Needs root.
+pub fn run_sandboxed(program: &Path, args: &[&str], cgroup_v2: bool) -> std::process::Output {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("cgroups");
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let output = sandbox_command(
+        &format!("run-{}-{n}", std::process::id()),
+        &record,
+        cgroup_v2,
+    )
+    .arg(program)
+    .args(args)
+    .stdin(Stdio::null())
+    .stderr(Stdio::inherit())
+    .output()
+    .unwrap();
+    let text = std::fs::read_to_string(&record).unwrap_or_default();
+    Sandbox {
+        cgroups: text.lines().map(PathBuf::from).collect(),
+    }
+    .remove_cgroups();
+    output
 }
 
 /// An agent whose bridge the test drives byte by byte (see [`Agent::start_raw`]).
