@@ -86,14 +86,71 @@ async fn container(uvm: &Uvm, id: &str) -> Duration {
     elapsed
 }
 
-/// The agent's RSS inside the guest, in KiB.
+/// The agent's RSS inside the guest, in KiB (`GCS_BENCH_BOOT_LOG=1`: its mappings on stderr).
 async fn guest_rss(uvm: &Uvm, ports: &StdioPorts) -> String {
+    if std::env::var_os("GCS_BENCH_BOOT_LOG").is_some() {
+        let maps = "awk '/^[0-9a-f]+-/ {m=$0} /^(Rss|Anonymous):/ && $2 > 0 {print $1, $2, m}' /proc/$(pidof gcs)/smaps";
+        eprintln!("{}", guest_output(uvm, ports, maps).await);
+    }
+    let out = guest_output(uvm, ports, "grep VmRSS /proc/$(pidof gcs)/status").await;
+    out.split_whitespace().nth(1).unwrap_or("?").to_string()
+}
+
+/// The guest's side of the boot, from its kernel log: when our init started, how long its
+/// module loading took, and when the agent answered NegotiateProtocol (its kmsg marker), all by
+/// the guest's clock since the kernel started.
+#[derive(Debug, Default, Clone, Copy)]
+struct GuestBoot {
+    init_started: Duration,
+    /// The vsock transports, loaded before the agent starts.
+    bridge_modules: Duration,
+    /// The rest, loaded while the agent starts (other requests wait for them).
+    other_modules: Duration,
+    negotiated: Duration,
+}
+
+async fn guest_boot(uvm: &Uvm, ports: &StdioPorts) -> GuestBoot {
+    let log = guest_output(uvm, ports, "dmesg").await;
+    let stamp = |line: &str| -> Option<Duration> {
+        let t = line.strip_prefix('[')?.split(']').next()?.trim();
+        Some(Duration::from_secs_f64(t.parse().ok()?))
+    };
+    let mut boot = GuestBoot::default();
+    for line in log.lines() {
+        if let Some(rest) = line.split("init: started at ").nth(1) {
+            let secs = rest.split_whitespace().next().and_then(|s| s.parse().ok());
+            boot.init_started = Duration::from_secs_f64(secs.unwrap_or(0.0));
+        } else if line.contains(" kernel modules (") {
+            let ms = line
+                .rsplit(" in ")
+                .next()
+                .and_then(|r| r.trim_end_matches(" ms").parse().ok());
+            let took = Duration::from_millis(ms.unwrap_or(0));
+            if line.contains("(the bridge's)") {
+                boot.bridge_modules = took;
+            } else {
+                boot.other_modules = took;
+            }
+        } else if line.contains("gcs: NegotiateProtocol answered") {
+            boot.negotiated = stamp(line).unwrap_or_default();
+        }
+    }
+    if std::env::var_os("GCS_BENCH_BOOT_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(
+        boot.negotiated > Duration::ZERO,
+        "no boot markers in the guest's kernel log:\n{log}"
+    );
+    boot
+}
+
+/// What `sh -c script` prints to stdout in the guest.
+async fn guest_output(uvm: &Uvm, ports: &StdioPorts, script: &str) -> String {
     let port = ports.allocate();
     let listener = uvm.vsock().listen(port).unwrap();
     let params = ProcessParameters {
-        command_args: ["sh", "-c", "grep VmRSS /proc/$(pidof gcs)/status"]
-            .map(String::from)
-            .to_vec(),
+        command_args: ["sh", "-c", script].map(String::from).to_vec(),
         environment: Some([("PATH".to_string(), "/bin".to_string())].into()),
         create_std_out_pipe: true,
         ..Default::default()
@@ -117,7 +174,7 @@ async fn guest_rss(uvm: &Uvm, ports: &StdioPorts) -> String {
         .wait_for_process(NULL_CONTAINER_ID, pid, INFINITE_WAIT)
         .await
         .unwrap();
-    out.split_whitespace().nth(1).unwrap_or("?").to_string()
+    out
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -143,6 +200,9 @@ fn main() {
     let layer = busybox_layer(work.path());
     let (mut first, mut bridge, mut negotiated, mut starts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut kernel_share, mut agent_share, mut modules, mut other_modules, mut host_share) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut first_request = Vec::new();
     let mut rss = (String::new(), String::new());
     for boot in 0..BOOTS {
         rt.block_on(async {
@@ -151,6 +211,14 @@ fn main() {
             bridge.push(uvm.timings.bridge_connected);
             negotiated.push(uvm.timings.negotiated);
             let ports = StdioPorts::default();
+            let asked = std::time::Instant::now();
+            let guest = guest_boot(&uvm, &ports).await;
+            first_request.push(asked.elapsed());
+            kernel_share.push(guest.init_started);
+            agent_share.push(guest.negotiated.saturating_sub(guest.init_started));
+            modules.push(guest.bridge_modules);
+            other_modules.push(guest.other_modules);
+            host_share.push(uvm.timings.negotiated.saturating_sub(guest.negotiated));
             if boot == 0 {
                 rss.0 = guest_rss(&uvm, &ports).await;
             }
@@ -180,6 +248,31 @@ fn main() {
     println!("  bridge connected:       {:?}", median(bridge));
     println!("  NegotiateProtocol done: {:?}", median(negotiated));
     println!("  container Create..exit: {:?}", median(starts));
+    println!("the guest's own clock (its kernel log), median of {BOOTS}:");
+    println!(
+        "  kernel, to our init's first instruction:      {:?}",
+        median(kernel_share)
+    );
+    println!(
+        "  the agent's share, init to NegotiateProtocol: {:?}",
+        median(agent_share)
+    );
+    println!(
+        "    of which loading the bridge's modules:     {:?}",
+        median(modules)
+    );
+    println!(
+        "  the other modules, loaded meanwhile (requests but NegotiateProtocol wait): {:?}",
+        median(other_modules)
+    );
+    println!(
+        "  the first request after NegotiateProtocol (a UVM exec), answered in: {:?}",
+        median(first_request)
+    );
+    println!(
+        "  before the guest's clock (QEMU, firmware) and the host's side: {:?}",
+        median(host_share)
+    );
     println!(
         "agent RSS in the guest: {} KiB after boot, {} KiB after 11 containers",
         rss.0, rss.1

@@ -156,6 +156,7 @@ async fn serve(opts: AgentOptions) -> ExitCode {
             v4: opts.v4,
             scrub_logs: opts.scrub_logs,
             sequential: confidential_hardware(),
+            boot_marker: runs_under_our_init(),
         },
     );
     if opts.use_inouterr {

@@ -5,6 +5,7 @@
 //! with `host`, the host-side client used by tests and `uvmboot`.
 
 pub mod agent;
+pub mod boot;
 pub mod bridge;
 pub mod cgroups;
 pub mod cli;

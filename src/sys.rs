@@ -108,6 +108,15 @@ pub fn fork_single_threaded() -> Result<Option<nix::unistd::Pid>, Errno> {
     }
 }
 
+/// Makes the calling process the last to get the CPU (nice 19, setpriority(2)): for init's
+/// background module loading, which must not slow the agent's start on a one-CPU VM.
+pub fn lowest_priority() {
+    // SAFETY: setpriority takes plain integers (0 = the calling process) and no pointers.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 /// Registers an owned fd with the tokio reactor.
 pub fn register_async_fd(
     fd: std::os::fd::OwnedFd,
@@ -157,9 +166,11 @@ pub enum SpawnStage {
 ///
 /// # Errors
 /// The stage that failed, its errno, and the pid of a child that was started but failed before
-/// exec (forked children only; it exits 127). `posix_spawn` reports one errno for the set-up,
-/// the `chdir` and the exec alike: the failure is put down to the `chdir` when the working
-/// directory cannot be opened as a directory here, else to the exec.
+/// exec (forked children only; it exits 127). `posix_spawn` reports one errno for the clone,
+/// the set-up, the `chdir` and the exec alike: EAGAIN and ENOMEM are put down to the clone, the
+/// rest to the `chdir` when the working directory cannot be opened as a directory here, else to
+/// the exec. A child whose exec failed is reaped by glibc, or first by the agent's reaper (an
+/// unclaimed exit, dropped after 10 s).
 pub fn spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32>)> {
     if req.controlling_tty {
         return fork_exec(req);
@@ -288,7 +299,10 @@ fn posix_spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32
         })
         .is_err()
     });
-    let stage = if cwd_fails {
+    let stage = if matches!(errno, Errno::EAGAIN | Errno::ENOMEM) {
+        // clone(2) itself failed: no child was made.
+        SpawnStage::Fork
+    } else if cwd_fails {
         SpawnStage::Chdir
     } else {
         SpawnStage::Exec

@@ -56,6 +56,9 @@ pub struct BridgeConfig {
     /// Confidential (SEV-SNP) hardware: requests are served strictly one at a time, as the
     /// original does there (spec §10.1).
     pub sequential: bool,
+    /// Started by this binary's own init in a utility VM: the first NegotiateProtocol answered
+    /// is marked in the kernel log, whose timestamps give the boot split (`make bench-uvm`).
+    pub boot_marker: bool,
 }
 
 /// How a connection ended.
@@ -307,12 +310,21 @@ impl Bridge {
             } else {
                 Err(BridgeError::NotSupported(header.message_type))
             };
-            if result.is_ok() {
+            let negotiated = result.is_ok();
+            if negotiated {
                 *version = PROTOCOL_V4;
             }
             let frame = encode_response(header, &base.activity_id, result);
             let _ = responses.send(Outgoing { frame, _slot: slot }).await;
+            if negotiated && self.config.boot_marker {
+                mark_first_negotiation();
+            }
             return;
+        }
+        // During the boot, requests wait for init's modules here, in the reader, so that they
+        // keep their order (crate::boot).
+        if crate::boot::modules_loading() {
+            crate::boot::modules_loaded().await;
         }
         let version = *version;
         let bridge = Arc::clone(self);
@@ -640,4 +652,17 @@ fn error_body(
     }
     let base = ResponseBase::error(activity_id, hresult, message);
     to_go_json(&base).unwrap_or_else(|_| format!("{{\"Result\":{}}}", hresult.0).into_bytes())
+}
+
+/// Writes `gcs: NegotiateProtocol answered` to the kernel log, once per agent: the kernel's
+/// timestamp on it ends the agent's share of the boot (issue 17; read by `benches/uvm_boot.rs`).
+fn mark_first_negotiation() {
+    use std::io::Write;
+    static MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if MARKED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = kmsg.write_all(b"<6>gcs: NegotiateProtocol answered\n");
+    }
 }

@@ -118,6 +118,8 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn run(args: InitArgs) -> Result<u8, String> {
+    // The boot split (issue 17): when this first instruction of ours ran, by the kernel's clock.
+    let started = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok();
     SigSet::all()
         .thread_set_mask()
         .map_err(|e| format!("block signals: {e}"))?;
@@ -134,10 +136,28 @@ fn run(args: InitArgs) -> Result<u8, String> {
         }
     }
     cgroups::setup().map_err(|e| format!("cgroups: {e}"))?;
+    if let Some(t) = started {
+        log(
+            6,
+            &format!(
+                "started at {}.{:06} s since boot",
+                t.tv_sec(),
+                t.tv_nsec() / 1000
+            ),
+        );
+    }
     loopback_up();
     let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned());
     if let Ok(release) = release {
-        modules::load_all(&Path::new("/lib/modules").join(release));
+        let (bridge, rest) =
+            modules::split(&Path::new("/lib/modules").join(release), modules::BRIDGE);
+        modules::load_logged(bridge, "the bridge's");
+        if optional_services().next().is_some() {
+            // The GPU daemons expect their drivers: everything is loaded before they start.
+            modules::load_logged(rest, "the rest");
+        } else {
+            load_in_background(rest);
+        }
     }
     if let Some(port) = args.entropy_port {
         match feed_entropy(port) {
@@ -166,6 +186,42 @@ fn run(args: InitArgs) -> Result<u8, String> {
         None => agent,
     };
     Ok(reap_until(primary))
+}
+
+/// Loads `rest` in a child process while init goes on to start the agent, which answers
+/// NegotiateProtocol meanwhile and holds other requests until [`crate::boot::MODULES_LOADING`]
+/// is gone (issue 17: module loading was most of the agent's share of the boot). The child is
+/// reaped by init's loop like any other.
+fn load_in_background(rest: Vec<modules::Module>) {
+    if rest.is_empty() {
+        return;
+    }
+    let marker = Path::new(crate::boot::MODULES_LOADING);
+    if let Err(e) = std::fs::write(marker, b"") {
+        log(
+            4,
+            &format!("{}: {e}; loading modules now", marker.display()),
+        );
+        modules::load_logged(rest, "the rest");
+        return;
+    }
+    match crate::sys::fork_single_threaded() {
+        Ok(None) => {
+            crate::sys::lowest_priority();
+            // The marker goes whatever happens here: requests wait for it.
+            let done = std::panic::catch_unwind(|| {
+                modules::load_logged(rest, "the rest, in the background");
+            });
+            let _ = std::fs::remove_file(marker);
+            crate::sys::exit_now(i32::from(done.is_err()));
+        }
+        Ok(Some(_)) => {}
+        Err(e) => {
+            log(4, &format!("fork: {e}; loading modules now"));
+            modules::load_logged(rest, "the rest");
+            let _ = std::fs::remove_file(marker);
+        }
+    }
 }
 
 /// `lo` up for IPv4 and IPv6 (one ioctl on either family's socket sets the link flags).
@@ -203,8 +259,9 @@ fn feed_entropy(port: u32) -> std::io::Result<usize> {
     }
 }
 
-fn start_optional_services() {
-    let services: [&[&str]; 2] = [
+/// The GPU daemons the image carries, as command lines.
+fn optional_services() -> impl Iterator<Item = &'static [&'static str]> {
+    const SERVICES: [&[&str]; 2] = [
         &["/bin/nvidia-persistenced"],
         &[
             "/bin/nv-fabricmanager",
@@ -212,12 +269,16 @@ fn start_optional_services() {
             "/usr/share/nvidia/nvswitch/fabricmanager.cfg",
         ],
     ];
-    for argv in services {
-        if Path::new(argv[0]).exists() {
-            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-            if let Err(e) = launch(&argv) {
-                log(4, &format!("start {}: {e}", argv[0]));
-            }
+    SERVICES
+        .into_iter()
+        .filter(|argv| Path::new(argv[0]).exists())
+}
+
+fn start_optional_services() {
+    for argv in optional_services() {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        if let Err(e) = launch(&argv) {
+            log(4, &format!("start {}: {e}", argv[0]));
         }
     }
 }

@@ -166,10 +166,24 @@ fn load(module: &Module) -> Result<(), Errno> {
     } else {
         ModuleInitFlags::empty()
     };
-    match finit_module(&file, &CString::default(), flags) {
+    let start = std::time::Instant::now();
+    let result = match finit_module(&file, &CString::default(), flags) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(e),
+    };
+    // The slow ones, for the boot split (issue 17).
+    let took = start.elapsed();
+    if took >= std::time::Duration::from_millis(20) {
+        log(
+            7,
+            &format!(
+                "module {} took {} ms",
+                module.path.display(),
+                took.as_millis()
+            ),
+        );
     }
+    result
 }
 
 /// Loads every module under `dir`, dependencies first. Modules whose dependencies could not be
@@ -178,7 +192,50 @@ fn load(module: &Module) -> Result<(), Errno> {
 pub fn load_dir(dir: &Path) -> (usize, Vec<(PathBuf, Errno)>) {
     let mut modules = Vec::new();
     scan(dir, &mut modules);
-    let mut pending = load_order(modules);
+    load_list(load_order(modules))
+}
+
+/// The modules loaded before the agent starts ([`split`]), with what they depend on: the vsock
+/// transports and the bus their device sits on (virtio over PCI in QEMU, Hyper-V sockets on
+/// VMBus), and the drivers the agent probes once as it starts: `/dev/sev-guest` (confidential
+/// hardware) and Hyper-V's PTP clock (time sync).
+pub const BRIDGE: &[&str] = &[
+    "vmw_vsock_virtio_transport",
+    "virtio_pci",
+    "hv_sock",
+    "hv_vmbus",
+    "sev_guest",
+    "hv_utils",
+];
+
+/// `dir`'s modules in load order, split into those `first` names with everything they depend
+/// on, and the rest. When a module's dependencies cannot be read (a compressed module), the
+/// split cannot be trusted: everything comes first.
+pub fn split(dir: &Path, first: &[&str]) -> (Vec<Module>, Vec<Module>) {
+    let mut modules = Vec::new();
+    scan(dir, &mut modules);
+    if modules.iter().any(|m| m.compressed) {
+        return (load_order(modules), Vec::new());
+    }
+    let deps: BTreeMap<String, Vec<String>> = modules
+        .iter()
+        .map(|m| (m.name.clone(), m.deps.clone()))
+        .collect();
+    let mut needed = BTreeSet::new();
+    let mut todo: Vec<String> = first.iter().map(|n| canonical(n)).collect();
+    while let Some(name) = todo.pop() {
+        if needed.insert(name.clone()) {
+            todo.extend(deps.get(&name).into_iter().flatten().cloned());
+        }
+    }
+    load_order(modules)
+        .into_iter()
+        .partition(|m| needed.contains(&m.name))
+}
+
+/// Loads `modules`, in order ([`load_dir`]'s passes).
+pub fn load_list(modules: Vec<Module>) -> (usize, Vec<(PathBuf, Errno)>) {
+    let mut pending = modules;
     let mut loaded = 0;
     loop {
         let before = pending.len();
@@ -199,19 +256,24 @@ pub fn load_dir(dir: &Path) -> (usize, Vec<(PathBuf, Errno)>) {
     }
 }
 
-/// Loads every module under `dir` ([`load_dir`]). Failures are logged, not fatal (for example
-/// `hv_sock` outside Hyper-V).
-pub fn load_all(dir: &Path) {
-    let (loaded, failed) = load_dir(dir);
+/// Loads `modules` ([`load_list`]), logging failures (not fatal: `hv_sock` outside Hyper-V,
+/// for example) and how many loaded in how long, as `what`.
+pub fn load_logged(modules: Vec<Module>, what: &str) {
+    if modules.is_empty() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let (loaded, failed) = load_list(modules);
     for (path, e) in &failed {
         log(4, &format!("load module {}: {e}", path.display()));
     }
-    if loaded > 0 || !failed.is_empty() {
-        log(
-            6,
-            &format!("loaded {loaded} kernel modules from {}", dir.display()),
-        );
-    }
+    log(
+        6,
+        &format!(
+            "loaded {loaded} kernel modules ({what}) in {} ms",
+            start.elapsed().as_millis()
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -258,6 +320,47 @@ mod tests {
         assert_eq!(dependencies(&info), ["virtio", "virtio_ring", "crc32c"]);
         assert_eq!(modinfo(b"not an elf"), None);
         assert_eq!(modinfo(&elf[..70]), None);
+    }
+
+    #[test]
+    fn the_bridge_modules_come_first_with_their_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, info) in [
+            (
+                "vmw_vsock_virtio_transport",
+                &b"depends=vsock,vmw_vsock_virtio_transport_common\0"[..],
+            ),
+            (
+                "vmw_vsock_virtio_transport_common",
+                b"depends=vsock,virtio\0",
+            ),
+            ("vsock", b"depends=\0"),
+            ("virtio", b"depends=\0"),
+            ("ext4", b"depends=jbd2\0"),
+            ("jbd2", b"depends=\0"),
+        ] {
+            std::fs::write(
+                dir.path().join(format!("{name}.ko")),
+                elf_with_modinfo(info),
+            )
+            .unwrap();
+        }
+        let (first, rest) = split(dir.path(), BRIDGE);
+        let names = |v: &[Module]| v.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        let first = names(&first);
+        assert_eq!(first.len(), 4, "{first:?}");
+        assert_eq!(first.last().unwrap(), "vmw_vsock_virtio_transport");
+        assert!(
+            first.iter().position(|n| n == "vsock")
+                < first
+                    .iter()
+                    .position(|n| n == "vmw_vsock_virtio_transport_common")
+        );
+        assert_eq!(names(&rest), ["jbd2", "ext4"]);
+        // A compressed module's dependencies are unknown: nothing is deferred.
+        std::fs::write(dir.path().join("zram.ko.xz"), b"xz").unwrap();
+        let (first, rest) = split(dir.path(), BRIDGE);
+        assert_eq!((first.len(), rest.len()), (7, 0));
     }
 
     #[test]

@@ -968,6 +968,7 @@ pub fn in_process_bridge(
             v4: true,
             scrub_logs: true,
             sequential: false,
+            boot_marker: false,
         },
     );
     (guest, bridge)
