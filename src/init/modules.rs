@@ -166,24 +166,10 @@ fn load(module: &Module) -> Result<(), Errno> {
     } else {
         ModuleInitFlags::empty()
     };
-    let start = std::time::Instant::now();
-    let result = match finit_module(&file, &CString::default(), flags) {
+    match finit_module(&file, &CString::default(), flags) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(e),
-    };
-    // The slow ones, for the boot split (issue 17).
-    let took = start.elapsed();
-    if took >= std::time::Duration::from_millis(20) {
-        log(
-            7,
-            &format!(
-                "module {} took {} ms",
-                module.path.display(),
-                took.as_millis()
-            ),
-        );
     }
-    result
 }
 
 /// Loads every module under `dir`, dependencies first. Modules whose dependencies could not be
