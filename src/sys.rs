@@ -325,18 +325,8 @@ fn pointer_array(strings: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
 /// reported through a close-on-exec pipe. The child's exit belongs to the agent's reaper,
 /// including when exec fails (the child then exits 127).
 fn fork_exec(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32>)> {
-    let argv: Vec<*const libc::c_char> = req
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = req
-        .envp
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv = pointer_array(&req.argv);
+    let envp = pointer_array(&req.envp);
     let cwd = req.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| (SpawnStage::Fork, e, None))?;
