@@ -11,7 +11,8 @@ mod common;
 use common::modify;
 
 use common::policy::{
-    allow_all_but, decision_of, generated_policy, install, install_as, policy_file, verity_format,
+    allow_all_but, decision_of, failure, generated_policy, install, install_as, policy_file,
+    verity_format,
 };
 use common::Agent;
 use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
@@ -570,4 +571,197 @@ async fn a_generated_policy_allows_only_its_verity_layers_and_a_failed_mount_lea
         err.contains("must be 64 hex digits in a confidential guest"),
         "{err}"
     );
+}
+
+/// The agent's mount table, as it sees it.
+fn mountinfo(agent: &Agent) -> String {
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", agent.agent_pid())).unwrap()
+}
+
+/// CombinedLayers Add of `layer` as container `id`'s rootfs, with its scratch in the bundle:
+/// its result.
+async fn add_overlay(agent: &Agent, id: &str, layer: &str) -> Result<(), String> {
+    agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "CombinedLayers",
+                "Add",
+                json!({"ContainerID": id, "ContainerRootPath": format!("/run/gcs/c/{id}/rootfs"),
+                       "Layers": [{"Path": layer}],
+                       "ScratchPath": format!("/run/gcs/c/{id}/scratch/{id}")}),
+            ),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// CombinedLayers Remove of container `id`'s rootfs: its result.
+async fn remove_overlay(agent: &Agent, id: &str) -> Result<(), String> {
+    agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify(
+                "CombinedLayers",
+                "Remove",
+                json!({"ContainerRootPath": format!("/run/gcs/c/{id}/rootfs")}),
+            ),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The storage error of an overlay Remove whose unmount found the overlay busy.
+fn busy_overlay(id: &str) -> String {
+    failure(&format!(
+        "storage: unmount \"/run/gcs/c/{id}/rootfs\": Device or resource busy (os error 16)"
+    ))
+}
+
+#[tokio::test]
+async fn a_failed_allowed_unmount_disables_storage_and_containers_in_a_confidential_uvm() {
+    let agent = Agent::sandboxed(&[]).await;
+    install(&agent, &policy_file("allow_all.rego"))
+        .await
+        .unwrap();
+    let layer = common::busybox_layer(&agent);
+
+    // A path that does not exist is refused once the policy allowed its Remove, and latches
+    // nothing.
+    let err = modify_err(
+        &agent,
+        modify(
+            "VPMemDevice",
+            "Remove",
+            json!({"DeviceNumber": 7, "MountPath": "/run/layers/p7"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        err,
+        failure("unmounting pmem device at /run/layers/p7 failed: directory does not exist")
+    );
+    let err = modify_err(
+        &agent,
+        modify(
+            "MappedVirtualDisk",
+            "Remove",
+            json!({"MountPath": "/run/mounts/scsi/m9", "Lun": 9, "ReadOnly": true}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        err,
+        failure("unmounting scsi device at /run/mounts/scsi/m9 failed: directory does not exist")
+    );
+
+    // An allowed overlay Remove whose unmount really fails: a file inside stays open.
+    add_overlay(&agent, C1, layer).await.unwrap();
+    let rootfs = agent.root().join(format!("run/gcs/c/{C1}/rootfs"));
+    let busy = std::fs::File::open(rootfs.join("bin/busybox")).unwrap();
+    assert_eq!(
+        remove_overlay(&agent, C1).await.unwrap_err(),
+        busy_overlay(C1)
+    );
+    drop(busy);
+    assert!(mountinfo(&agent).contains(&format!("/run/gcs/c/{C1}/rootfs ")));
+
+    let latched = failure(&format!(
+        "mount, unmount, container creation and deletion have been disabled in this UVM due to a previous error: unmounting overlay at /run/gcs/c/{C1}/rootfs failed: unmount \"/run/gcs/c/{C1}/rootfs\": Device or resource busy (os error 16)"
+    ));
+    // Every later mount, unmount, Create and DeleteContainerState is refused with the first
+    // cause, before anything else is looked at; nothing is mounted or created.
+    let err = modify_err(
+        &agent,
+        modify(
+            "MappedDirectory",
+            "Add",
+            json!({"MountPath": format!("/run/gcs/c/{C2}/mounts/m0"), "Port": 564, "ShareName": "1"}),
+        ),
+    )
+    .await;
+    assert_eq!(err, latched);
+    assert_eq!(add_overlay(&agent, C2, layer).await.unwrap_err(), latched);
+    assert!(!agent.root().join(format!("run/gcs/c/{C2}/rootfs")).exists());
+    let err = modify_err(
+        &agent,
+        modify(
+            "VPMemDevice",
+            "Add",
+            json!({"DeviceNumber": 0, "MountPath": "/run/layers/p1"}),
+        ),
+    )
+    .await;
+    assert_eq!(err, latched);
+    assert_eq!(
+        remove_overlay(&agent, C1).await.unwrap_err(),
+        latched,
+        "not even the retry that would now work"
+    );
+    let err = agent
+        .client
+        .create_container(C1, &common::container_settings(C1, spec_for(C1, &["true"])))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, latched);
+    assert!(!agent
+        .root()
+        .join(format!("run/gcs/c/{C1}/config.json"))
+        .exists());
+    let err = agent
+        .client
+        .delete_container_state(C1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, latched, "refused before the container is looked up");
+    // The agent keeps serving everything else.
+    assert!(agent
+        .client
+        .dump_stacks()
+        .await
+        .unwrap()
+        .contains("threads"));
+    assert!(
+        agent
+            .log()
+            .contains("the UVM is inconsistent: mounts, unmounts, container creation and deletion are refused from now on"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test]
+async fn without_a_policy_a_failed_unmount_latches_nothing() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = common::busybox_layer(&agent);
+    add_overlay(&agent, C1, layer).await.unwrap();
+    let rootfs = agent.root().join(format!("run/gcs/c/{C1}/rootfs"));
+    let busy = std::fs::File::open(rootfs.join("bin/busybox")).unwrap();
+    assert_eq!(
+        remove_overlay(&agent, C1).await.unwrap_err(),
+        busy_overlay(C1)
+    );
+    drop(busy);
+    // Without a policy, a path that does not exist is the storage's own refusal.
+    let err = modify_err(
+        &agent,
+        modify(
+            "VPMemDevice",
+            "Remove",
+            json!({"DeviceNumber": 7, "MountPath": "/run/layers/p7"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        err,
+        failure("storage: no VPMemDevice was added at \"/run/layers/p7\"")
+    );
+    add_overlay(&agent, C2, layer).await.unwrap();
+    remove_overlay(&agent, C2).await.unwrap();
+    remove_overlay(&agent, C1).await.unwrap();
+    assert!(!mountinfo(&agent).contains("/run/gcs/c/"));
 }

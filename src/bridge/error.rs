@@ -65,7 +65,9 @@ pub fn to_wire(err: &BridgeError) -> (Hresult, String) {
             | GuestError::StdioDial { .. }
             | GuestError::Io { .. } => Hresult::FAIL,
             GuestError::NotImplemented { .. } => Hresult::NOT_IMPL,
-            GuestError::Policy { .. } | GuestError::PolicyRefused(_) => Hresult::FAIL,
+            GuestError::Policy { .. }
+            | GuestError::PolicyRefused(_)
+            | GuestError::Inconsistent(_) => Hresult::FAIL,
             GuestError::ContainerExists(_) => Hresult::SYSTEM_ALREADY_EXISTS,
             GuestError::StillCreating(_)
             | GuestError::Storage(_)

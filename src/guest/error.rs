@@ -64,6 +64,10 @@ pub enum GuestError {
     PolicyRefused(#[from] crate::policy::PolicyError),
     #[error("{what} is not implemented by this agent yet")]
     NotImplemented { what: String },
+    /// A confidential UVM whose unmount failed after the policy allowed it (SP §4.6): the
+    /// first failure's cause, e.g. `unmounting overlay at <path> failed: <error>`.
+    #[error("mount, unmount, container creation and deletion have been disabled in this UVM due to a previous error: {0}")]
+    Inconsistent(String),
 }
 
 /// An id as errors show it: at most 1024 bytes (the longest valid container id) and a note of

@@ -116,12 +116,18 @@ impl ConsoleSocket {
 impl Guest {
     /// Create (§6.3): rewrite the spec, write the bundle, create through the runtime. The
     /// container's init waits for its start; one exit notification will follow its first wait.
+    ///
+    /// # Errors
+    /// First [`GuestError::Inconsistent`] in a confidential UVM whose allowed unmount failed
+    /// (SP §4.6, §4.9 step 1); then a bad or taken id, the spec's refusals, the policy's, and
+    /// the runtime's.
     pub async fn create_container(
         self: &Arc<Self>,
         id: &str,
         activity_id: &str,
         settings: ContainerSettings,
     ) -> Result<(), GuestError> {
+        self.check_state()?;
         spec::check_container_id(id)?;
         {
             let mut table = self.lock_containers();
@@ -903,6 +909,15 @@ impl Guest {
                 "unexpected runtime answer {other:?}"
             ))),
         }
+    }
+
+    /// DeleteContainerState of container `id` (§6.7): in a confidential UVM whose allowed
+    /// unmount failed, [`GuestError::Inconsistent`] before the container is looked up (SP
+    /// §4.6); then as [`Guest::delete_container`].
+    pub async fn delete_container_state(&self, id: &str) -> Result<(), GuestError> {
+        self.check_state()?;
+        let container = self.container(id)?;
+        self.delete_container(&container).await
     }
 
     /// DeleteContainerState (§6.7). Refused while the init runs; otherwise the container

@@ -4,6 +4,7 @@
 //! Lock order: each table has its own `std::sync::Mutex`, held only to look up, insert or
 //! remove, never across an `.await`; no code path holds two of them at once.
 
+pub mod consistency;
 pub mod constraints;
 pub mod container;
 mod error;
@@ -77,6 +78,8 @@ pub struct Guest {
     shutdown: watch::Sender<bool>,
     /// The security policy every enforcement point asks (open door unless told otherwise).
     policy: Arc<crate::policy::Policy>,
+    /// Set when an unmount the policy allowed failed (SP §4.6; read only with a policy).
+    inconsistent: consistency::Latch,
 }
 
 /// The receiving end of the notification queue; the bridge drains it while a host is connected
@@ -115,6 +118,7 @@ impl Guest {
             policy: Arc::new(crate::policy::Policy::new(Arc::new(
                 crate::policy::open_door::OpenDoor,
             ))),
+            inconsistent: consistency::Latch::default(),
         });
         (guest, rx)
     }

@@ -38,11 +38,19 @@ impl Guest {
     /// Applies an Add (`add`) or Remove of a storage resource: the policy's decision and the
     /// action run as one policy transaction, so that a refused or failed change leaves the
     /// policy's metadata as it was (SP §3.7).
+    ///
+    /// # Errors
+    /// A confidential guest refuses everything but `SCSIDevice` once an allowed unmount failed
+    /// ([`GuestError::Inconsistent`], SP §4.6); then the policy's refusal, the confidential
+    /// checks, and the storage error.
     pub async fn modify_storage(
         &self,
         resource: StorageResource,
         add: bool,
     ) -> Result<(), GuestError> {
+        if !matches!(resource, StorageResource::DiskEject(_)) {
+            self.check_state()?;
+        }
         let policy = Arc::clone(&self.policy);
         policy
             .transaction(self.modify_storage_inner(resource, add))
@@ -246,6 +254,14 @@ impl Guest {
             Self::confidential_checks(&resource)?;
         }
         self.decide_storage(&resource, add)?;
+        let removal = if add { None } else { unmount_target(&resource) };
+        if let (Some((what, path)), StorageResource::Disk(_) | StorageResource::Pmem(_)) =
+            (&removal, &resource)
+        {
+            if self.policy.is_confidential() {
+                check_exists(what, path)?;
+            }
+        }
         let storage = Arc::clone(&self.storage);
         let mut connection = None;
         match (&resource, add) {
@@ -362,7 +378,17 @@ impl Guest {
         })
         .await
         .map_err(|e| GuestError::InvalidState(format!("storage task failed: {e}")))?
-        .map_err(GuestError::Storage)
+        .map_err(|e| {
+            if let Some((what, path)) = &removal {
+                if e.is_failed_unmount() {
+                    self.set_inconsistent(format!(
+                        "unmounting {what} at {path} failed: {}",
+                        super::consistency::chain(&e)
+                    ));
+                }
+            }
+            GuestError::Storage(e)
+        })
     }
 
     /// What the host has mounted in the guest (for stack dumps and tests).
@@ -371,9 +397,104 @@ impl Guest {
     }
 }
 
+/// What a Remove unmounts, as the original names it in an unmount failure (SP §4.6): `scsi
+/// device`, `pmem device`, `overlay` or `plan9 device`, and its guest path. `None` for what
+/// unmounts nothing (a disk without a mount path, `SCSIDevice`).
+fn unmount_target(resource: &StorageResource) -> Option<(&'static str, String)> {
+    match resource {
+        StorageResource::Disk(d) if !d.mount_path.is_empty() => {
+            Some(("scsi device", d.mount_path.clone()))
+        }
+        StorageResource::Pmem(d) => Some(("pmem device", d.mount_path.clone())),
+        StorageResource::Layers(l) => Some(("overlay", l.container_root_path.clone())),
+        StorageResource::Share(s) => Some(("plan9 device", s.mount_path.clone())),
+        StorageResource::Disk(_) | StorageResource::DiskEject(_) => None,
+    }
+}
+
+/// A confidential Remove of a SCSI disk or VPMem layer (`what`), once the policy allowed it,
+/// refuses a mount path that does not exist without touching anything or marking the UVM
+/// inconsistent (SP §4.6). Asked only after the decision, so that a host cannot probe for paths
+/// the policy would not let it touch.
+fn check_exists(what: &str, path: &str) -> Result<(), GuestError> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GuestError::InvalidRequest(
+            format!("unmounting {what} at {path} failed: directory does not exist"),
+        )),
+        Err(source) => Err(GuestError::Io {
+            what: format!("failed to determine if path '{path}' exists"),
+            source,
+        }),
+    }
+}
+
 /// A device found (async) before its blocking mount.
 #[derive(Debug)]
 enum Device {
     Scsi(std::path::PathBuf),
     Pmem((std::path::PathBuf, u64)),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmount_failures_name_the_resource_as_the_original_does() {
+        let disk = |mount_path: &str| {
+            StorageResource::Disk(MappedVirtualDisk {
+                mount_path: mount_path.into(),
+                ..MappedVirtualDisk::default()
+            })
+        };
+        assert_eq!(
+            unmount_target(&disk("/run/mounts/scsi/m1")),
+            Some(("scsi device", "/run/mounts/scsi/m1".to_string()))
+        );
+        assert_eq!(unmount_target(&disk("")), None);
+        let pmem = StorageResource::Pmem(VpmemDevice {
+            mount_path: "/run/layers/p0".into(),
+            ..VpmemDevice::default()
+        });
+        assert_eq!(
+            unmount_target(&pmem),
+            Some(("pmem device", "/run/layers/p0".to_string()))
+        );
+        let layers = StorageResource::Layers(CombinedLayers {
+            container_root_path: "/run/gcs/c/x/rootfs".into(),
+            ..CombinedLayers::default()
+        });
+        assert_eq!(
+            unmount_target(&layers),
+            Some(("overlay", "/run/gcs/c/x/rootfs".to_string()))
+        );
+        let share = StorageResource::Share(MappedDirectory {
+            mount_path: "/run/gcs/c/x/mounts/m0".into(),
+            ..MappedDirectory::default()
+        });
+        assert_eq!(
+            unmount_target(&share),
+            Some(("plan9 device", "/run/gcs/c/x/mounts/m0".to_string()))
+        );
+        assert_eq!(
+            unmount_target(&StorageResource::DiskEject(ScsiDevice::default())),
+            None
+        );
+    }
+
+    #[test]
+    fn a_missing_mount_path_is_refused_in_the_originals_words() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_exists("pmem device", &dir.path().to_string_lossy()).is_ok());
+        let gone = dir.path().join("gone");
+        let err = check_exists("scsi device", &gone.to_string_lossy()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unmounting scsi device at {} failed: directory does not exist",
+                gone.display()
+            )
+        );
+    }
 }

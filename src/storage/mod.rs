@@ -51,6 +51,15 @@ pub enum StorageError {
     NotAdded { path: PathBuf, kind: &'static str },
 }
 
+impl StorageError {
+    /// For the error of a Remove: whether the unmount (or the removal of its directory or
+    /// link) itself failed, rather than the Remove being refused before anything was touched
+    /// (nothing added there, still used, still being added, a hostile path).
+    pub fn is_failed_unmount(&self) -> bool {
+        matches!(self, StorageError::Io { .. })
+    }
+}
+
 /// Accepts only absolute paths without `..`, under `/run` (where the host puts every guest
 /// path), or under `extra_root` (tests place layers elsewhere). Returns the path unchanged.
 pub fn checked_path<'a>(path: &'a Path, extra_roots: &[PathBuf]) -> Result<&'a Path, StorageError> {

@@ -55,6 +55,11 @@ pub fn allow_all_but(replaced: &[(&str, &str)]) -> String {
     text
 }
 
+/// A response error as the client shows it: a plain failure (`0x80004005`) with `message`.
+pub fn failure(message: &str) -> String {
+    format!("guest RPC failure: {message} (0x80004005)")
+}
+
 /// The decision inside a refusal's text.
 pub fn decision_of(err: &str) -> Value {
     use base64::Engine as _;

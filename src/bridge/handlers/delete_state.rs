@@ -6,8 +6,9 @@ use crate::protocol::messages::{RequestBase, ResponseBase};
 
 pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
     let base: RequestBase = req.decode("DeleteContainerState")?;
-    let guest = req.bridge.guest();
-    let container = guest.container(&base.container_id)?;
-    guest.delete_container(&container).await?;
+    req.bridge
+        .guest()
+        .delete_container_state(&base.container_id)
+        .await?;
     Reply::new(&ResponseBase::ok(&base.activity_id))
 }
