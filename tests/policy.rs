@@ -765,3 +765,49 @@ async fn without_a_policy_a_failed_unmount_latches_nothing() {
     remove_overlay(&agent, C1).await.unwrap();
     assert!(!mountinfo(&agent).contains("/run/gcs/c/"));
 }
+
+#[tokio::test]
+async fn a_confidential_guest_takes_only_numeric_plan9_share_names_and_never_dials_for_others() {
+    let agent = Agent::sandboxed(&[]).await;
+    install(&agent, &policy_file("allow_all.rego"))
+        .await
+        .unwrap();
+    let host = agent.host();
+    let listener = host.listen(9564).unwrap();
+    let target = format!("/run/gcs/c/{C1}/mounts/m0");
+    for (name, shown) in [("share", "\"share\""), ("1 ", "\"1 \""), ("", "\"\"")] {
+        let err = modify_err(
+            &agent,
+            modify(
+                "MappedDirectory",
+                "Add",
+                json!({"MountPath": target, "Port": 9564, "ShareName": name}),
+            ),
+        )
+        .await;
+        assert_eq!(
+            err,
+            failure(&format!(
+                "invalid plan9 share name {shown}: must match regex \"^[0-9]+$\""
+            ))
+        );
+    }
+    let dialled =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept()).await;
+    assert!(dialled.is_err(), "the host's Plan9 port was dialled");
+    assert!(!agent.root().join(&target[1..]).exists());
+    assert!(!mountinfo(&agent).contains(&target));
+
+    // The open door does not check the name: the same request goes on to dial the host.
+    let open = Agent::sandboxed(&[]).await;
+    let err = modify_err(
+        &open,
+        modify(
+            "MappedDirectory",
+            "Add",
+            json!({"MountPath": target, "Port": 9565, "ShareName": "share"}),
+        ),
+    )
+    .await;
+    assert!(err.contains("dial the Plan9 server on port 9565"), "{err}");
+}

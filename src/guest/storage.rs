@@ -254,6 +254,11 @@ impl Guest {
             Self::confidential_checks(&resource)?;
         }
         self.decide_storage(&resource, add)?;
+        if let (StorageResource::Share(share), true) = (&resource, add) {
+            if self.policy.is_confidential() {
+                check_share_name(&share.share_name)?;
+            }
+        }
         let removal = if add { None } else { unmount_target(&resource) };
         if let (Some((what, path)), StorageResource::Disk(_) | StorageResource::Pmem(_)) =
             (&removal, &resource)
@@ -429,6 +434,46 @@ fn check_exists(what: &str, path: &str) -> Result<(), GuestError> {
     }
 }
 
+/// SP §4.14: once `plan9_mount` allowed it, a confidential guest accepts only the share names
+/// a normal host sends, decimal digits (`^[0-9]+$`), refused in the original's words before the
+/// host is dialled.
+fn check_share_name(name: &str) -> Result<(), GuestError> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(());
+    }
+    Err(GuestError::InvalidRequest(format!(
+        "invalid plan9 share name {}: must match regex \"^[0-9]+$\"",
+        go_quoted(name)
+    )))
+}
+
+/// `s` as Go's `%q` shows it: printable characters kept, quotes and backslashes escaped,
+/// control characters as `\n`-style or `\x`/`\u` escapes.
+fn go_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if u32::from(c) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c)));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A device found (async) before its blocking mount.
 #[derive(Debug)]
 enum Device {
@@ -481,6 +526,28 @@ mod tests {
             unmount_target(&StorageResource::DiskEject(ScsiDevice::default())),
             None
         );
+    }
+
+    #[test]
+    fn confidential_share_names_are_digits_only() {
+        assert!(check_share_name("1").is_ok());
+        assert!(check_share_name("0123456789").is_ok());
+        for (name, shown) in [
+            ("", r#""""#),
+            ("share", r#""share""#),
+            ("1,access=any", r#""1,access=any""#),
+            ("1\n", r#""1\n""#),
+            ("\u{0}\"\\", r#""\x00\"\\""#),
+            ("é\u{85}", r#""é\u0085""#),
+            ("-1", r#""-1""#),
+            ("١", r#""١""#),
+        ] {
+            assert_eq!(
+                check_share_name(name).unwrap_err().to_string(),
+                format!("invalid plan9 share name {shown}: must match regex \"^[0-9]+$\""),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]
