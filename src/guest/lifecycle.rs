@@ -495,10 +495,11 @@ impl Guest {
         let (user, groups, umask) = if self.policy().is_confidential() {
             spec::user::policy_identity(process, rootfs)?
         } else {
-            let id = |p: &str| process.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+            let uid = spec::user::user_id(process, "uid")?;
+            let gid = spec::user::user_id(process, "gid")?;
             (
-                json!({"id": id("/user/uid").to_string(), "name": ""}),
-                json!([{"id": id("/user/gid").to_string(), "name": ""}]),
+                json!({"id": uid.to_string(), "name": ""}),
+                json!([{"id": gid.to_string(), "name": ""}]),
                 "0022".to_string(),
             )
         };

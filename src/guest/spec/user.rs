@@ -71,6 +71,68 @@ fn id_of(field: Option<u32>, what: &str, name: &str, file: &str) -> Result<u32, 
     })
 }
 
+/// At most this much of a bad id's JSON is shown in its error.
+const SHOWN_VALUE: usize = 64;
+
+/// A JSON value as an error shows it, cut at [`SHOWN_VALUE`] bytes.
+fn shown_value(v: &Value) -> String {
+    let mut text = v.to_string();
+    if text.len() > SHOWN_VALUE {
+        let mut cut = SHOWN_VALUE;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// `v` as a user or group id: an integer from 0 to 4294967295 (OCI's `uint32`), else an
+/// error naming `what` (e.g. `process.user.uid`) and the value.
+fn id_value(v: &Value, what: &str) -> Result<u32, GuestError> {
+    v.as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what} must be an integer from 0 to 4294967295, got {}",
+                shown_value(v)
+            ))
+        })
+}
+
+/// A process's `user.uid` or `user.gid` (`field`): absent or `null` is 0 (the OCI default, as
+/// Go decodes a missing field).
+///
+/// # Errors
+/// `InvalidRequest` when present and not an integer from 0 to 4294967295 (a negative, a
+/// fraction, a string, a number past `u32`): such an id is never read as root.
+pub fn user_id(process: &Value, field: &str) -> Result<u32, GuestError> {
+    match process.get("user").and_then(|u| u.get(field)) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => id_value(v, &format!("process.user.{field}")),
+    }
+}
+
+/// A process's `user.additionalGids`, in order: absent or `null` is none.
+///
+/// # Errors
+/// `InvalidRequest` when it is not an array, or a member is not an integer from 0 to
+/// 4294967295 (never dropped silently).
+pub fn additional_gids(process: &Value) -> Result<Vec<u32>, GuestError> {
+    match process.get("user").and_then(|u| u.get("additionalGids")) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|g| id_value(g, "process.user.additionalGids members"))
+            .collect(),
+        Some(other) => Err(invalid(format!(
+            "process.user.additionalGids must be an array of group ids, got {}",
+            shown_value(other)
+        ))),
+    }
+}
+
 /// Resolves a `USER` string against the databases' text (`None`: the file does not exist).
 pub fn parse_user_str(
     user: &str,
@@ -198,16 +260,9 @@ pub fn resolve_username(process: &mut Value, rootfs: &Path) -> Result<bool, Gues
     let group_text = read("etc/group")?;
     let creds = parse_user_str(&name, passwd_text.as_deref(), group_text.as_deref())?;
     let mut gids = creds.supplementary;
-    if let Some(extra) = process
-        .pointer("/user/additionalGids")
-        .and_then(Value::as_array)
-    {
-        for g in extra.iter().filter_map(Value::as_u64) {
-            if let Ok(g) = u32::try_from(g) {
-                if !gids.contains(&g) {
-                    gids.push(g);
-                }
-            }
+    for g in additional_gids(process)? {
+        if !gids.contains(&g) {
+            gids.push(g);
         }
     }
     let user = &mut process["user"];
@@ -231,18 +286,17 @@ pub fn resolve_username(process: &mut Value, rootfs: &Path) -> Result<bool, Gues
 /// `additionalGids`, each `{"id", "name"}`, names from the container's `/etc/passwd` and
 /// `/etc/group` (empty when absent), `umask` as four octal digits (default `0022`). Call it after
 /// [`resolve_username`].
+///
+/// # Errors
+/// A `uid`, `gid` or `additionalGids` member that is not an integer from 0 to 4294967295
+/// ([`user_id`], [`additional_gids`]).
 pub fn policy_identity(
     process: &Value,
     rootfs: &Path,
 ) -> Result<(Value, Value, String), GuestError> {
-    let uid = process
-        .pointer("/user/uid")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let gid = process
-        .pointer("/user/gid")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let uid = user_id(process, "uid")?;
+    let gid = user_id(process, "gid")?;
+    let extra = additional_gids(process)?;
     let passwd = read_in_root(rootfs, "etc/passwd")
         .ok()
         .flatten()
@@ -255,24 +309,19 @@ pub fn policy_identity(
         .unwrap_or_default();
     let user_name = passwd
         .iter()
-        .find(|e| e.uid.map(u64::from) == Some(uid))
+        .find(|e| e.uid == Some(uid))
         .map(|e| e.name.clone())
         .unwrap_or_default();
-    let group = |id: u64| {
+    let group = |id: u32| {
         let name = groups
             .iter()
-            .find(|e| e.gid.map(u64::from) == Some(id))
+            .find(|e| e.gid == Some(id))
             .map(|e| e.name.clone())
             .unwrap_or_default();
         json!({"id": id.to_string(), "name": name})
     };
     let mut list = vec![group(gid)];
-    if let Some(extra) = process
-        .pointer("/user/additionalGids")
-        .and_then(Value::as_array)
-    {
-        list.extend(extra.iter().filter_map(Value::as_u64).map(group));
-    }
+    list.extend(extra.into_iter().map(group));
     let umask = process
         .pointer("/user/umask")
         .and_then(Value::as_u64)
@@ -366,5 +415,84 @@ mod tests {
         );
         let mut p = json!({"user": {"uid": 0, "gid": 0}});
         assert!(!resolve_username(&mut p, dir.path()).unwrap());
+        // A group id that is not one is an error, not dropped.
+        let mut p = json!({"user": {"username": "alice", "additionalGids": [7, "50"]}});
+        assert_eq!(
+            resolve_username(&mut p, dir.path()).unwrap_err().to_string(),
+            "process.user.additionalGids members must be an integer from 0 to 4294967295, got \"50\""
+        );
+    }
+
+    #[test]
+    fn policy_ids_are_read_exactly_and_never_default_to_root_when_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), PASSWD).unwrap();
+        std::fs::write(dir.path().join("etc/group"), GROUP).unwrap();
+        let identity = |p: Value| {
+            policy_identity(&p, dir.path()).map_err(|e| {
+                assert!(matches!(e, GuestError::InvalidRequest(_)), "{e:?}");
+                e.to_string()
+            })
+        };
+        assert_eq!(
+            identity(
+                json!({"user": {"uid": 1000, "gid": 1000, "additionalGids": [50, 4294967295_u64]}})
+            ),
+            Ok((
+                json!({"id": "1000", "name": "alice"}),
+                json!([{"id": "1000", "name": "alice"}, {"id": "50", "name": "staff"},
+                       {"id": "4294967295", "name": ""}]),
+                "0022".to_string()
+            ))
+        );
+        // Absent fields are OCI's zero values.
+        assert_eq!(
+            identity(json!({"args": ["sh"]})),
+            Ok((
+                json!({"id": "0", "name": "root"}),
+                json!([{"id": "0", "name": "root"}]),
+                "0022".to_string()
+            ))
+        );
+        let range = "must be an integer from 0 to 4294967295, got";
+        for (user, text) in [
+            (json!({"uid": -1}), format!("process.user.uid {range} -1")),
+            (
+                json!({"uid": 4294967296_u64}),
+                format!("process.user.uid {range} 4294967296"),
+            ),
+            (
+                json!({"uid": "1000"}),
+                format!("process.user.uid {range} \"1000\""),
+            ),
+            (
+                json!({"uid": 1000.5}),
+                format!("process.user.uid {range} 1000.5"),
+            ),
+            (
+                json!({"uid": 1, "gid": true}),
+                format!("process.user.gid {range} true"),
+            ),
+            (json!({"gid": [0]}), format!("process.user.gid {range} [0]")),
+            (
+                json!({"additionalGids": [50, -3]}),
+                format!("process.user.additionalGids members {range} -3"),
+            ),
+            (
+                json!({"additionalGids": [1.5]}),
+                format!("process.user.additionalGids members {range} 1.5"),
+            ),
+            (
+                json!({"additionalGids": "50"}),
+                "process.user.additionalGids must be an array of group ids, got \"50\"".into(),
+            ),
+            (
+                json!({"uid": "x".repeat(100)}),
+                format!("process.user.uid {range} \"{}...", "x".repeat(63)),
+            ),
+        ] {
+            assert_eq!(identity(json!({"user": user})), Err(text));
+        }
     }
 }
