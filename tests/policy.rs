@@ -11,8 +11,8 @@ mod common;
 use common::modify;
 
 use common::policy::{
-    allow_all_but, decision_of, failure, generated_policy, install, install_as, policy_file,
-    verity_format,
+    allow_all_but, assert_refusal, decision_of, denied, failure, generated_policy, install,
+    install_as, policy_file, verity_format,
 };
 use common::Agent;
 use gcs::protocol::messages::{ModifySettingRequest, ProcessParameters, VsockStdioRelaySettings};
@@ -810,4 +810,227 @@ async fn a_confidential_guest_takes_only_numeric_plan9_share_names_and_never_dia
     )
     .await;
     assert!(err.contains("dial the Plan9 server on port 9565"), "{err}");
+}
+
+/// The names in a directory of the agent's, sorted (empty when it does not exist).
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Create settings for `id` with `spec`, as a CRI pod sandbox in network namespace
+/// `namespace`, skipping pod networking when `skip`.
+fn pod_spec(id: &str, args: &[&str], namespace: &str, skip: bool) -> Value {
+    let mut s = spec_for(id, args);
+    s["annotations"] = json!({
+        "io.kubernetes.cri.container-type": "sandbox",
+        "io.kubernetes.cri.sandbox-id": id,
+    });
+    if skip {
+        s["annotations"]["io.microsoft.cri.skip-pod-networking"] = json!("true");
+    }
+    s["windows"] = json!({"network": {"networkNamespace": namespace}});
+    s
+}
+
+#[tokio::test]
+async fn a_refused_create_leaves_nothing_behind_and_its_id_can_be_created_again() {
+    let agent = Agent::sandboxed(&[]).await;
+    let policy = allow_all_but(&[(
+        "create_container",
+        r#"create_container := {"allowed": input.argList[0] != "forbidden", "env_list": null, "allow_stdio_access": true}"#,
+    )]);
+    install(&agent, &policy).await.unwrap();
+    let layer = common::busybox_layer(&agent);
+    // The whole input of a create decision is checked elsewhere; here its outline.
+    let assert_refused = |err: &str, id: &str| {
+        assert!(
+            err.starts_with(
+                "guest RPC failure: container creation denied due to policy: policyDecision< "
+            ),
+            "{err}"
+        );
+        let d = decision_of(err);
+        assert_eq!(
+            (
+                &d["decision"],
+                &d["input"]["containerID"],
+                &d["input"]["argList"]
+            ),
+            (&json!("deny"), &json!(id), &json!(["forbidden"]))
+        );
+        assert_eq!(
+            d["reason"],
+            json!({"errors": ["refused create_container"], "error_objects": null})
+        );
+    };
+    for id in [C1, C2] {
+        common::add_rootfs(&agent.client, id, layer).await;
+    }
+    let bundle = |id: &str| agent.root().join(format!("run/gcs/c/{id}"));
+    let before = listing(&bundle(C1));
+    assert_eq!(before, ["rootfs", "scratch"]);
+
+    // A standalone container: its network files and namespace record are made before the
+    // decision; none of them stays.
+    let mut alone = spec_for(C1, &["forbidden"]);
+    alone["windows"] = json!({"network": {"networkNamespace": "ns-alone"}});
+    let err = agent
+        .client
+        .create_container(C1, &common::container_settings(C1, alone))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_refused(&err, C1);
+    assert_eq!(listing(&bundle(C1)), before);
+
+    // A pod sandbox that skips pod networking: its shared directories are mounted, its log
+    // directory, network files and namespace record made, all before the decision.
+    let err = agent
+        .client
+        .create_container(
+            C2,
+            &common::container_settings(C2, pod_spec(C2, &["forbidden"], "ns-pod", true)),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_refused(&err, C2);
+    assert_eq!(listing(&bundle(C2)), before);
+    let mounts = mountinfo(&agent);
+    for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
+        assert!(!mounts.contains(dir), "{dir} is still mounted: {mounts}");
+    }
+    // Neither namespace record stayed: a pod that needs one is told it does not exist.
+    for namespace in ["ns-pod", "ns-alone"] {
+        let err = agent
+            .client
+            .create_container(
+                C2,
+                &common::container_settings(C2, pod_spec(C2, &["true"], namespace, false)),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "guest RPC failure: HRESULT 0x80070490: network namespace \"{namespace}\" not found (0x80070490)"
+            )
+        );
+        assert_eq!(listing(&bundle(C2)), before);
+    }
+
+    // The same ids, allowed this time.
+    agent
+        .client
+        .create_container(C1, &common::container_settings(C1, spec_for(C1, &["true"])))
+        .await
+        .unwrap();
+    agent
+        .client
+        .create_container(
+            C2,
+            &common::container_settings(C2, pod_spec(C2, &["true"], "ns-pod", true)),
+        )
+        .await
+        .unwrap();
+    for id in [C1, C2] {
+        let init = common::start_process(&agent, id, None, false)
+            .await
+            .unwrap();
+        assert_eq!(init.finish(&agent, id).await.code, 0);
+        common::destroy_container(&agent, id).await;
+    }
+}
+
+/// Container `id`'s spec asking for the host's network (the hostnetwork annotation), its init
+/// printing the network namespace it runs in.
+fn host_network_spec(id: &str) -> Value {
+    let mut s = spec_for(id, &["readlink", "/proc/self/ns/net"]);
+    s["annotations"] = json!({"io.microsoft.virtualmachine.lcow.hostnetwork": "true"});
+    s
+}
+
+#[tokio::test]
+async fn host_network_is_asked_for_a_host_network_container_and_allowed_shares_the_uvms() {
+    let agent = Agent::sandboxed(&[]).await;
+    install(&agent, &policy_file("allow_all.rego"))
+        .await
+        .unwrap();
+    let layer = common::busybox_layer(&agent);
+    common::create_container(&agent, C1, layer, host_network_spec(C1))
+        .await
+        .unwrap();
+    let init = common::start_process(&agent, C1, None, false)
+        .await
+        .unwrap();
+    let out = init.finish(&agent, C1).await;
+    let uvm = std::fs::read_link(format!("/proc/{}/ns/net", agent.agent_pid())).unwrap();
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, uvm.to_str().unwrap()),
+        "the container runs in the UVM's own network namespace"
+    );
+    common::destroy_container(&agent, C1).await;
+
+    // Without the annotation, the same container gets a namespace of its own.
+    common::create_container(
+        &agent,
+        C1,
+        layer,
+        spec_for(C1, &["readlink", "/proc/self/ns/net"]),
+    )
+    .await
+    .unwrap();
+    let init = common::start_process(&agent, C1, None, false)
+        .await
+        .unwrap();
+    let out = init.finish(&agent, C1).await;
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.starts_with("net:["), "{}", out.stdout);
+    assert_ne!(out.stdout.trim(), uvm.to_str().unwrap());
+    common::destroy_container(&agent, C1).await;
+}
+
+#[tokio::test]
+async fn a_refused_host_network_is_the_bare_decision_and_the_create_leaves_nothing() {
+    let agent = Agent::sandboxed(&[]).await;
+    let policy = allow_all_but(&[("host_network", r#"host_network := {"allowed": false}"#)]);
+    install(&agent, &policy).await.unwrap();
+    let layer = common::busybox_layer(&agent);
+    common::add_rootfs(&agent.client, C1, layer).await;
+    let bundle = agent.root().join(format!("run/gcs/c/{C1}"));
+    let err = agent
+        .client
+        .create_container(C1, &common::container_settings(C1, host_network_spec(C1)))
+        .await
+        .unwrap_err()
+        .to_string();
+    // SP §4.16: no words around the enforcer's text.
+    assert_refusal(
+        &err,
+        "",
+        &denied("host_network", json!({}), &["refused host_network"]),
+    );
+    assert_eq!(listing(&bundle), ["rootfs", "scratch"]);
+    // Not asked for a container that does not ask for the host's network.
+    agent
+        .client
+        .create_container(C1, &common::container_settings(C1, spec_for(C1, &["true"])))
+        .await
+        .unwrap();
+    agent.client.start_container(C1).await.unwrap();
+    let init = common::start_process(&agent, C1, None, false)
+        .await
+        .unwrap();
+    assert_eq!(init.finish(&agent, C1).await.code, 0);
+    common::destroy_container(&agent, C1).await;
 }

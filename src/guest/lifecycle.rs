@@ -63,6 +63,81 @@ impl Drop for CreatingSlot<'_> {
     }
 }
 
+/// What a Create made on the way to its decisions (SP §4.9: as in the original, a pod's
+/// directories and network files exist before `create_container` is asked), undone when the
+/// Create fails, so that a refused Create leaves nothing behind.
+#[derive(Debug, Default)]
+struct Made {
+    /// Directories it made, in the order made: each with the outermost of its ancestors it
+    /// made too (none of those existed before).
+    dirs: Vec<(PathBuf, PathBuf)>,
+    /// Files it wrote that did not exist before.
+    files: Vec<PathBuf>,
+    /// Directories it made shared mount points (a pod's `sandboxMounts` and the like).
+    mounts: Vec<PathBuf>,
+    /// The network namespace record it added.
+    namespace: Option<String>,
+}
+
+impl Made {
+    /// `mkdir -p path` (see [`mkdir`]), noting the outermost directory it makes.
+    fn mkdir(&mut self, path: &Path, mode: u32) -> Result<(), GuestError> {
+        let outermost = path
+            .ancestors()
+            .take_while(|p| std::fs::symlink_metadata(p).is_err())
+            .last()
+            .map(Path::to_path_buf);
+        if let Some(outermost) = outermost {
+            self.dirs.push((path.to_path_buf(), outermost));
+        }
+        mkdir(path, mode)
+    }
+
+    /// Notes the files of `names` in `root` that do not exist yet (before they are written).
+    fn files_in(&mut self, root: &Path, names: &[&str]) {
+        for name in names {
+            let path = root.join(name);
+            if std::fs::symlink_metadata(&path).is_err() {
+                self.files.push(path);
+            }
+        }
+    }
+
+    /// Undoes it all, the last made first: shared mounts (and what is mounted below them),
+    /// files, directories (each only once empty: another request may have put something in
+    /// one meanwhile), and the namespace record unless the host has given it NICs meanwhile.
+    fn undo(self, guest: &Guest) {
+        for mount in self.mounts.iter().rev() {
+            unmount_under(mount);
+        }
+        for file in self.files.iter().rev() {
+            if let Err(e) = std::fs::remove_file(file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(path = %file.display(), error = %e, "cannot remove a refused container's file");
+                }
+            }
+        }
+        for (dir, outermost) in self.dirs.iter().rev() {
+            for made in dir.ancestors() {
+                // Gone already, or no longer empty: its ancestors stay too.
+                if std::fs::remove_dir(made).is_err() && made.exists() {
+                    debug!(path = %made.display(), "a refused container's directory is not empty");
+                    break;
+                }
+                if made == outermost {
+                    break;
+                }
+            }
+        }
+        if let Some(namespace) = &self.namespace {
+            guest.namespace_remove_if_unused(namespace);
+        }
+    }
+}
+
+/// The files [`spec::write_network_files`] writes into a pod's or container's directory.
+const NETWORK_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+
 /// A console socket the runtime connects to once to hand over the pty master.
 struct ConsoleSocket {
     path: PathBuf,
@@ -143,7 +218,11 @@ impl Guest {
             id,
             armed: true,
         };
-        match self.create_inner(id, activity_id, settings.clone()).await {
+        let mut made = Made::default();
+        match self
+            .create_inner(id, activity_id, settings.clone(), &mut made)
+            .await
+        {
             Ok(container) => {
                 slot.armed = false;
                 self.lock_containers()
@@ -167,29 +246,28 @@ impl Guest {
                 Ok(())
             }
             Err(e) => {
-                drop(slot);
-                // A sandbox refused at launch: its registration and shared mounts go too.
-                let root = self.lock_sandbox_roots().remove(id);
-                if let Some(root) = root {
-                    for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
-                        unmount_under(&root.join(dir));
-                    }
-                    let _ = std::fs::remove_dir(root.join("logs"));
-                }
+                // Everything the Create made goes, then the id is free again: a refused or
+                // failed Create leaves nothing behind (SP §4.9). A sandbox's registration goes
+                // with its shared mounts and files.
+                self.lock_sandbox_roots().remove(id);
                 if let Ok(bundle) = bundle_path(&settings.oci_bundle_path) {
                     unmount_under(&bundle.join(PINNED));
                     let _ = std::fs::remove_file(bundle.join("config.json"));
                 }
+                made.undo(self);
+                drop(slot);
                 Err(e)
             }
         }
     }
 
+    /// Create up to a container the runtime made; what it makes on the way is noted in `made`.
     async fn create_inner(
         self: &Arc<Self>,
         id: &str,
         activity_id: &str,
         settings: ContainerSettings,
+        made: &mut Made,
     ) -> Result<Arc<Container>, GuestError> {
         let mut spec = settings.oci_specification.clone().unwrap_or(Value::Null);
         let kind = spec::classify(id, &spec)?;
@@ -247,31 +325,29 @@ impl Guest {
                             .join(vpod),
                         None => bundle.clone(),
                     };
-                mkdir(&root, 0o755)?;
+                made.mkdir(&root, 0o755)?;
                 let hostname = spec::hostname_for(&spec)?;
                 // §6.3: a virtual pod's sandbox, like one that skips pod networking, makes its
                 // namespace record if the host has not added its NICs yet.
                 let skip_networking = virtual_pod
                     || spec::annotation(&spec, spec::SKIP_POD_NETWORKING)
                         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                if skip_networking {
-                    self.namespace_get_or_add(&namespace);
+                if skip_networking && self.namespace_get_or_add(&namespace) {
+                    made.namespace = Some(namespace.clone());
                 }
                 if !self.namespace_exists(&namespace) && !skip_networking {
                     return Err(GuestError::NamespaceNotFound(namespace));
                 }
-                spec::write_network_files(
-                    &Value::Null,
-                    &root,
-                    &hostname,
-                    &self.resolv_conf_for(&namespace)?,
-                )?;
+                let resolv = self.resolv_conf_for(&namespace)?;
+                made.files_in(&root, &NETWORK_FILES);
+                spec::write_network_files(&Value::Null, &root, &hostname, &resolv)?;
                 for dir in ["sandboxMounts", "hugepages", "sandboxTmpfsMounts"] {
                     let path = root.join(dir);
-                    mkdir(&path, 0o755)?;
+                    made.mkdir(&path, 0o755)?;
+                    made.mounts.push(path.clone());
                     self.share_mount(&path, dir == "sandboxTmpfsMounts")?;
                 }
-                mkdir(&root.join("logs"), 0o777)?;
+                made.mkdir(&root.join("logs"), 0o777)?;
                 spec["linux"]["cgroupsPath"] = json!(format!("/pods/{id}/{id}"));
                 self.lock_sandbox_roots()
                     .insert(id.to_string(), root.clone());
@@ -320,14 +396,13 @@ impl Guest {
             }
             Kind::Standalone => {
                 let hostname = spec::hostname_for(&spec)?;
-                self.namespace_get_or_add(&namespace);
-                mkdir(&bundle, 0o700)?;
-                spec::write_network_files(
-                    &spec,
-                    &bundle,
-                    &hostname,
-                    &self.resolv_conf_for(&namespace)?,
-                )?;
+                if self.namespace_get_or_add(&namespace) {
+                    made.namespace = Some(namespace.clone());
+                }
+                made.mkdir(&bundle, 0o700)?;
+                let resolv = self.resolv_conf_for(&namespace)?;
+                made.files_in(&bundle, &NETWORK_FILES);
+                spec::write_network_files(&spec, &bundle, &hostname, &resolv)?;
                 let before = mount_count(&spec);
                 spec::bind_network_files(&mut spec, &bundle);
                 network_mounts = mounts_from(&spec, before);
@@ -358,11 +433,13 @@ impl Guest {
             }
         }
         if host_network {
-            self.enforce(
-                crate::policy::EnforcementPoint::HostNetwork,
-                crate::policy::input::empty(),
-                || "host network denied by policy".into(),
-            )?;
+            // SP §4.16: the refusal is the enforcer's own text, with no words around it.
+            self.policy()
+                .decide(
+                    crate::policy::EnforcementPoint::HostNetwork,
+                    crate::policy::input::empty(),
+                )
+                .map_err(GuestError::PolicyRefused)?;
             spec::remove_namespace(&mut spec, "network");
         }
         if let Some((root, count)) = pin {
@@ -372,7 +449,7 @@ impl Guest {
         spec::mounts::prepare_cwd(&spec, &rootfs)?;
         // The bundle and its config.json (which holds the environment, often secrets) are
         // root's alone.
-        mkdir(&bundle, 0o700)?;
+        made.mkdir(&bundle, 0o700)?;
         std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io(format!("chmod {}", bundle.display()), e))?;
         let mut config = serde_json::to_vec(&spec)

@@ -191,8 +191,25 @@ impl Guest {
         lock(&self.sandbox_roots)
     }
 
-    fn namespace_get_or_add(&self, id: &str) {
-        lock(&self.namespaces).entry(id.to_string()).or_default();
+    /// Makes the record of namespace `id` unless there is one; returns whether it made it.
+    fn namespace_get_or_add(&self, id: &str) -> bool {
+        let mut namespaces = lock(&self.namespaces);
+        if namespaces.contains_key(id) {
+            return false;
+        }
+        namespaces.insert(id.to_string(), Namespace::default());
+        true
+    }
+
+    /// Drops the record of namespace `id` if nothing uses it (no NICs, no container in it).
+    fn namespace_remove_if_unused(&self, id: &str) {
+        let mut namespaces = lock(&self.namespaces);
+        if namespaces
+            .get(id)
+            .is_some_and(|ns| ns.adapters.is_empty() && ns.pid.is_none())
+        {
+            namespaces.remove(id);
+        }
     }
 
     fn namespace_exists(&self, id: &str) -> bool {

@@ -60,6 +60,37 @@ pub fn failure(message: &str) -> String {
     format!("guest RPC failure: {message} (0x80004005)")
 }
 
+/// Asserts that `err` (as the client shows it) is exactly a plain failure whose message is
+/// `context` followed by the policy's decision text (`context` is empty for a bare decision,
+/// else e.g. `overlay creation denied by policy: `), and that the decision is `decision`.
+pub fn assert_refusal(err: &str, context: &str, decision: &Value) {
+    let text = err
+        .strip_prefix("guest RPC failure: ")
+        .and_then(|t| t.strip_suffix(" (0x80004005)"))
+        .unwrap_or_else(|| panic!("not a plain failure: {err}"));
+    let inner = text
+        .strip_prefix(context)
+        .and_then(|t| t.strip_prefix("policyDecision< "))
+        .and_then(|t| t.strip_suffix(" >policyDecision"))
+        .unwrap_or_else(|| panic!("not {context:?} and a decision: {err}"));
+    assert!(
+        inner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+        "{err}"
+    );
+    assert_eq!(&decision_of(err), decision, "{err}");
+}
+
+/// A refusal's decision: `rule` asked with `input` (without its `rule` key), refused with the
+/// reason of [`allow_all_but`] (or `errors` from a framework).
+pub fn denied(rule: &str, input: Value, errors: &[&str]) -> Value {
+    let mut input = input;
+    input["rule"] = json!(rule);
+    json!({"decision": "deny", "input": input,
+           "reason": {"errors": errors, "error_objects": null}})
+}
+
 /// The decision inside a refusal's text.
 pub fn decision_of(err: &str) -> Value {
     use base64::Engine as _;
