@@ -1034,3 +1034,273 @@ async fn a_refused_host_network_is_the_bare_decision_and_the_create_leaves_nothi
     assert_eq!(init.finish(&agent, C1).await.code, 0);
     common::destroy_container(&agent, C1).await;
 }
+
+#[tokio::test]
+async fn a_generated_policy_refuses_unencrypted_scratch_and_nothing_is_mounted() {
+    let agent = Agent::sandboxed(&[]).await;
+    let container = json!({
+        "id": "busybox", "name": "busybox", "layers": ["00".repeat(32)],
+        "command": ["sh"], "env_rules": [], "working_dir": "/", "mounts": [],
+        "exec_processes": [], "signals": [],
+        "user": {"user_idname": {"pattern": "", "strategy": "any"},
+                 "group_idnames": [{"pattern": "", "strategy": "any"}], "umask": "0022"},
+        "capabilities": null, "seccomp_profile_sha256": "", "allow_elevated": false,
+        "allow_stdio_access": true, "no_new_privileges": false,
+    });
+    let policy = generated_policy(&[container], &[("allow_unencrypted_scratch", false)]);
+    install(&agent, &policy).await.unwrap();
+    let layer = common::busybox_layer(&agent);
+    let scratch = format!("/run/gcs/c/{C1}/scratch/{C1}");
+    let err = modify_err(
+        &agent,
+        modify(
+            "CombinedLayers",
+            "Add",
+            json!({"ContainerID": C1, "ContainerRootPath": format!("/run/gcs/c/{C1}/rootfs"),
+                   "Layers": [{"Path": layer}], "ScratchPath": scratch}),
+        ),
+    )
+    .await;
+    assert_refusal(
+        &err,
+        "scratch mounting denied by policy: ",
+        &denied(
+            "scratch_mount",
+            json!({"target": scratch, "encrypted": false}),
+            &["unencrypted scratch not allowed"],
+        ),
+    );
+    assert!(!agent.root().join(format!("run/gcs/c/{C1}")).exists());
+    assert!(!mountinfo(&agent).contains("/run/gcs/c/"));
+}
+
+#[tokio::test]
+async fn refused_unmounts_leave_the_layer_and_the_overlay_mounted_and_a_later_allowed_one_works() {
+    // The layer is a real ext4 mount of a loop device, made before the policy arrives: under a
+    // policy a layer is mounted through dm-verity, which this machine's kernel lacks
+    // (tests/qemu.rs covers it).
+    let work = tempfile::tempdir().unwrap();
+    let tree = gcs::host::layers::busybox_tree(work.path()).unwrap();
+    let image = work.path().join("layer.ext4");
+    gcs::host::layers::ext4_image(&image, Some(&tree), "16M").unwrap();
+    let l0 = common::Loop::attach(&image, true);
+    let agent = Agent::sandboxed_with_devices(&[], &l0.node("pmem0")).await;
+    let layer = "/run/layers/p0";
+    let pmem = || modify("VPMemDevice", "Remove", json!({"MountPath": layer}));
+    agent
+        .client
+        .modify_settings(
+            NULL_CONTAINER_ID,
+            modify("VPMemDevice", "Add", json!({"MountPath": layer})),
+        )
+        .await
+        .unwrap();
+    // Unmounts are refused until a decision opens the gate, kept in the policy's metadata.
+    let policy = allow_all_but(&[
+        (
+            "gate_open",
+            "default gate_open := false\ngate_open if data.metadata.gate.open",
+        ),
+        (
+            "unmount_device",
+            r#"unmount_device := {"allowed": gate_open}"#,
+        ),
+        (
+            "unmount_overlay",
+            r#"unmount_overlay := {"allowed": gate_open}"#,
+        ),
+        (
+            "dump_stacks",
+            r#"dump_stacks := {"allowed": true, "metadata": [{"name": "gate", "action": "update", "key": "open", "value": true}]}"#,
+        ),
+    ]);
+    install(&agent, &policy).await.unwrap();
+    add_overlay(&agent, C1, layer).await.unwrap();
+    let rootfs = format!("/run/gcs/c/{C1}/rootfs");
+    let mounted = |agent: &Agent, path: &str| {
+        mountinfo(agent)
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(path))
+    };
+    assert!(mounted(&agent, layer) && mounted(&agent, &rootfs));
+
+    let err = remove_overlay(&agent, C1).await.unwrap_err();
+    assert_refusal(
+        &err,
+        "overlay removal denied by policy: ",
+        &denied(
+            "unmount_overlay",
+            json!({"unmountTarget": rootfs}),
+            &["refused unmount_overlay"],
+        ),
+    );
+    let err = modify_err(&agent, pmem()).await;
+    assert_refusal(
+        &err,
+        &format!("unmounting pmem device from {layer} denied by policy: "),
+        &denied(
+            "unmount_device",
+            json!({"unmountTarget": layer}),
+            &["refused unmount_device"],
+        ),
+    );
+    assert!(mounted(&agent, layer) && mounted(&agent, &rootfs));
+    assert!(agent
+        .root()
+        .join(format!("run/gcs/c/{C1}/rootfs/bin/busybox"))
+        .exists());
+
+    // The gate opens; the same Removes now work, the overlay first.
+    agent.client.dump_stacks().await.unwrap();
+    remove_overlay(&agent, C1).await.unwrap();
+    assert!(!mounted(&agent, &rootfs));
+    agent
+        .client
+        .modify_settings(NULL_CONTAINER_ID, pmem())
+        .await
+        .unwrap();
+    assert!(!mounted(&agent, layer));
+    assert!(!agent.root().join("run/layers/p0").exists());
+}
+
+#[tokio::test]
+async fn a_deny_all_policy_refuses_every_request_with_its_reason_and_nothing_happens() {
+    let agent = Agent::sandboxed(&[]).await;
+    let layer = common::busybox_layer(&agent);
+    // The rootfs is made before the policy arrives, so that Create reaches its decision.
+    common::add_rootfs(&agent.client, C1, layer).await;
+    install(&agent, &policy_file("deny_all.rego"))
+        .await
+        .unwrap();
+    let reason = ["denied by the deny-all policy"];
+
+    // Mounts.
+    let share = format!("/run/gcs/c/{C1}/mounts/m0");
+    let err = modify_err(
+        &agent,
+        modify(
+            "MappedDirectory",
+            "Add",
+            json!({"MountPath": share, "Port": 564, "ShareName": "1"}),
+        ),
+    )
+    .await;
+    assert_refusal(
+        &err,
+        &format!("mounting plan9 device at {share} denied by policy: "),
+        &denied(
+            "plan9_mount",
+            json!({"rootPrefix": "/run/gcs/c", "mountPathPrefix": "/mounts/m[0-9]+",
+                   "target": share}),
+            &reason,
+        ),
+    );
+    let err = add_overlay(&agent, C2, layer).await.unwrap_err();
+    assert_refusal(
+        &err,
+        "scratch mounting denied by policy: ",
+        &denied(
+            "scratch_mount",
+            json!({"target": format!("/run/gcs/c/{C2}/scratch/{C2}"), "encrypted": false}),
+            &reason,
+        ),
+    );
+    let err = modify_err(
+        &agent,
+        modify(
+            "CombinedLayers",
+            "Add",
+            json!({"ContainerID": C2, "ContainerRootPath": format!("/run/gcs/c/{C2}/rootfs"),
+                   "Layers": [{"Path": layer}, {"Path": layer}]}),
+        ),
+    )
+    .await;
+    assert_refusal(
+        &err,
+        "overlay creation denied by policy: ",
+        &denied(
+            "mount_overlay",
+            json!({"containerID": C2, "layerPaths": [layer, layer],
+                   "target": format!("/run/gcs/c/{C2}/rootfs")}),
+            &reason,
+        ),
+    );
+    assert!(!agent.root().join(&share[1..]).exists());
+    assert!(!agent.root().join(format!("run/gcs/c/{C2}")).exists());
+
+    // A Create.
+    let before = listing(&agent.root().join(format!("run/gcs/c/{C1}")));
+    let err = agent
+        .client
+        .create_container(C1, &common::container_settings(C1, spec_for(C1, &["true"])))
+        .await
+        .unwrap_err()
+        .to_string();
+    let d = decision_of(&err);
+    let mut expected = denied("create_container", d["input"].clone(), &reason);
+    expected["input"]["containerID"] = json!(C1);
+    assert_refusal(&err, "container creation denied due to policy: ", &expected);
+    assert_eq!(d["input"]["argList"], json!(["true"]));
+    assert_eq!(
+        listing(&agent.root().join(format!("run/gcs/c/{C1}"))),
+        before
+    );
+    let err = agent
+        .client
+        .delete_container_state(C1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("container \"{C1}\" does not exist")),
+        "{err}"
+    );
+
+    // A process in the UVM.
+    let params = ProcessParameters {
+        command_args: vec!["/bin/sh".into(), "-c".into(), "touch /run/ran".into()],
+        working_directory: "/".into(),
+        ..Default::default()
+    };
+    let err = agent
+        .client
+        .execute_process(
+            NULL_CONTAINER_ID,
+            &params,
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_refusal(
+        &err,
+        "exec is denied due to policy: ",
+        &denied(
+            "exec_external",
+            json!({"argList": ["/bin/sh", "-c", "touch /run/ran"], "envList": [],
+                   "workingDir": "/"}),
+            &reason,
+        ),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!agent.root().join("run/ran").exists());
+
+    // Properties and stacks.
+    let err = agent
+        .client
+        .get_properties(C1, &["ProcessList"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_refusal(
+        &err,
+        "get properties denied due to policy: ",
+        &denied("get_properties", json!({}), &reason),
+    );
+    let err = agent.client.dump_stacks().await.unwrap_err().to_string();
+    assert_refusal(
+        &err,
+        "dump stacks denied due to policy: ",
+        &denied("dump_stacks", json!({}), &reason),
+    );
+}

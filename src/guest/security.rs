@@ -314,6 +314,30 @@ mod tests {
             })
     }
 
+    /// The exact text of a fragment or trust list refusal: `context` and the policy's decision,
+    /// whose reason must be the framework's `errors` (SP §10.1); returns the decision.
+    fn assert_refused(err: &str, context: &str, rule: &str, errors: &[&str]) -> serde_json::Value {
+        let inner = err
+            .strip_prefix(context)
+            .and_then(|t| t.strip_prefix(": policyDecision< "))
+            .and_then(|t| t.strip_suffix(" >policyDecision"))
+            .unwrap_or_else(|| panic!("not {context:?} and a decision: {err}"));
+        let decision: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(inner)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(decision["decision"], "deny", "{decision}");
+        assert_eq!(decision["input"]["rule"], rule, "{decision}");
+        assert_eq!(
+            decision["reason"]["errors"],
+            serde_json::json!(errors),
+            "{decision}"
+        );
+        decision
+    }
+
     /// Installs the Rego `policy` (no SNP devices under `dir`).
     async fn install(guest: &Guest, policy: &str, dir: &Path) {
         guest
@@ -351,18 +375,56 @@ mod tests {
         let (stranger, other_issuer) = signed(40, feed, Some(3), &fragment_rego("3"));
         assert_ne!(other_issuer, issuer);
         let err = inject(&guest, &stranger, "").await.unwrap_err();
-        assert!(
-            err.contains("error loading security policy fragment: policyDecision< "),
-            "{err}"
+        let d = assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &["invalid fragment issuer"],
         );
-        // The right signer below the policy's minimum SVN.
+        assert_eq!(
+            (&d["input"]["issuer"], &d["input"]["feed"]),
+            (&serde_json::json!(other_issuer), &serde_json::json!(feed))
+        );
+        // The right signer and another feed.
+        let (elsewhere, _) = signed(10, "contoso.azurecr.io/other", Some(3), &fragment_rego("3"));
+        let err = inject(&guest, &elsewhere, "").await.unwrap_err();
+        assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &["invalid fragment feed"],
+        );
+        // The right signer below the policy's minimum SVN: with the SVN in the envelope's
+        // header, refused before the fragment is parsed, where the framework (as the
+        // original's) names no reason; with the SVN only in the fragment, once it is parsed.
         let (old, _) = signed(10, feed, Some(1), &fragment_rego("1"));
         let err = inject(&guest, &old, "application/cose-x509+rego")
             .await
             .unwrap_err();
-        assert!(
-            err.contains("error loading security policy fragment"),
-            "{err}"
+        let d = assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &[],
+        );
+        assert_eq!(d["input"]["fragment_loaded"], false);
+        let (old, _) = signed(10, feed, None, &fragment_rego("1"));
+        let err = inject(&guest, &old, "").await.unwrap_err();
+        let d = assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &["fragment svn is below the specified minimum"],
+        );
+        assert_eq!(d["input"]["fragment_loaded"], true);
+        // Header and fragment disagree.
+        let (mismatched, _) = signed(10, feed, Some(3), &fragment_rego("4"));
+        let err = inject(&guest, &mismatched, "").await.unwrap_err();
+        assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &["svn in header 3 does not match svn in fragment rego 4"],
         );
         assert!(!layer_allowed(&guest));
 
@@ -391,9 +453,9 @@ mod tests {
         let mut closed = guest(dir.path());
         closed.set_initial_enforcer(Arc::new(crate::policy::closed_door::ClosedDoor));
         let err = inject(&closed, &good, "").await.unwrap_err();
-        assert!(
-            err.contains("loading fragments is denied by policy"),
-            "{err}"
+        assert_eq!(
+            err,
+            "error loading security policy fragment: loading fragments is denied by policy"
         );
         // The envelope is checked whatever the door.
         let err = inject(&open, b"\xd2\x84", "").await.unwrap_err();
@@ -456,14 +518,22 @@ mod tests {
         install(&guest, &policy, dir.path()).await;
         // Before the trust list, the receipt proves nothing.
         let err = inject(&guest, &fragment, "").await.unwrap_err();
-        assert!(
-            err.contains("error loading security policy fragment: policyDecision< "),
-            "{err}"
+        assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &["missing receipt from TTL:ttl-subject"],
         );
         assert!(!layer_allowed(&guest));
         inject(&guest, &ttl, TTL).await.unwrap();
         // Without its receipt the fragment is still refused.
-        assert!(inject(&guest, &bare, "").await.is_err());
+        let err = inject(&guest, &bare, "").await.unwrap_err();
+        assert_refused(
+            &err,
+            "error loading security policy fragment",
+            "load_fragment",
+            &["missing receipt from TTL:ttl-subject"],
+        );
         inject(&guest, &fragment, "").await.unwrap();
         assert!(layer_allowed(&guest), "the fragment's container counts");
     }
@@ -490,9 +560,11 @@ mod tests {
         );
         let (old, _) = signed(50, "ttl-subject", Some(2), &payload);
         let err = inject(&guest, &old, TTL).await.unwrap_err();
-        assert!(
-            err.contains("error loading transparency trust list: policyDecision< "),
-            "{err}"
+        assert_refused(
+            &err,
+            "error loading transparency trust list",
+            "load_transparency_trust_list",
+            &["no TTL candidate matches the provided TTL's issuer, subject and svn"],
         );
         let (elsewhere, _) = signed(
             50,
@@ -501,17 +573,19 @@ mod tests {
             &trust_list(&[("other.ledger", b"k2")]),
         );
         let err = inject(&guest, &elsewhere, TTL).await.unwrap_err();
-        assert!(
-            err.contains("error loading transparency trust list"),
-            "{err}"
+        assert_refused(
+            &err,
+            "error loading transparency trust list",
+            "load_transparency_trust_list",
+            &["The provided TTL does not contain any ledgers it is allowed to load"],
         );
         inject(&guest, &good, TTL).await.unwrap();
         let mut closed = self::guest(dir.path());
         closed.set_initial_enforcer(Arc::new(crate::policy::closed_door::ClosedDoor));
         let err = inject(&closed, &good, TTL).await.unwrap_err();
-        assert!(
-            err.contains("loading transparency trust lists is denied by policy"),
-            "{err}"
+        assert_eq!(
+            err,
+            "error loading transparency trust list: loading transparency trust lists is denied by policy"
         );
     }
 }
