@@ -61,41 +61,33 @@ as_number(x) := n if {
 	n := to_number(x)
 }
 
-is_collection(x) if is_array(x)
+# Hot paths test this inline (`type_name(x) in collection_types`): a call to a
+# rule function costs far more in regorus than a builtin.
+collection_types := {"array", "set"}
 
-is_collection(x) if is_set(x)
+is_collection(x) if type_name(x) in collection_types
 
 # x if it can be iterated ("some .. in" / "every .. in" raise an error on
 # other values in regorus); undefined otherwise.
-coll(x) := x if is_collection(x)
-
-coll(x) := x if is_object(x)
+coll(x) := x if type_name(x) in {"array", "set", "object"}
 
 # Same members, same size (used for mount options and capability sets).
 same_members(a, b) if {
-	is_collection(a)
-	is_collection(b)
+	type_name(a) in collection_types
+	type_name(b) in collection_types
 	count(a) == count(b)
-	every x in a {
-		x in b
-	}
-	every y in b {
-		y in a
-	}
+	{x | some x in a} == {y | some y in b}
 }
 
-# Implicit anchoring: add "^" / "$" unless the pattern already has them.
-anchor_start(p) := "" if startswith(p, "^") else := "^"
-
-anchor_end(p) := "" if endswith(p, "$") else := "$"
-
-anchored(p) := concat("", [anchor_start(p), p, anchor_end(p)])
+# Implicit anchoring: add "^" / "$" unless the pattern already has them
+# (builtins only: each call of a rule function costs more than a match).
+anchored(p) := concat("", [{true: "", false: "^"}[startswith(p, "^")], p, {true: "", false: "$"}[endswith(p, "$")]])
 
 # Whole-string RE2 match; an invalid pattern never matches.
 re_full_match(pattern, value) if {
 	is_string(pattern)
 	is_string(value)
-	full := anchored(pattern)
+	full := concat("", [{true: "", false: "^"}[startswith(pattern, "^")], pattern, {true: "", false: "$"}[endswith(pattern, "$")]])
 	regex.is_valid(full)
 	regex.match(full, value)
 }
@@ -675,6 +667,10 @@ env_rule_ok(rule, env) if {
 # {"name", "name_strategy", "value", "value_strategy"} form: split at the
 # first "=" (which must be present).
 env_rule_ok(rule, env) if {
+	# env_pattern_ok knows these two strategies only: tested first, they spare
+	# the split for rules of the other form.
+	rule.name_strategy in {"string", "re2"}
+	rule.value_strategy in {"string", "re2"}
 	is_string(env)
 	parts := split(env, "=")
 	count(parts) > 1
@@ -684,22 +680,33 @@ env_rule_ok(rule, env) if {
 
 env_required(rule) if rule.required == true
 
+# Every required rule is met by some entry, and every entry is accepted by
+# some rule.  Entries equal to a "string" rule's pattern are accepted without
+# a call; the others go through env_rule_ok (the same decision, in fewer calls
+# of rule functions, which cost more than the matching itself in regorus).
 env_list_ok(rules, envs) if {
 	is_array(rules)
-	is_collection(envs)
-	every rule in rules {
+	type_name(envs) in collection_types
+	strings := {r.pattern | some r in rules; r.strategy == "string"}
+	every rule in [r | some r in rules; r.required == true] {
 		required_rule_met(rule, envs)
 	}
-	every env in envs {
+	accepted := {i | some i, env in envs; is_string(env); env in strings} | {i |
+		some i, env in envs
+		not env in strings
 		some rule in rules
 		env_rule_ok(rule, env)
 	}
+	count(accepted) == count(envs)
 }
 
-required_rule_met(rule, envs) if not env_required(rule)
+required_rule_met(rule, envs) if {
+	rule.strategy == "string"
+	is_string(rule.pattern)
+	rule.pattern in envs
+}
 
 required_rule_met(rule, envs) if {
-	env_required(rule)
 	some env in envs
 	env_rule_ok(rule, env)
 }
@@ -791,7 +798,12 @@ caps_ok(allowed, requested) if {
 	is_object(allowed)
 	is_object(requested)
 	every kind in cap_kinds {
-		same_members(cap_set(allowed, kind), cap_set(requested, kind))
+		a := object.get(allowed, kind, [])
+		r := object.get(requested, kind, [])
+		type_name(a) in collection_types
+		type_name(r) in collection_types
+		count(a) == count(r)
+		{x | some x in a} == {y | some y in r}
 	}
 }
 
@@ -868,30 +880,102 @@ sandbox_sysfs_ok(mount) if {
 	}
 }
 
+# A request mount is allowed by a candidate's own constraints, the default
+# mounts, the privileged mounts (with allow_elevated) or, for a sandbox, its
+# read-write /sys.  Each constraint's destination is compared inline before
+# mount_satisfies is called: it requires the same destination anyway, and a
+# call of a rule function costs more in regorus than the comparison.
 mount_allowed(constraints, allow_elevated, mount) if {
 	some constraint in coll(constraints)
+	constraint.destination == mount.destination
 	mount_satisfies(constraint, mount)
 }
 
 mount_allowed(constraints, allow_elevated, mount) if {
 	some constraint in default_mounts_doc
+	constraint.destination == mount.destination
 	mount_satisfies(constraint, mount)
 }
 
 mount_allowed(constraints, allow_elevated, mount) if {
 	allow_elevated == true
 	some constraint in data.privilegedMounts
+	constraint.destination == mount.destination
 	mount_satisfies(constraint, mount)
 }
 
 mount_allowed(constraints, allow_elevated, mount) if sandbox_sysfs_ok(mount)
 
+# mounts_ok is mount_allowed for every request mount, computed as sets of the
+# request's mount indexes: what does not depend on the candidate once per
+# query, then each candidate's own constraints.
+#
+# Fast path: a mount equal to a default (or privileged) mount in type, source,
+# destination and sorted options satisfies it (mount_source_ok's last case and
+# same_members: equal sorted arrays have the same members and count).  Every
+# other mount goes through mount_satisfies, so the decision is the same.
+default_mount_keys := {[c.type, c.source, c.destination, sort(c.options)] |
+	some c in default_mounts_doc
+	type_name(c.options) in collection_types
+}
+
+privileged_mount_keys := {[c.type, c.source, c.destination, sort(c.options)] |
+	some c in data.privilegedMounts
+	type_name(c.options) in collection_types
+}
+
+# Request mounts the fast path may apply to: options an array, a destination.
+request_mount_keys := {i: [m.type, m.source, m.destination, sort(m.options)] |
+	some i, m in input.mounts
+	is_array(m.options)
+	m.destination != ""
+}
+
+mounts_allowed_by_default_fast := {i |
+	some i, key in request_mount_keys
+	key in default_mount_keys
+}
+
+mounts_allowed_by_default := mounts_allowed_by_default_fast | {i |
+	some i, mount in input.mounts
+	not i in mounts_allowed_by_default_fast
+	some c in default_mounts_doc
+	c.destination == mount.destination
+	mount_satisfies(c, mount)
+} | {i |
+	input.isSandboxContainer == true
+	some i, mount in input.mounts
+	sandbox_sysfs_ok(mount)
+}
+
+mounts_allowed_if_elevated_fast := {i |
+	some i, key in request_mount_keys
+	key in privileged_mount_keys
+}
+
+mounts_allowed_if_elevated := mounts_allowed_if_elevated_fast | {i |
+	some i, mount in input.mounts
+	not i in mounts_allowed_if_elevated_fast
+	some c in data.privilegedMounts
+	c.destination == mount.destination
+	mount_satisfies(c, mount)
+}
+
 mounts_ok(constraints, allow_elevated) if {
 	is_array(input.mounts)
-	every mount in input.mounts {
-		mount_allowed(constraints, allow_elevated, mount)
+	own := {i |
+		some i, mount in input.mounts
+		not i in mounts_allowed_by_default
+		some c in coll(constraints)
+		c.destination == mount.destination
+		mount_satisfies(c, mount)
 	}
+	count(own | mounts_allowed_by_default | mounts_if_elevated(allow_elevated)) == count(input.mounts)
 }
+
+mounts_if_elevated(allow_elevated) := mounts_allowed_if_elevated if {
+	allow_elevated == true
+} else := set()
 
 ##############################################################################
 # create_container

@@ -201,8 +201,8 @@ struct State {
     policy: String,
     tuning: Tuning,
     kept: std::collections::BTreeMap<String, Fragment>,
-    metadata: Value,
-    default_mounts: Value,
+    metadata: Document,
+    default_mounts: Document,
     /// Keys of the ledgers trust lists offered and the policy allowed: ledger → key id (hex) →
     /// the key and the trust-list subjects that offered it (SP §7.9).
     trust_keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, TrustedKey>>,
@@ -557,8 +557,8 @@ fn build_engine<'a>(
 impl Engine {
     /// `data.policy.<path>` or `data.framework.<path>` for `input` (which carries the current
     /// metadata and default mounts), as JSON: undefined when the rule does not exist.
-    fn eval(&mut self, path: &str, input: &Value) -> Result<Answer, String> {
-        self.rego.set_input(regorus::Value::from(input.clone()));
+    fn eval(&mut self, path: &str, input: regorus::Value) -> Result<Answer, String> {
+        self.rego.set_input(input);
         let value = self.eval_value(path)?;
         if value == regorus::Value::Undefined {
             return Ok(Answer::Undefined);
@@ -700,6 +700,98 @@ impl Drop for Trial<'_> {
     }
 }
 
+/// A document handed to every query (the metadata, the default mounts): JSON for the guest,
+/// and its regorus form, kept rather than converted at every query (the metadata is tens of
+/// KiB after a few hundred containers; converting it cost ~0.3 ms a query). Metadata operations
+/// change the JSON, then copy the entries they touched into the regorus form.
+#[derive(Debug)]
+struct Document {
+    json: Value,
+    rego: Option<regorus::Value>,
+}
+
+impl Document {
+    fn new(json: Value) -> Self {
+        Self { json, rego: None }
+    }
+
+    fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The JSON to change; the regorus form is rebuilt at the next query.
+    fn json_mut(&mut self) -> &mut Value {
+        self.rego = None;
+        &mut self.json
+    }
+
+    /// The regorus form (a reference-counted copy: cheap).
+    fn rego(&mut self) -> regorus::Value {
+        self.rego
+            .get_or_insert_with(|| regorus::Value::from(self.json.clone()))
+            .clone()
+    }
+
+    /// Applies metadata operations ([`metadata::apply`], its errors), then brings the regorus
+    /// form up to date from the JSON for the entries the operations name: a map entry's key,
+    /// or a whole set. The JSON stays the only truth; what was not touched is not converted.
+    fn apply(&mut self, ops: &Value) -> Result<(), String> {
+        let result = metadata::apply(&mut self.json, ops);
+        let mirrored = self.mirror(ops);
+        if mirrored.is_none() {
+            self.rego = None;
+        }
+        #[cfg(debug_assertions)]
+        if let Some(cached) = &self.rego {
+            debug_assert!(
+                *cached == regorus::Value::from(self.json.clone()),
+                "the metadata's regorus form differs from its JSON"
+            );
+        }
+        result
+    }
+
+    /// Copies what `ops` touched from the JSON into the cached regorus form; `None` when that
+    /// cannot be done piecewise (the whole form is then converted at the next query).
+    fn mirror(&mut self, ops: &Value) -> Option<()> {
+        let cached = self.rego.as_mut()?;
+        let json = self.json.as_object()?;
+        let top = cached.as_object_mut().ok()?;
+        for op in ops.as_array()? {
+            let Some(name) = op.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let rego_name = regorus::Value::from(name);
+            let Some(item) = json.get(name) else {
+                top.remove(&rego_name);
+                continue;
+            };
+            let key = op.get("key").and_then(Value::as_str);
+            let is_map = op.get("type").is_none() || op["type"] == "map";
+            match (is_map, key, item.as_object(), top.get_mut(&rego_name)) {
+                (true, Some(key), Some(map), Some(cached_item))
+                    if cached_item.as_object().is_ok() =>
+                {
+                    let entries = cached_item.as_object_mut().ok()?;
+                    let rego_key = regorus::Value::from(key);
+                    match map.get(key) {
+                        Some(v) => {
+                            entries.insert(rego_key, regorus::Value::from(v.clone()));
+                        }
+                        None => {
+                            entries.remove(&rego_key);
+                        }
+                    }
+                }
+                _ => {
+                    top.insert(rego_name, regorus::Value::from(item.clone()));
+                }
+            }
+        }
+        Some(())
+    }
+}
+
 /// The outcome of one rule query.
 enum Answer {
     /// The rule is undefined for this input.
@@ -711,12 +803,15 @@ impl State {
     /// Evaluates the rule at `path` with `input`, seeing the current metadata and default
     /// mounts.
     fn query(&mut self, path: &str, input: &Value) -> Result<Answer, String> {
-        let mut input = input.clone();
-        if let Some(fields) = input.as_object_mut() {
-            fields.insert(METADATA_KEY.into(), self.metadata.clone());
-            fields.insert(DEFAULT_MOUNTS_KEY.into(), self.default_mounts.clone());
+        let mut input = regorus::Value::from(input.clone());
+        if let Ok(fields) = input.as_object_mut() {
+            fields.insert(regorus::Value::from(METADATA_KEY), self.metadata.rego());
+            fields.insert(
+                regorus::Value::from(DEFAULT_MOUNTS_KEY),
+                self.default_mounts.rego(),
+            );
         }
-        self.engine.eval(path, &input)
+        self.engine.eval(path, input)
     }
 
     /// Queries a rule whose value must be an object (or undefined: `{}`), and commits the
@@ -729,7 +824,7 @@ impl State {
         };
         if let Some(ops) = result.remove("metadata") {
             // Operations before a failing one stay applied (SP §3.4).
-            metadata::apply(&mut self.metadata, &ops)?;
+            self.metadata.apply(&ops)?;
         }
         Ok(result)
     }
@@ -826,8 +921,8 @@ impl RegoEnforcer {
             policy: text.to_string(),
             tuning,
             kept: std::collections::BTreeMap::new(),
-            metadata: data["metadata"].clone(),
-            default_mounts: data["defaultMounts"].clone(),
+            metadata: Document::new(data["metadata"].clone()),
+            default_mounts: Document::new(data["defaultMounts"].clone()),
             info: std::collections::HashMap::new(),
             trust_keys: std::collections::BTreeMap::new(),
         };
@@ -913,18 +1008,18 @@ impl Enforcer for RegoEnforcer {
     }
 
     fn metadata(&self) -> Option<Value> {
-        Some(self.lock().metadata.clone())
+        Some(self.lock().metadata.json().clone())
     }
 
     fn restore_metadata(&self, metadata: Value) {
-        self.lock().metadata = metadata;
+        *self.lock().metadata.json_mut() = metadata;
     }
 
     /// Appends the mounts not already listed (the original appends every time, so its list
     /// grows with every Create; the set of allowed mounts is the same).
     fn extend_default_mounts(&self, mounts: &[Value]) -> Result<(), PolicyError> {
         let mut state = self.lock();
-        if let Some(list) = state.default_mounts.as_array_mut() {
+        if let Some(list) = state.default_mounts.json_mut().as_array_mut() {
             for m in mounts {
                 if !list.contains(m) {
                     list.push(m.clone());
