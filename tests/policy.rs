@@ -942,6 +942,40 @@ async fn a_refused_create_leaves_nothing_behind_and_its_id_can_be_created_again(
         )
         .await
         .unwrap();
+
+    // A Create naming a live pod's bundle as its own is refused before it touches anything:
+    // the pod keeps its shared mounts, its network files and its config.json.
+    const C3: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    common::add_rootfs(&agent.client, C3, layer).await;
+    let pod_files = |name: &str| std::fs::read(bundle(C2).join(name)).unwrap();
+    let (config, hosts) = (pod_files("config.json"), pod_files("hosts"));
+    let mut stolen = common::container_settings(C3, pod_spec(C3, &["true"], "ns-other", true));
+    stolen.oci_bundle_path = format!("/run/gcs/c/{C2}");
+    let err = agent
+        .client
+        .create_container(C3, &stolen)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "OciBundlePath /run/gcs/c/{C2} is the bundle of container {C2}"
+        )),
+        "{err}"
+    );
+    let mounts = mountinfo(&agent);
+    for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
+        assert!(
+            mounts.contains(&format!("{C2}/{dir}")),
+            "the pod's {dir} was unmounted: {mounts}"
+        );
+    }
+    assert_eq!(
+        (pod_files("config.json"), pod_files("hosts")),
+        (config, hosts)
+    );
+    common::remove_rootfs(&agent.client, C3).await;
+
     for id in [C1, C2] {
         let init = common::start_process(&agent, id, None, false)
             .await

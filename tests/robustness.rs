@@ -188,6 +188,84 @@ fn a_host_that_stops_reading_cannot_grow_the_agent() {
     );
 }
 
+/// The e2e fuzzer's finding (seed 1796060203790391006): a WaitForProcess whose ActivityId is
+/// 10 MiB, waiting on a live process, kept its decoded copy of the id for as long as the process
+/// lived; a 10 MiB ExecuteProcess whose `ProcessParameters` is a string then decoded beside it.
+/// Each large payload held a share of the budget for its own bytes only, not for what decoding
+/// copied, so the two together passed any bound the budget was meant to keep. Now a wait refuses
+/// ids no real host sends, and each large payload counts its decoded copy: after one large
+/// request has set the peak, this sequence adds nothing to it.
+#[test]
+fn large_requests_are_counted_with_what_decoding_copies() {
+    const WAIT_FOR_PROCESS: u32 = 0x1010_0601;
+    let mut agent = Agent::start_raw(&["-v4", "-loglevel", "info"]);
+    negotiate(&mut agent);
+    let pid = agent.child.id();
+    let big = "A".repeat(10 * MIB);
+    // ProcessParameters as a string-embedded document (as the host sends it) of 10 MiB, which
+    // does not parse: decoding copies the string out of the payload first.
+    let big_exec = format!(
+        r#"{{"ContainerId":"{UVM}","ActivityId":"","Settings":{{"ProcessParameters":"{big}"}}}}"#
+    );
+    let exec_fails = |agent: &mut RawAgent, id: u64| {
+        agent
+            .send(EXECUTE_PROCESS, id, big_exec.as_bytes())
+            .unwrap();
+        let (header, body) = agent.recv().unwrap();
+        assert_eq!(header.id, id);
+        let (result, message) = error_of(&body);
+        assert!(result < 0, "{message}");
+        assert!(
+            message.contains("failed to unmarshal JSON for ProcessParameters"),
+            "{message}"
+        );
+    };
+    // One such request sets the peak a large request may reach.
+    exec_fails(&mut agent, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let peak_of_one = common::status_field(pid, "VmHWM");
+
+    // A live UVM process, and a wait on it with a 10 MiB ActivityId: refused at once.
+    let params = serde_json::json!({"CommandLine": "sleep 3", "CreateStdOutPipe": false});
+    let sleep = serde_json::json!({
+        "ContainerId": UVM, "ActivityId": "",
+        "Settings": {"ProcessParameters": params.to_string()},
+    })
+    .to_string();
+    agent.send(EXECUTE_PROCESS, 3, sleep.as_bytes()).unwrap();
+    let (_, body) = agent.recv().unwrap();
+    let response: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(response["Result"], 0, "{response}");
+    let process = response["ProcessId"].as_u64().unwrap();
+    let wait = format!(
+        r#"{{"ContainerId":"{UVM}","ActivityId":"{big}","ProcessId":{process},"TimeoutInMs":4294967295}}"#
+    );
+    let sent = Instant::now();
+    agent.send(WAIT_FOR_PROCESS, 4, wait.as_bytes()).unwrap();
+    let (header, body) = agent.recv().unwrap();
+    assert_eq!(header.id, 4);
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "the wait was answered only when the process ended"
+    );
+    let (result, message) = error_of(&body);
+    assert!(result < 0, "{message}");
+    assert!(message.contains("at most 4096"), "{message}");
+    // While the process still runs, another large request.
+    exec_fails(&mut agent, 5);
+    let peak = common::status_field(pid, "VmHWM");
+    eprintln!("peak after one large request {peak_of_one} KiB; after the sequence {peak} KiB");
+    assert!(
+        peak <= peak_of_one + 4 * 1024,
+        "peak RSS {peak_of_one} KiB after one large request, {peak} KiB after a wait with a 10 MiB id and another"
+    );
+    // Still serving.
+    agent
+        .send(DUMP_STACKS, 6, br#"{"ContainerId":""}"#)
+        .unwrap();
+    assert_eq!(agent.recv().unwrap().0.id, 6);
+}
+
 /// 100,000 small requests while the host reads nothing: the agent takes a bounded number (then
 /// the host's writes block), and answers them all once the host reads.
 #[test]

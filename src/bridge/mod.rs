@@ -14,7 +14,9 @@
 //!   buffer);
 //! - payloads above the host's own 64 KiB message size share [`LARGE_PAYLOAD_BYTES`], held until
 //!   their handler ends (WaitForProcess, which may wait for ever, hands its share back once
-//!   decoded); a frame beyond [`MAX_FRAME`] is skipped without being stored;
+//!   decoded); each takes [`DECODED_COPIES`] bytes of it per payload byte, because decoding
+//!   copies what it keeps (a string-embedded document is unescaped into a second buffer); a frame
+//!   beyond [`MAX_FRAME`] is skipped without being stored;
 //! - responses queued for a host that is not reading: [`RESPONSES_QUEUED`], each at most the
 //!   host's 64 KiB.
 //!
@@ -102,9 +104,16 @@ pub const REQUESTS_IN_FLIGHT: usize = 512;
 /// How long the bridge stays without a request in flight before it trims the heap.
 pub const IDLE_TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Payloads larger than the host's own message limit (64 KiB) share this many bytes; one frame of
-/// the largest size accepted fits.
-pub const LARGE_PAYLOAD_BYTES: usize = MAX_FRAME;
+/// Bytes of memory a large payload is counted for per byte of its own: the payload, and the copy
+/// its decoding makes while the payload is still held (serde copies every string it keeps, and
+/// a string-embedded document such as `ProcessParameters` is unescaped into a new buffer). A
+/// handler drops the payload before it decodes an embedded document any further.
+pub const DECODED_COPIES: usize = 2;
+
+/// Memory that payloads larger than the host's own message limit (64 KiB) and their decoded
+/// copies share ([`DECODED_COPIES`] per payload byte); one frame of the largest size accepted
+/// fits.
+pub const LARGE_PAYLOAD_BYTES: usize = MAX_FRAME * DECODED_COPIES;
 
 /// The bridge server. One instance serves every connection of the agent's life.
 #[derive(Debug)]
@@ -119,7 +128,7 @@ pub struct Bridge {
     connections: AtomicU64,
     /// One permit per request in flight ([`REQUESTS_IN_FLIGHT`]).
     slots: Arc<Semaphore>,
-    /// One permit per byte of large payload held ([`LARGE_PAYLOAD_BYTES`]).
+    /// [`DECODED_COPIES`] permits per byte of large payload held ([`LARGE_PAYLOAD_BYTES`]).
     large: Arc<Semaphore>,
 }
 
@@ -554,7 +563,7 @@ pub async fn read_frame_len<R: AsyncRead + Unpin>(
 /// out of bounds yields a frame without payload: below 16 it is taken as a bare header; above
 /// the limit its payload is read and discarded without being stored, so the stream stays in
 /// step and the host still gets an answer. A payload above the host's 64 KiB takes its share of
-/// `large` before it is read (the reader waits for it).
+/// `large` ([`DECODED_COPIES`] permits per byte) before it is read (the reader waits for it).
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     large: &Arc<Semaphore>,
@@ -579,7 +588,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     let payload = match header.payload_len(MAX_FRAME) {
         Ok(len) => {
             let share = if len > HOST_MAX_MESSAGE {
-                let bytes = u32::try_from(len).map_err(io::Error::other)?;
+                let bytes = u32::try_from(len * DECODED_COPIES).map_err(io::Error::other)?;
                 Some(
                     Arc::clone(large)
                         .acquire_many_owned(bytes)

@@ -189,6 +189,16 @@ impl ConsoleSocket {
 }
 
 impl Guest {
+    /// The id of the container whose bundle is `bundle`, if any.
+    fn bundle_owner(&self, bundle: &Path) -> Option<String> {
+        self.lock_containers()
+            .iter()
+            .find_map(|(id, entry)| match entry {
+                Entry::Ready(c) if c.bundle == bundle => Some(id.clone()),
+                _ => None,
+            })
+    }
+
     /// Create (§6.3): rewrite the spec, write the bundle, create through the runtime. The
     /// container's init waits for its start; one exit notification will follow its first wait.
     ///
@@ -250,10 +260,6 @@ impl Guest {
                 // failed Create leaves nothing behind (SP §4.9). A sandbox's registration goes
                 // with its shared mounts and files.
                 self.lock_sandbox_roots().remove(id);
-                if let Ok(bundle) = bundle_path(&settings.oci_bundle_path) {
-                    unmount_under(&bundle.join(PINNED));
-                    let _ = std::fs::remove_file(bundle.join("config.json"));
-                }
                 made.undo(self);
                 drop(slot);
                 Err(e)
@@ -286,6 +292,14 @@ impl Guest {
         // The policy sees the host's devices, before the guest adds any (SP §4.9 step 2).
         let host_devices = spec.pointer("/linux/devices").cloned().unwrap_or(json!([]));
         let bundle = bundle_path(&settings.oci_bundle_path)?;
+        // Another container's bundle is never this one's: its files would be overwritten, and
+        // a refused Create would take back what it did not make.
+        if let Some(owner) = self.bundle_owner(&bundle) {
+            return Err(GuestError::InvalidRequest(format!(
+                "OciBundlePath {} is the bundle of container {owner}",
+                bundle.display()
+            )));
+        }
         let namespace = spec
             .pointer("/windows/network/networkNamespace")
             .and_then(Value::as_str)
@@ -341,10 +355,15 @@ impl Guest {
                 let resolv = self.resolv_conf_for(&namespace)?;
                 made.files_in(&root, &NETWORK_FILES);
                 spec::write_network_files(&Value::Null, &root, &hostname, &resolv)?;
+                let mounted = mount_points();
                 for dir in ["sandboxMounts", "hugepages", "sandboxTmpfsMounts"] {
                     let path = root.join(dir);
                     made.mkdir(&path, 0o755)?;
-                    made.mounts.push(path.clone());
+                    // A virtual pod's later sandboxes find them shared already: those mounts
+                    // are the pod's, not this Create's to take back.
+                    if !mounted.contains(&path) {
+                        made.mounts.push(path.clone());
+                    }
                     self.share_mount(&path, dir == "sandboxTmpfsMounts")?;
                 }
                 made.mkdir(&root.join("logs"), 0o777)?;
@@ -443,7 +462,11 @@ impl Guest {
             spec::remove_namespace(&mut spec, "network");
         }
         if let Some((root, count)) = pin {
-            spec::mounts::pin_sources(&mut spec, &root, &bundle.join(PINNED), count)?;
+            let pinned = bundle.join(PINNED);
+            if !mount_points().iter().any(|m| m.starts_with(&pinned)) {
+                made.mounts.push(pinned.clone());
+            }
+            spec::mounts::pin_sources(&mut spec, &root, &pinned, count)?;
         }
         spec::enforce_readonly_cgroupfs(&mut spec);
         spec::mounts::prepare_cwd(&spec, &rootfs)?;
@@ -455,6 +478,7 @@ impl Guest {
         let mut config = serde_json::to_vec(&spec)
             .map_err(|e| GuestError::InvalidRequest(format!("encode config.json: {e}")))?;
         config.push(b'\n');
+        made.files_in(&bundle, &["config.json"]);
         crate::safe_fs::write_file(&bundle.join("config.json"), &config, 0o600)
             .map_err(|e| io("write config.json", e))?;
 
