@@ -64,6 +64,22 @@ impl Guest {
         }
     }
 
+    /// In a confidential guest, refuses a container id that is neither the UVM's
+    /// (`00000000-0000-0000-0000-000000000000`) nor 64 hex digits, with the original's message
+    /// (hcsshim `checkValidContainerID`): asked first by ModifySettings and
+    /// DeleteContainerState. Always `Ok` without a policy.
+    pub fn check_confidential_container_id(&self, id: &str) -> Result<(), GuestError> {
+        if !self.policy.is_confidential()
+            || id == crate::protocol::NULL_CONTAINER_ID
+            || super::spec::is_confidential_id(id)
+        {
+            return Ok(());
+        }
+        Err(GuestError::InvalidRequest(format!(
+            "invalid container id: {id} (must match ^[0-9a-fA-F]{{64}}$)"
+        )))
+    }
+
     /// Marks a confidential UVM inconsistent with `cause` (the first cause is kept) and logs it;
     /// nothing without a policy.
     pub(super) fn set_inconsistent(&self, cause: String) {
@@ -136,6 +152,30 @@ mod tests {
             err.to_string(),
             "mount, unmount, container creation and deletion have been disabled in this UVM due to a previous error: unmounting overlay at /run/x failed: busy"
         );
+    }
+
+    #[test]
+    fn a_confidential_guest_refuses_container_ids_the_original_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = guest(dir.path());
+        assert!(open.check_confidential_container_id("../x").is_ok());
+        let mut confidential = guest(dir.path());
+        confidential.set_initial_enforcer(std::sync::Arc::new(Installed));
+        for ok in [crate::protocol::NULL_CONTAINER_ID, &"aB".repeat(32)] {
+            assert!(
+                confidential.check_confidential_container_id(ok).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["../x", "", &"a".repeat(63), &"g".repeat(64)] {
+            assert_eq!(
+                confidential
+                    .check_confidential_container_id(bad)
+                    .unwrap_err()
+                    .to_string(),
+                format!("invalid container id: {bad} (must match ^[0-9a-fA-F]{{64}}$)")
+            );
+        }
     }
 
     #[test]

@@ -1017,6 +1017,7 @@ impl Guest {
     /// unmount failed, [`GuestError::Inconsistent`] before the container is looked up (SP
     /// §4.6); then as [`Guest::delete_container`].
     pub async fn delete_container_state(&self, id: &str) -> Result<(), GuestError> {
+        self.check_confidential_container_id(id)?;
         self.check_state()?;
         let container = self.container(id)?;
         self.delete_container(&container).await

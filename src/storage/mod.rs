@@ -349,12 +349,17 @@ impl Storage {
                 tracing::warn!(path = %bind.display(), error = %e, "undoing a bind mount failed");
             }
         }
+        // A device-mapper device that cannot go (its dm-crypt or dm-verity target) fails the
+        // Remove, as in the original, once the rest is undone: in a confidential guest that
+        // marks the UVM inconsistent (SP §4.6).
+        let mut first_error = None;
         for name in &made.mapped {
             if let Err(e) = devmapper::remove(name) {
                 tracing::warn!(device = name, error = %e, "removing a device-mapper device failed");
+                first_error.get_or_insert(e);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Whether `path` lies on a read-write SCSI disk that was mounted encrypted (`scratch_mount`'s

@@ -69,6 +69,10 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
         crate::bridge::fault::inject(fault).map_err(BridgeError::InvalidRequest)?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
+    // In a confidential guest the id is checked before anything else, as the original does.
+    req.bridge
+        .guest()
+        .check_confidential_container_id(&modify.base.container_id)?;
     validate(&modify)?;
     if !modify.base.targets_uvm() {
         req.bridge.guest().container(&modify.base.container_id)?;

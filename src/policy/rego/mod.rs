@@ -761,6 +761,16 @@ impl Document {
             let Some(name) = op.get("name").and_then(Value::as_str) else {
                 continue;
             };
+            // regorus reads an object whose first key is serde_json's private number marker
+            // as a number: such a document is converted whole, as regorus would.
+            if name.starts_with('$')
+                || op
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.starts_with('$'))
+            {
+                return None;
+            }
             let rego_name = regorus::Value::from(name);
             let Some(item) = json.get(name) else {
                 top.remove(&rego_name);
@@ -1338,6 +1348,40 @@ reason := {"errors": ["no stacks for you"]}
         )
         .unwrap();
         assert!(mount(&e, 1, L1).is_ok());
+    }
+
+    #[test]
+    fn the_metadatas_regorus_form_follows_every_operation() {
+        let mut doc = Document::new(json!({"operatingsystem": {"ostype": "linux"}}));
+        let ops = [
+            json!([{"name": "devices", "action": "add", "key": "/t", "value": "h1"}]),
+            json!([{"name": "devices", "action": "update", "key": "/t", "value": {"a": [1, 2]}}]),
+            json!([{"name": "frags", "type": "set", "action": "add", "value": {"a": 1}}]),
+            json!([{"name": "frags", "type": "set", "action": "remove", "value": {"a": 1}}]),
+            json!([{"name": "devices", "action": "remove", "key": "/t"}]),
+            // Fails midway: the first stays applied.
+            json!([{"name": "started", "action": "add", "key": "c", "value": true},
+                   {"name": "started", "action": "add", "key": "c", "value": false}]),
+            json!([{"name": "started", "action": "add", "value": 1}]),
+            json!([{"action": "add", "key": "k"}]),
+            json!([{"name": "devices", "type": "set", "action": "add", "value": 1}]),
+            json!({"not": "a list"}),
+            // serde_json's number marker: regorus reads such an object as a number.
+            json!([{"name": "n", "action": "add", "key": "$serde_json::private::Number", "value": "7"}]),
+        ];
+        for op in &ops {
+            let _ = doc.rego();
+            let _ = doc.apply(op);
+            assert_eq!(
+                doc.rego(),
+                regorus::Value::from(doc.json().clone()),
+                "after {op}"
+            );
+        }
+        *doc.json_mut() = json!("not an object");
+        let _ = doc.rego();
+        let _ = doc.apply(&json!([{"name": "d", "action": "add", "key": "k", "value": 1}]));
+        assert_eq!(doc.rego(), regorus::Value::from(doc.json().clone()));
     }
 
     #[test]
