@@ -75,6 +75,15 @@ coll(x) := x if type_name(x) in {"array", "set", "object"}
 same_members(a, b) if {
 	type_name(a) in collection_types
 	type_name(b) in collection_types
+	members_equal(a, b)
+}
+
+# Same members and count, for two collections.  Equal sorted arrays (the
+# common case, two builtins) have both; only otherwise are the member sets
+# built ("else" bodies run only when the one before fails).
+members_equal(a, b) := true if {
+	sort(a) == sort(b)
+} else := true if {
 	count(a) == count(b)
 	{x | some x in a} == {y | some y in b}
 }
@@ -659,14 +668,14 @@ env_pattern_ok(pattern, "string", value) if pattern == value
 env_pattern_ok(pattern, "re2", value) if re_full_match(pattern, value)
 
 # {"pattern", "strategy"} form: matched against the whole NAME=VALUE string.
-env_rule_ok(rule, env) if {
-	is_string(env)
-	env_pattern_ok(rule.pattern, rule.strategy, env)
-}
-
+# (One function with an "else": a second definition would be evaluated on
+# every call even when the first matched.)  The second body is the
 # {"name", "name_strategy", "value", "value_strategy"} form: split at the
 # first "=" (which must be present).
-env_rule_ok(rule, env) if {
+env_rule_ok(rule, env) := true if {
+	is_string(env)
+	env_pattern_ok(rule.pattern, rule.strategy, env)
+} else := true if {
 	# env_pattern_ok knows these two strategies only: tested first, they spare
 	# the split for rules of the other form.
 	rule.name_strategy in {"string", "re2"}
@@ -802,8 +811,7 @@ caps_ok(allowed, requested) if {
 		r := object.get(requested, kind, [])
 		type_name(a) in collection_types
 		type_name(r) in collection_types
-		count(a) == count(r)
-		{x | some x in a} == {y | some y in r}
+		members_equal(a, r)
 	}
 }
 
