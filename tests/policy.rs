@@ -28,6 +28,32 @@ async fn modify_err(agent: &Agent, request: ModifySettingRequest) -> String {
         .to_string()
 }
 
+/// A sandboxed agent with `policy` installed.
+async fn agent_with(policy: &str) -> Agent {
+    let agent = Agent::sandboxed(&[]).await;
+    install(&agent, policy).await.unwrap();
+    agent
+}
+
+/// The error of a process in the UVM started with `params`.
+async fn uvm_exec_err(agent: &Agent, params: &ProcessParameters) -> String {
+    agent
+        .client
+        .execute_process(
+            NULL_CONTAINER_ID,
+            params,
+            VsockStdioRelaySettings::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+/// The error of a ModifySettings of `resource` (`request_type`, `settings`) on the UVM.
+async fn refused(agent: &Agent, resource: &str, request_type: &str, settings: Value) -> String {
+    modify_err(agent, modify(resource, request_type, settings)).await
+}
+
 /// The real host's container spec (trace 09) for container `id`, running `args`.
 fn spec_for(id: &str, args: &[&str]) -> Value {
     let mut spec = common::trace_spec(args);
@@ -67,28 +93,17 @@ async fn closed_door_refuses_every_request_with_its_fixed_message_and_logs_nothi
         command_args: vec!["/bin/true".into()],
         ..Default::default()
     };
-    let err = agent
-        .client
-        .execute_process(
-            NULL_CONTAINER_ID,
-            &params,
-            VsockStdioRelaySettings::default(),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = uvm_exec_err(&agent, &params).await;
     assert!(
         err.contains("exec is denied due to policy: starting additional processes in uvm is denied by policy"),
         "{err}"
     );
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "CombinedLayers",
-            "Add",
-            json!({"ContainerID": "c1", "ContainerRootPath": "/run/gcs/c/c1/rootfs",
+        "CombinedLayers",
+        "Add",
+        json!({"ContainerID": "c1", "ContainerRootPath": "/run/gcs/c/c1/rootfs",
                    "Layers": [{"Path": layer}]}),
-        ),
     )
     .await;
     assert!(
@@ -97,13 +112,11 @@ async fn closed_door_refuses_every_request_with_its_fixed_message_and_logs_nothi
         ),
         "{err}"
     );
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "MappedVirtualDisk",
-            "Remove",
-            json!({"MountPath": "/run/mounts/scsi/m0", "ReadOnly": true}),
-        ),
+        "MappedVirtualDisk",
+        "Remove",
+        json!({"MountPath": "/run/mounts/scsi/m0", "ReadOnly": true}),
     )
     .await;
     assert!(
@@ -215,10 +228,7 @@ async fn policies_that_cannot_work_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn an_allow_all_policy_runs_a_whole_container_lifecycle() {
-    let agent = Agent::sandboxed(&[]).await;
-    install(&agent, &policy_file("allow_all.rego"))
-        .await
-        .unwrap();
+    let agent = agent_with(&policy_file("allow_all.rego")).await;
     let layer = common::busybox_layer(&agent);
     common::create_container(
         &agent,
@@ -526,13 +536,11 @@ async fn a_generated_policy_allows_only_its_verity_layers_and_a_failed_mount_lea
     install(&agent, &policy).await.unwrap();
 
     // A layer the policy does not name is refused by its root hash, read from the device.
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "VPMemDevice",
-            "Add",
-            json!({"DeviceNumber": 1, "MountPath": "/run/layers/p1"}),
-        ),
+        "VPMemDevice",
+        "Add",
+        json!({"DeviceNumber": 1, "MountPath": "/run/layers/p1"}),
     )
     .await;
     assert!(
@@ -557,14 +565,12 @@ async fn a_generated_policy_allows_only_its_verity_layers_and_a_failed_mount_lea
     assert_eq!(again, first);
     assert!(!agent.root().join("run/layers/p0/bin").exists());
     // A rootfs that is not the id's own overlay is refused before any decision.
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "CombinedLayers",
-            "Add",
-            json!({"ContainerID": "c1", "ContainerRootPath": "/run/gcs/c/c1/rootfs",
+        "CombinedLayers",
+        "Add",
+        json!({"ContainerID": "c1", "ContainerRootPath": "/run/gcs/c/c1/rootfs",
                    "Layers": [{"Path": "/run/layers/p0"}]}),
-        ),
     )
     .await;
     assert!(
@@ -622,34 +628,27 @@ fn busy_overlay(id: &str) -> String {
 
 #[tokio::test]
 async fn a_failed_allowed_unmount_disables_storage_and_containers_in_a_confidential_uvm() {
-    let agent = Agent::sandboxed(&[]).await;
-    install(&agent, &policy_file("allow_all.rego"))
-        .await
-        .unwrap();
+    let agent = agent_with(&policy_file("allow_all.rego")).await;
     let layer = common::busybox_layer(&agent);
 
     // A path that does not exist is refused once the policy allowed its Remove, and latches
     // nothing.
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "VPMemDevice",
-            "Remove",
-            json!({"DeviceNumber": 7, "MountPath": "/run/layers/p7"}),
-        ),
+        "VPMemDevice",
+        "Remove",
+        json!({"DeviceNumber": 7, "MountPath": "/run/layers/p7"}),
     )
     .await;
     assert_eq!(
         err,
         failure("unmounting pmem device at /run/layers/p7 failed: directory does not exist")
     );
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "MappedVirtualDisk",
-            "Remove",
-            json!({"MountPath": "/run/mounts/scsi/m9", "Lun": 9, "ReadOnly": true}),
-        ),
+        "MappedVirtualDisk",
+        "Remove",
+        json!({"MountPath": "/run/mounts/scsi/m9", "Lun": 9, "ReadOnly": true}),
     )
     .await;
     assert_eq!(
@@ -673,25 +672,21 @@ async fn a_failed_allowed_unmount_disables_storage_and_containers_in_a_confident
     ));
     // Every later mount, unmount, Create and DeleteContainerState is refused with the first
     // cause, before anything else is looked at; nothing is mounted or created.
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "MappedDirectory",
-            "Add",
-            json!({"MountPath": format!("/run/gcs/c/{C2}/mounts/m0"), "Port": 564, "ShareName": "1"}),
-        ),
+        "MappedDirectory",
+        "Add",
+        json!({"MountPath": format!("/run/gcs/c/{C2}/mounts/m0"), "Port": 564, "ShareName": "1"}),
     )
     .await;
     assert_eq!(err, latched);
     assert_eq!(add_overlay(&agent, C2, layer).await.unwrap_err(), latched);
     assert!(!agent.root().join(format!("run/gcs/c/{C2}/rootfs")).exists());
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "VPMemDevice",
-            "Add",
-            json!({"DeviceNumber": 0, "MountPath": "/run/layers/p1"}),
-        ),
+        "VPMemDevice",
+        "Add",
+        json!({"DeviceNumber": 0, "MountPath": "/run/layers/p1"}),
     )
     .await;
     assert_eq!(err, latched);
@@ -747,13 +742,11 @@ async fn without_a_policy_a_failed_unmount_latches_nothing() {
     );
     drop(busy);
     // Without a policy, a path that does not exist is the storage's own refusal.
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "VPMemDevice",
-            "Remove",
-            json!({"DeviceNumber": 7, "MountPath": "/run/layers/p7"}),
-        ),
+        "VPMemDevice",
+        "Remove",
+        json!({"DeviceNumber": 7, "MountPath": "/run/layers/p7"}),
     )
     .await;
     assert_eq!(
@@ -768,21 +761,16 @@ async fn without_a_policy_a_failed_unmount_latches_nothing() {
 
 #[tokio::test]
 async fn a_confidential_guest_takes_only_numeric_plan9_share_names_and_never_dials_for_others() {
-    let agent = Agent::sandboxed(&[]).await;
-    install(&agent, &policy_file("allow_all.rego"))
-        .await
-        .unwrap();
+    let agent = agent_with(&policy_file("allow_all.rego")).await;
     let host = agent.host();
     let listener = host.listen(9564).unwrap();
     let target = format!("/run/gcs/c/{C1}/mounts/m0");
     for (name, shown) in [("share", "\"share\""), ("1 ", "\"1 \""), ("", "\"\"")] {
-        let err = modify_err(
+        let err = refused(
             &agent,
-            modify(
-                "MappedDirectory",
-                "Add",
-                json!({"MountPath": target, "Port": 9564, "ShareName": name}),
-            ),
+            "MappedDirectory",
+            "Add",
+            json!({"MountPath": target, "Port": 9564, "ShareName": name}),
         )
         .await;
         assert_eq!(
@@ -995,10 +983,7 @@ fn host_network_spec(id: &str) -> Value {
 
 #[tokio::test]
 async fn host_network_is_asked_for_a_host_network_container_and_allowed_shares_the_uvms() {
-    let agent = Agent::sandboxed(&[]).await;
-    install(&agent, &policy_file("allow_all.rego"))
-        .await
-        .unwrap();
+    let agent = agent_with(&policy_file("allow_all.rego")).await;
     let layer = common::busybox_layer(&agent);
     common::create_container(&agent, C1, layer, host_network_spec(C1))
         .await
@@ -1085,14 +1070,12 @@ async fn a_generated_policy_refuses_unencrypted_scratch_and_nothing_is_mounted()
     install(&agent, &policy).await.unwrap();
     let layer = common::busybox_layer(&agent);
     let scratch = format!("/run/gcs/c/{C1}/scratch/{C1}");
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "CombinedLayers",
-            "Add",
-            json!({"ContainerID": C1, "ContainerRootPath": format!("/run/gcs/c/{C1}/rootfs"),
+        "CombinedLayers",
+        "Add",
+        json!({"ContainerID": C1, "ContainerRootPath": format!("/run/gcs/c/{C1}/rootfs"),
                    "Layers": [{"Path": layer}], "ScratchPath": scratch}),
-        ),
     )
     .await;
     assert_refusal(
@@ -1210,13 +1193,11 @@ async fn a_deny_all_policy_refuses_every_request_with_its_reason_and_nothing_hap
 
     // Mounts.
     let share = format!("/run/gcs/c/{C1}/mounts/m0");
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "MappedDirectory",
-            "Add",
-            json!({"MountPath": share, "Port": 564, "ShareName": "1"}),
-        ),
+        "MappedDirectory",
+        "Add",
+        json!({"MountPath": share, "Port": 564, "ShareName": "1"}),
     )
     .await;
     assert_refusal(
@@ -1239,14 +1220,12 @@ async fn a_deny_all_policy_refuses_every_request_with_its_reason_and_nothing_hap
             &reason,
         ),
     );
-    let err = modify_err(
+    let err = refused(
         &agent,
-        modify(
-            "CombinedLayers",
-            "Add",
-            json!({"ContainerID": C2, "ContainerRootPath": format!("/run/gcs/c/{C2}/rootfs"),
+        "CombinedLayers",
+        "Add",
+        json!({"ContainerID": C2, "ContainerRootPath": format!("/run/gcs/c/{C2}/rootfs"),
                    "Layers": [{"Path": layer}, {"Path": layer}]}),
-        ),
     )
     .await;
     assert_refusal(
@@ -1296,16 +1275,7 @@ async fn a_deny_all_policy_refuses_every_request_with_its_reason_and_nothing_hap
         working_directory: "/".into(),
         ..Default::default()
     };
-    let err = agent
-        .client
-        .execute_process(
-            NULL_CONTAINER_ID,
-            &params,
-            VsockStdioRelaySettings::default(),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = uvm_exec_err(&agent, &params).await;
     assert_refusal(
         &err,
         "exec is denied due to policy: ",
