@@ -1060,8 +1060,13 @@ impl Guest {
             Err(e) => first_error = Some(GuestError::from(e)),
         }
         unmount_under(&c.bundle.join(PINNED));
-        // The bundle bind of a scratch kept outside the bundle (CombinedLayers).
-        if mount_points().iter().any(|m| m == &c.bundle) {
+        // The bundle bind of a scratch kept outside the bundle (CombinedLayers), if its overlay
+        // is still there. A disk the host mounted at the bundle (a scratch disk at
+        // /run/gcs/c/<id>) is the host's to remove: its SCSI Remove unmounts it, and in a
+        // confidential guest refuses a mount path that no longer exists (SP §4.6).
+        if mount_points().iter().any(|m| m == &c.bundle)
+            && !self.storage.has(crate::storage::Kind::Scsi, &c.bundle)
+        {
             let _ = nix::mount::umount(&c.bundle);
         }
         for path in [PathBuf::from(&c.scratch), c.bundle.clone()] {
