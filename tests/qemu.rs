@@ -572,7 +572,9 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         .unwrap_err();
     assert!(err.to_string().contains("controller 4"), "{err}");
     assert!(uvm.shutdown().await.unwrap().success());
-    // What the guest formatted and wrote to is a clean ext4 filesystem holding the write.
+    // What the guest formatted and wrote to is a clean ext4 filesystem. DeleteContainerState
+    // removed the container's scratch directory from it (the original's RemoveAll of the
+    // scratch path, which lies on this disk), and left the disk mounted for its Remove.
     let fsck = std::process::Command::new("e2fsck")
         .arg("-fn")
         .arg(&scratch)
@@ -580,13 +582,14 @@ async fn container_from_scsi_layers_and_a_scratch_disk() {
         .unwrap();
     assert!(fsck.status.success(), "{fsck:?}");
     let listing = std::process::Command::new("debugfs")
-        .args(["-R", "ls -p /scratch/qemu-ctr/upper"])
+        .args(["-R", "ls -p /scratch"])
         .arg(&scratch)
         .output()
         .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(
-        String::from_utf8_lossy(&listing.stdout).contains("/data.txt/"),
-        "{listing:?}"
+        listing.contains("/./") && !listing.contains("/qemu-ctr/"),
+        "{listing}"
     );
 }
 
