@@ -61,11 +61,9 @@ as_number(x) := n if {
 	n := to_number(x)
 }
 
-# Hot paths test this inline (`type_name(x) in collection_types`): a call to a
-# rule function costs far more in regorus than a builtin.
+# Arrays and sets, tested inline (`type_name(x) in collection_types`): a call
+# to a rule function costs far more in regorus than a builtin.
 collection_types := {"array", "set"}
-
-is_collection(x) if type_name(x) in collection_types
 
 # x if it can be iterated ("some .. in" / "every .. in" raise an error on
 # other values in regorus); undefined otherwise.
@@ -88,11 +86,9 @@ members_equal(a, b) := true if {
 	{x | some x in a} == {y | some y in b}
 }
 
-# Implicit anchoring: add "^" / "$" unless the pattern already has them
-# (builtins only: each call of a rule function costs more than a match).
-anchored(p) := concat("", [{true: "", false: "^"}[startswith(p, "^")], p, {true: "", false: "$"}[endswith(p, "$")]])
-
-# Whole-string RE2 match; an invalid pattern never matches.
+# Whole-string RE2 match with implicit anchoring ("^" / "$" added unless the
+# pattern already has them, with builtins only: each call of a rule function
+# costs more than a match); an invalid pattern never matches.
 re_full_match(pattern, value) if {
 	is_string(pattern)
 	is_string(value)

@@ -1029,10 +1029,22 @@ impl Enforcer for RegoEnforcer {
     /// grows with every Create; the set of allowed mounts is the same).
     fn extend_default_mounts(&self, mounts: &[Value]) -> Result<(), PolicyError> {
         let mut state = self.lock();
+        let Some(listed) = state.default_mounts.json().as_array() else {
+            return Ok(());
+        };
+        // Changed only when something is new: a change converts the list again.
+        let new: Vec<Value> = mounts
+            .iter()
+            .filter(|m| !listed.contains(m))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
         if let Some(list) = state.default_mounts.json_mut().as_array_mut() {
-            for m in mounts {
-                if !list.contains(m) {
-                    list.push(m.clone());
+            for m in new {
+                if !list.contains(&m) {
+                    list.push(m);
                 }
             }
         }
