@@ -346,6 +346,7 @@ impl Bridge {
         );
         let large = payload.bytes().len() > HOST_MAX_MESSAGE;
         let work = async move {
+            let started = std::time::Instant::now();
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // The payload is logged as the original does; its secrets only when asked.
                 let message = loggable(payload.bytes(), bridge.config.scrub_logs);
@@ -371,6 +372,12 @@ impl Bridge {
                     Err(panic) => Err(BridgeError::Panicked(crate::crash::panic_message(&*panic))),
                 }
             };
+            // The guest's own time for the request, decoding to response (debug level).
+            debug!(
+                micros = started.elapsed().as_micros() as u64,
+                ok = result.is_ok(),
+                "request handled"
+            );
             let shutdown_after = matches!(&result, Ok(r) if r.shutdown_after);
             let frame = encode_response(header, &base.activity_id, result);
             if tracing::enabled!(tracing::Level::TRACE) {

@@ -396,8 +396,17 @@ impl Policy {
     }
 
     /// Decides `point` with `input`.
+    /// Each decision's time is logged at debug level (`policy decision`, `point`, `micros`):
+    /// how a guest's own clock sees the cost of its policy.
     pub fn decide(&self, point: EnforcementPoint, input: Value) -> Result<Decision, PolicyError> {
+        let started = std::time::Instant::now();
         let decision = self.enforcer().decide(point, input);
+        tracing::debug!(
+            point = point.name(),
+            micros = started.elapsed().as_micros() as u64,
+            allowed = decision.is_ok(),
+            "policy decision"
+        );
         if let Err(e) = &decision {
             tracing::info!(point = point.name(), error = %e, "denied by policy");
         }
