@@ -32,6 +32,16 @@ pub fn mkdir_all(path: &Path, mode: u32) -> std::io::Result<()> {
 /// Writes `content` to the regular file `path` (created or truncated), then sets its mode to
 /// `mode` exactly; no component of `path`, the file itself included, may be a symlink.
 pub fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    write_file_with(path, mode, |file| file.write_all(content))
+}
+
+/// [`write_file`] with the content written by `write` into the opened file (for content
+/// encoded as it is written).
+pub fn write_file_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut file = root()?
         .create_file(
             path,
@@ -40,7 +50,7 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()>
         )
         .map_err(std::io::Error::other)?;
     file.set_permissions(Permissions::from_mode(mode))?;
-    file.write_all(content)
+    write(&mut file)
 }
 
 /// Opens the regular file `path` for appending (created with `mode` if missing, its parent

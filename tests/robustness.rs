@@ -574,3 +574,100 @@ async fn a_writer_panic_ends_the_connection_and_loses_nothing() {
     );
     assert!(agent.log().contains("injected panic in the bridge writer"));
 }
+
+/// Process strings no kernel or runtime would take are refused as the request arrives, with the
+/// field named, before the agent copies them into the policy's input, the bundle and the
+/// runtime's request. A 10 MiB capability name made a Create hold six copies of itself (the
+/// end-to-end fuzzer's seed 1796060203790391006 peaked at 78 MiB) and the runtime helper die
+/// sending back its 10 MiB error. A large spec that is possible (a 10 MiB annotation) goes
+/// through the whole Create within the payload's counted share.
+#[tokio::test]
+async fn impossible_process_strings_are_refused_before_they_are_copied() {
+    use gcs::protocol::messages::{ProcessParameters, VsockStdioRelaySettings};
+    let agent = Agent::sandboxed(&["-loglevel", "info"]).await;
+    let pid = agent.agent_pid();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = common::status_field(pid, "VmHWM");
+    let big = "A".repeat(10 * MIB);
+    let id = "c-big";
+    let create_err = |spec: serde_json::Value| {
+        let agent = &agent;
+        async move {
+            agent
+                .client
+                .create_container(id, &common::container_settings(id, spec))
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let mut spec = common::trace_spec(&["true"]);
+    spec["process"]["capabilities"]["permitted"] = serde_json::json!(["CAP_KILL", big]);
+    let err = create_err(spec).await;
+    assert!(
+        err.contains("OciSpecification.process.capabilities.permitted: unknown capability \"AAAA"),
+        "{err}"
+    );
+    assert!(err.len() < 1024, "{} bytes", err.len());
+    let mut spec = common::trace_spec(&["true"]);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin", format!("TOKEN={big}")]);
+    let err = create_err(spec).await;
+    assert!(
+        err.contains("OciSpecification.process.env: \"TOKEN\" is 10485766 bytes")
+            && !err.contains("AAAA"),
+        "{err}"
+    );
+    let piece = "B".repeat(100_000);
+    let many: Vec<&str> = std::iter::repeat_n(piece.as_str(), 63).collect();
+    let err = create_err(common::trace_spec(&many)).await;
+    assert!(
+        err.contains("more than execve(2) accepts (6291456)"),
+        "{err}"
+    );
+    // A UVM process's arguments and environment, likewise.
+    let params = ProcessParameters {
+        command_args: vec!["/bin/true".into(), big.clone()],
+        ..ProcessParameters::default()
+    };
+    let err = agent
+        .client
+        .execute_process(UVM, &params, VsockStdioRelaySettings::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ProcessParameters.CommandArgs: \"AAAA"),
+        "{err}"
+    );
+    let params = ProcessParameters {
+        command_args: vec!["/bin/true".into()],
+        environment: Some([("TOKEN".to_string(), big.clone())].into()),
+        ..ProcessParameters::default()
+    };
+    let err = agent
+        .client
+        .execute_process(UVM, &params, VsockStdioRelaySettings::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ProcessParameters.Environment: \"TOKEN\""),
+        "{err}"
+    );
+    // Possible, if large: through the whole Create (it fails in the runtime: no rootfs here).
+    let mut spec = common::trace_spec(&["true"]);
+    spec["annotations"] = serde_json::json!({"example.com/large": big});
+    let err = create_err(spec).await;
+    assert!(err.contains("runtime"), "{err}");
+    let peak = common::status_field(pid, "VmHWM");
+    eprintln!("peak {fresh} KiB fresh, {peak} KiB after 10 MiB Creates and execs");
+    // The Create's payload is its escaped ContainerConfig, a little over 10 MiB.
+    let counted = (gcs::bridge::DECODED_COPIES * 11 * MIB / 1024) as u64;
+    assert!(
+        peak <= fresh + counted + 4 * 1024,
+        "peak RSS {peak} KiB, {fresh} KiB fresh: more than the payload's counted share"
+    );
+    let log = agent.log();
+    assert!(!log.contains("runtime helper failed"), "{log}");
+    agent.client.dump_stacks().await.unwrap();
+}

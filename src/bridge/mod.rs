@@ -15,7 +15,8 @@
 //! - payloads above the host's own 64 KiB message size share [`LARGE_PAYLOAD_BYTES`], held until
 //!   their handler ends (WaitForProcess, which may wait for ever, hands its share back once
 //!   decoded); each takes [`DECODED_COPIES`] bytes of it per payload byte, because decoding
-//!   copies what it keeps (a string-embedded document is unescaped into a second buffer); a frame
+//!   copies what it keeps (a string-embedded document is unescaped through a buffer into a
+//!   string of its own); a frame
 //!   beyond [`MAX_FRAME`] is skipped without being stored;
 //! - responses queued for a host that is not reading: [`RESPONSES_QUEUED`], each at most the
 //!   host's 64 KiB.
@@ -104,11 +105,13 @@ pub const REQUESTS_IN_FLIGHT: usize = 512;
 /// How long the bridge stays without a request in flight before it trims the heap.
 pub const IDLE_TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Bytes of memory a large payload is counted for per byte of its own: the payload, and the copy
-/// its decoding makes while the payload is still held (serde copies every string it keeps, and
-/// a string-embedded document such as `ProcessParameters` is unescaped into a new buffer). A
-/// handler drops the payload before it decodes an embedded document any further.
-pub const DECODED_COPIES: usize = 2;
+/// Bytes of memory a large payload is counted for per byte of its own, as measured: the
+/// payload, serde's buffer for a string with escapes (a string-embedded document such as
+/// `ContainerConfig` or `ProcessParameters` is all escapes) and the string made from it, all
+/// three at once while the string is decoded. A handler drops the payload before it decodes an
+/// embedded document further, and a Create moves its spec rather than copying it
+/// (`tests/robustness.rs`, `large_requests_are_counted_with_what_decoding_copies`).
+pub const DECODED_COPIES: usize = 3;
 
 /// Memory that payloads larger than the host's own message limit (64 KiB) and their decoded
 /// copies share ([`DECODED_COPIES`] per payload byte); one frame of the largest size accepted
@@ -374,7 +377,7 @@ impl Bridge {
             };
             // The guest's own time for the request, decoding to response (debug level).
             debug!(
-                micros = started.elapsed().as_micros() as u64,
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 ok = result.is_ok(),
                 "request handled"
             );

@@ -152,6 +152,18 @@ pub async fn start(
     let Some(name) = argv.first() else {
         return Err(GuestError::InvalidRequest("no command to run".into()));
     };
+    use super::spec::process::{check_exec_sizes, ExecString};
+    let env = params.environment.as_ref();
+    check_exec_sizes(
+        "ProcessParameters",
+        argv.iter()
+            .map(|a| ExecString::arg("CommandArgs", a))
+            .chain(env.into_iter().flatten().map(|(k, v)| ExecString {
+                field: "Environment",
+                len: k.len() + 1 + v.len(),
+                shown: k,
+            })),
+    )?;
     let env: BTreeMap<String, String> = params.environment.clone().unwrap_or_default();
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
     let program = look_path(name, &path).map_err(start_error)?;

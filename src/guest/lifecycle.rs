@@ -1,6 +1,7 @@
 //! Container operations of the guest, in request order: create, start of init, exec, wait,
 //! signal, shutdown, resize, properties, delete.
 
+use std::io::Write as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -230,7 +231,7 @@ impl Guest {
         };
         let mut made = Made::default();
         match self
-            .create_inner(id, activity_id, settings.clone(), &mut made)
+            .create_inner(id, activity_id, settings, &mut made)
             .await
         {
             Ok(container) => {
@@ -272,11 +273,15 @@ impl Guest {
         self: &Arc<Self>,
         id: &str,
         activity_id: &str,
-        settings: ContainerSettings,
+        mut settings: ContainerSettings,
         made: &mut Made,
     ) -> Result<Arc<Container>, GuestError> {
-        let mut spec = settings.oci_specification.clone().unwrap_or(Value::Null);
+        // The spec is moved, never copied whole: a large one is held once.
+        let mut spec = settings.oci_specification.take().unwrap_or(Value::Null);
         let kind = spec::classify(id, &spec)?;
+        if let Some(process) = spec.get("process") {
+            spec::process::check_process("OciSpecification.process", process)?;
+        }
         if self.policy().is_confidential() {
             confidential_checks(id, &kind, &spec)?;
             // Only the overlay the policy allowed for this id may be its root (not, say, a
@@ -475,12 +480,15 @@ impl Guest {
         made.mkdir(&bundle, 0o700)?;
         std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io(format!("chmod {}", bundle.display()), e))?;
-        let mut config = serde_json::to_vec(&spec)
-            .map_err(|e| GuestError::InvalidRequest(format!("encode config.json: {e}")))?;
-        config.push(b'\n');
         made.files_in(&bundle, &["config.json"]);
-        crate::safe_fs::write_file(&bundle.join("config.json"), &config, 0o600)
-            .map_err(|e| io("write config.json", e))?;
+        // Written as it is encoded: a large spec is not held a second time as text.
+        crate::safe_fs::write_file_with(&bundle.join("config.json"), 0o600, |file| {
+            let mut out = std::io::BufWriter::new(file);
+            serde_json::to_writer(&mut out, &spec)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        })
+        .map_err(|e| io("write config.json", e))?;
 
         let terminal = spec
             .pointer("/process/terminal")
@@ -634,8 +642,7 @@ impl Guest {
                 .unwrap_or(id)
                 .to_string(),
         };
-        let process = spec.get("process").cloned().unwrap_or(Value::Null);
-        let facts = self.process_facts(&process, rootfs)?;
+        let facts = self.process_facts(spec.get("process").unwrap_or(&Value::Null), rootfs)?;
         let seccomp = if confidential {
             crate::policy::seccomp::profile_sha256(spec.pointer("/linux/seccomp"))
                 .map_err(GuestError::InvalidRequest)?
@@ -830,6 +837,7 @@ impl Guest {
         if let Some(user) = process.get_mut("user").and_then(Value::as_object_mut) {
             user.remove("umask");
         }
+        spec::process::check_process("OciProcess", &process)?;
         // SP §4.10: decided once the exec's user is resolved; stdio is the container's.
         let facts = self.process_facts(&process, &c.rootfs)?;
         let decision = self.enforce(

@@ -403,7 +403,7 @@ impl Policy {
         let decision = self.enforcer().decide(point, input);
         tracing::debug!(
             point = point.name(),
-            micros = started.elapsed().as_micros() as u64,
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             allowed = decision.is_ok(),
             "policy decision"
         );

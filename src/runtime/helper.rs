@@ -68,7 +68,18 @@ pub fn main(args: &[String]) -> ExitCode {
             Ok(request) => handle(&root, request, fds),
             Err(e) => error(RuntimeErrorKind::Other, format!("bad request: {e}")),
         };
-        let payload = serde_json::to_vec(&response).unwrap_or_default();
+        let mut payload = serde_json::to_vec(&response).unwrap_or_default();
+        if payload.len() > MAX_MESSAGE {
+            // A response the channel cannot carry would end the helper (EMSGSIZE).
+            let too_long = error(
+                RuntimeErrorKind::Other,
+                format!(
+                    "the runtime helper's response of {} bytes exceeds its channel's {MAX_MESSAGE}",
+                    payload.len()
+                ),
+            );
+            payload = serde_json::to_vec(&too_long).unwrap_or_default();
+        }
         if let Err(e) = channel::send(sock.as_raw_fd(), &payload, &[]) {
             eprintln!("{}: send: {e}", super::HELPER_NAME);
             return ExitCode::from(1);
@@ -102,7 +113,19 @@ fn warm_up() {
     let _ = std::arch::is_x86_feature_detected!("avx2");
 }
 
-fn error(kind: RuntimeErrorKind, message: String) -> HelperResponse {
+/// Longest error text the helper returns, in bytes: libcontainer's errors quote what they
+/// refused (a 10 MiB capability name, say), and the host's whole response is 64 KiB at most.
+const MAX_ERROR: usize = 4096;
+
+fn error(kind: RuntimeErrorKind, mut message: String) -> HelperResponse {
+    if message.len() > MAX_ERROR {
+        let mut cut = MAX_ERROR;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
     HelperResponse::Error { kind, message }
 }
 
@@ -476,4 +499,28 @@ fn cgroup(root: &Path, id: &str) -> Result<libcgroups::common::AnyCgroupManager,
         container_name: id.to_string(),
     })
     .map_err(|e| error(RuntimeErrorKind::Other, format!("cgroup manager: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_cut_to_what_the_channel_carries() {
+        // A multi-byte character across the cut stays whole.
+        let text = format!(
+            "unknown variant `{}é{}`",
+            "A".repeat(MAX_ERROR - 18),
+            "B".repeat(10 << 20)
+        );
+        let HelperResponse::Error { message, .. } = error(RuntimeErrorKind::Other, text) else {
+            panic!("not an error");
+        };
+        assert!(message.len() <= MAX_ERROR + "…".len(), "{}", message.len());
+        assert!(message.ends_with("A…"), "{}", &message[message.len() - 8..]);
+        let short = error(RuntimeErrorKind::Other, "no such file".into());
+        assert!(
+            matches!(short, HelperResponse::Error { message, .. } if message == "no such file")
+        );
+    }
 }

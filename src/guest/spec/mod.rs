@@ -1,13 +1,15 @@
 //! What the guest does to a container's OCI spec before handing it to the runtime (spec
 //! §6.3, §6.4), one concern per file: classification by CRI annotations (here), the pod's
 //! `/etc` files ([`pod_files`]), mount sources and binds ([`mounts`]), annotations
-//! ([`annotations`]), device nodes ([`devices`]) and `process.user` ([`user`]). Works on the
+//! ([`annotations`]), device nodes ([`devices`]), `process.user` ([`user`]) and what no kernel
+//! would take in a process ([`process`]). Works on the
 //! spec as JSON so that fields the typed OCI structs do not know survive untouched.
 
 pub mod annotations;
 pub mod devices;
 pub mod mounts;
 pub mod pod_files;
+pub mod process;
 pub mod user;
 
 use serde_json::{json, Value};
