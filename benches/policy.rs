@@ -330,8 +330,8 @@ fn guest_create_times(log: &mut tokio::sync::mpsc::UnboundedReceiver<String>) ->
     })
 }
 
-/// Create + Start + Wait through the agent in a utility VM (QEMU under TCG, the harness's only
-/// accelerator here: `../shared/spec/qemu-harness.md`) from a dm-verity VPMem layer: under the
+/// Create + Start + Wait through the agent in a utility VM (QEMU under TCG, the only
+/// accelerator `gcs::host::Uvm` uses: this machine's KVM cannot run it) from a dm-verity VPMem layer: under the
 /// 50-container policy (plus the container that runs) against the open door, one VM each. In a
 /// VM because a confidential guest mounts every layer through dm-verity, which this machine's
 /// kernel may lack. The guest's own times of its Create and of the decision in it, from its

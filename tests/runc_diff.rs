@@ -184,6 +184,14 @@ fn matrix() -> Vec<Cell> {
                                      "ambient": ["CAP_KILL"]}}),
             ),
             (
+                // runc ignores names it does not know, with a warning; so must the agent
+                // (libcontainer would refuse the first and grant the lower-case one).
+                "unknown capability names",
+                json!({"args": probe(), "env": [PATH],
+                    "capabilities": {"bounding": ["CAP_KILL", "CAP_NOT_A_CAP", "cap_chown"], "effective": ["CAP_KILL", "NET_RAW"],
+                                     "permitted": ["CAP_KILL", "CAP_NOT_A_CAP"], "inheritable": []}}),
+            ),
+            (
                 "rlimits",
                 json!({"args": probe(), "env": [PATH],
                     "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}, {"type": "RLIMIT_CORE", "soft": 1, "hard": 2},
@@ -515,6 +523,12 @@ fn runc_outcome(out: std::process::Output) -> Result<Outcome, String> {
             .replace("\\\"", "\"");
         return Err(cause);
     }
+    // runc's own log lines (logrus's text form, its warnings among them) go to its stderr here;
+    // the original runs runc with `--log <file>`, so its container's stderr never has them.
+    let stderr: String = stderr
+        .split_inclusive('\n')
+        .filter(|l| !(l.starts_with("time=\"") && l.contains(" level=")))
+        .collect();
     Ok(Outcome {
         code: out.status.code().unwrap_or(255) as u32,
         stdout,

@@ -106,8 +106,9 @@ pub const REQUESTS_IN_FLIGHT: usize = 512;
 pub const IDLE_TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Bytes of memory a large payload is counted for per byte of its own, as measured: the
-/// payload, serde's buffer for a string with escapes (a string-embedded document such as
-/// `ContainerConfig` or `ProcessParameters` is all escapes) and the string made from it, all
+/// payload, serde's buffer for a string with escapes (one escape is enough, and a
+/// string-embedded document such as `ContainerConfig` or `ProcessParameters` has one for every
+/// quote) and the string made from it, all
 /// three at once while the string is decoded. A handler drops the payload before it decodes an
 /// embedded document further, and a Create moves its spec rather than copying it
 /// (`tests/robustness.rs`, `large_requests_are_counted_with_what_decoding_copies`).
@@ -349,12 +350,13 @@ impl Bridge {
         );
         let large = payload.bytes().len() > HOST_MAX_MESSAGE;
         let work = async move {
-            let started = std::time::Instant::now();
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // The payload is logged as the original does; its secrets only when asked.
                 let message = loggable(payload.bytes(), bridge.config.scrub_logs);
                 debug!(request = %message, "request received");
             }
+            // Timed from here: the request's own work, not the logging above.
+            let started = std::time::Instant::now();
             let result = if version != PROTOCOL_V4 || !bridge.config.v4 {
                 Err(BridgeError::NotSupported(header.message_type))
             } else {
@@ -375,7 +377,7 @@ impl Bridge {
                     Err(panic) => Err(BridgeError::Panicked(crate::crash::panic_message(&*panic))),
                 }
             };
-            // The guest's own time for the request, decoding to response (debug level).
+            // The guest's own time for the request, decoding to encoded response (debug level).
             debug!(
                 micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 ok = result.is_ok(),

@@ -184,7 +184,8 @@ pub struct Container {
     pub network_namespace: String,
     /// A host-network pod (its NICs stay in the agent's namespace).
     pub host_network: bool,
-    /// The spec's `process` (exec inherits its rlimits and user).
+    /// The spec's `process.rlimits` and `process.user`, as an object with those keys (what an
+    /// exec inherits, spec §6.5).
     pub spec_process: serde_json::Value,
     /// The spec's `process.user` was a name (now resolved): an exec without a name of its own
     /// runs as that user (spec §6.5).

@@ -137,6 +137,37 @@ fn start_error(what: String) -> GuestError {
 
 /// Starts a UVM process; returns once it runs (or failed to start). Without `stdio_allowed`
 /// (the policy's decision) its requested streams go nowhere.
+/// Checks a UVM process's arguments (`CommandArgs`, or `CommandLine` as split) and
+/// `Environment` against `execve(2)`'s limits ([`check_exec_sizes`]), before anything copies
+/// them (the policy's input, the spawn request).
+///
+/// Errors: [`GuestError::InvalidRequest`] naming the field, as [`check_exec_sizes`] does, or an
+/// unterminated quote in `CommandLine`.
+pub fn check_sizes(params: &ProcessParameters) -> Result<(), GuestError> {
+    use super::spec::process::{check_exec_sizes, ExecString};
+    let split;
+    let (field, argv) = if params.command_args.is_empty() {
+        split = split_command_line(&params.command_line)?;
+        ("CommandLine", &split)
+    } else {
+        ("CommandArgs", &params.command_args)
+    };
+    check_exec_sizes(
+        "ProcessParameters",
+        argv.iter().map(|a| ExecString::arg(field, a)).chain(
+            params
+                .environment
+                .iter()
+                .flatten()
+                .map(|(k, v)| ExecString {
+                    field: "Environment",
+                    len: k.len() + 1 + v.len(),
+                    shown: k,
+                }),
+        ),
+    )
+}
+
 pub async fn start(
     dialer: &Dialer,
     reaper: &Arc<Reaper>,
@@ -152,18 +183,6 @@ pub async fn start(
     let Some(name) = argv.first() else {
         return Err(GuestError::InvalidRequest("no command to run".into()));
     };
-    use super::spec::process::{check_exec_sizes, ExecString};
-    let env = params.environment.as_ref();
-    check_exec_sizes(
-        "ProcessParameters",
-        argv.iter()
-            .map(|a| ExecString::arg("CommandArgs", a))
-            .chain(env.into_iter().flatten().map(|(k, v)| ExecString {
-                field: "Environment",
-                len: k.len() + 1 + v.len(),
-                shown: k,
-            })),
-    )?;
     let env: BTreeMap<String, String> = params.environment.clone().unwrap_or_default();
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
     let program = look_path(name, &path).map_err(start_error)?;

@@ -279,9 +279,6 @@ impl Guest {
         // The spec is moved, never copied whole: a large one is held once.
         let mut spec = settings.oci_specification.take().unwrap_or(Value::Null);
         let kind = spec::classify(id, &spec)?;
-        if let Some(process) = spec.get("process") {
-            spec::process::check_process("OciSpecification.process", process)?;
-        }
         if self.policy().is_confidential() {
             confidential_checks(id, &kind, &spec)?;
             // Only the overlay the policy allowed for this id may be its root (not, say, a
@@ -480,6 +477,9 @@ impl Guest {
         made.mkdir(&bundle, 0o700)?;
         std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io(format!("chmod {}", bundle.display()), e))?;
+        if let Some(process) = spec.get_mut("process") {
+            drop_unknown_capabilities(id, process);
+        }
         made.files_in(&bundle, &["config.json"]);
         // Written as it is encoded: a large spec is not held a second time as text.
         crate::safe_fs::write_file_with(&bundle.join("config.json"), 0o600, |file| {
@@ -552,7 +552,7 @@ impl Guest {
             sandbox_root,
             network_namespace: namespace,
             host_network,
-            spec_process: spec.get("process").cloned().unwrap_or(Value::Null),
+            spec_process: exec_defaults(spec.get("process")),
             user_from_name,
             stdio_allowed,
             init: Arc::clone(&init),
@@ -837,7 +837,6 @@ impl Guest {
         if let Some(user) = process.get_mut("user").and_then(Value::as_object_mut) {
             user.remove("umask");
         }
-        spec::process::check_process("OciProcess", &process)?;
         // SP §4.10: decided once the exec's user is resolved; stdio is the container's.
         let facts = self.process_facts(&process, &c.rootfs)?;
         let decision = self.enforce(
@@ -851,6 +850,7 @@ impl Guest {
                 "exec in container of process that requires terminal access denied due to policy not allowing stdio access".into(),
             ));
         }
+        drop_unknown_capabilities(&c.id, &mut process);
         let dir = self.runtime_dir.join("exec");
         mkdir(&dir, 0o700)?;
         let file = dir.join(format!(
@@ -858,8 +858,12 @@ impl Guest {
             c.id,
             NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&file, serde_json::to_vec(&process).unwrap_or_default())
-            .map_err(|e| io("write process.json", e))?;
+        crate::safe_fs::write_file_with(&file, 0o600, |f| {
+            let mut out = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut out, &process)?;
+            out.flush()
+        })
+        .map_err(|e| io("write process.json", e))?;
         let result = self.exec_with_file(c, &process, &file, params, ports).await;
         let _ = std::fs::remove_file(&file);
         result
@@ -1122,6 +1126,26 @@ impl Guest {
 pub enum PendingIo {
     Pipes(stdio::Pipes),
     Pty(OwnedFd),
+}
+
+/// Drops the capability names runc would ignore, with runc's warning (in the agent's log).
+fn drop_unknown_capabilities(id: &str, process: &mut Value) {
+    let dropped = spec::process::drop_unknown_capabilities(process);
+    if !dropped.is_empty() {
+        warn!(container_id = id, capabilities = ?dropped, "ignoring unknown or unavailable capabilities");
+    }
+}
+
+/// What an exec takes from its container's `process`: `rlimits` and `user` (spec §6.5), kept
+/// rather than the whole process (its arguments and environment may run to megabytes).
+fn exec_defaults(process: Option<&Value>) -> Value {
+    let mut kept = serde_json::Map::new();
+    for key in ["rlimits", "user"] {
+        if let Some(v) = process.and_then(|p| p.get(key)) {
+            kept.insert(key.to_string(), v.clone());
+        }
+    }
+    Value::Object(kept)
 }
 
 /// What a confidential guest refuses before anything else of a Create (SP §4.9 steps 1 and 5):

@@ -228,6 +228,7 @@ impl Guest {
         params: &ProcessParameters,
         ports: VsockStdioRelaySettings,
     ) -> Result<u32, GuestError> {
+        external::check_sizes(params)?;
         // SP §4.11: `argList` is `CommandArgs` as sent, the environment as `K=V`.
         let env: Vec<String> = params
             .environment

@@ -68,22 +68,42 @@ pub fn main(args: &[String]) -> ExitCode {
             Ok(request) => handle(&root, request, fds),
             Err(e) => error(RuntimeErrorKind::Other, format!("bad request: {e}")),
         };
-        let mut payload = serde_json::to_vec(&response).unwrap_or_default();
-        if payload.len() > MAX_MESSAGE {
-            // A response the channel cannot carry would end the helper (EMSGSIZE).
-            let too_long = error(
-                RuntimeErrorKind::Other,
-                format!(
-                    "the runtime helper's response of {} bytes exceeds its channel's {MAX_MESSAGE}",
-                    payload.len()
-                ),
-            );
-            payload = serde_json::to_vec(&too_long).unwrap_or_default();
-        }
-        if let Err(e) = channel::send(sock.as_raw_fd(), &payload, &[]) {
+        if let Err(e) = send_response(sock.as_raw_fd(), &response) {
             eprintln!("{}: send: {e}", super::HELPER_NAME);
             return ExitCode::from(1);
         }
+    }
+}
+
+/// Sends `response`; one the channel cannot carry (beyond [`MAX_MESSAGE`], or refused by the
+/// socket with `EMSGSIZE`: its send buffer may be smaller) is replaced by an error saying so,
+/// rather than ending the helper.
+fn send_response(
+    sock: std::os::fd::RawFd,
+    response: &HelperResponse,
+) -> Result<(), nix::errno::Errno> {
+    let payload = serde_json::to_vec(response).unwrap_or_default();
+    let sent = if payload.len() > MAX_MESSAGE {
+        Err(nix::errno::Errno::EMSGSIZE)
+    } else {
+        channel::send(sock, &payload, &[])
+    };
+    match sent {
+        Err(nix::errno::Errno::EMSGSIZE) => {
+            let too_long = error(
+                RuntimeErrorKind::Other,
+                format!(
+                    "the runtime helper's response of {} bytes is more than its channel carries",
+                    payload.len()
+                ),
+            );
+            channel::send(
+                sock,
+                &serde_json::to_vec(&too_long).unwrap_or_default(),
+                &[],
+            )
+        }
+        other => other,
     }
 }
 
@@ -522,5 +542,44 @@ mod tests {
         assert!(
             matches!(short, HelperResponse::Error { message, .. } if message == "no such file")
         );
+    }
+
+    #[test]
+    fn a_response_the_channel_cannot_carry_becomes_an_error() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut receive = || {
+            let (n, _) = channel::recv(theirs.as_raw_fd(), &mut buf)
+                .unwrap()
+                .unwrap();
+            serde_json::from_slice::<HelperResponse>(&buf[..n]).unwrap()
+        };
+        // Within the channel's limit but beyond the socket's default send buffer (~208 KiB),
+        // and beyond the limit: each arrives as an error, and the channel still works.
+        // (The first fits a machine whose `net.core.wmem_default` is larger.)
+        for pids in [40_000, 100_000] {
+            let big = HelperResponse::Pids((0..pids).collect());
+            send_response(ours.as_raw_fd(), &big).unwrap();
+            match receive() {
+                HelperResponse::Error { message, .. } => {
+                    assert!(
+                        message.contains("is more than its channel carries"),
+                        "{message}"
+                    )
+                }
+                HelperResponse::Pids(got) if pids == 40_000 => assert_eq!(got.len(), 40_000),
+                other => panic!("{other:?}"),
+            }
+        }
+        send_response(ours.as_raw_fd(), &HelperResponse::Pids(vec![7])).unwrap();
+        assert_eq!(receive(), HelperResponse::Pids(vec![7]));
     }
 }

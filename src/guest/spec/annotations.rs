@@ -46,13 +46,15 @@ fn core_rlimit(spec: &mut Value, value: &str) -> Result<(), GuestError> {
     let parts: Vec<&str> = value.split(';').collect();
     let [soft, hard] = parts[..] else {
         return Err(GuestError::InvalidRequest(format!(
-            "{RLIMIT_CORE} {value:?}: wrong number of values supplied for rlimit core (expected <soft>;<hard>)"
+            "{RLIMIT_CORE} {}: wrong number of values supplied for rlimit core (expected <soft>;<hard>)",
+            super::quote_start(value)
         )));
     };
     let parse = |which: &str, v: &str| {
         go_parse_u64(v).map_err(|e| {
             GuestError::InvalidRequest(format!(
-                "{RLIMIT_CORE}: failed to parse {which} core rlimit {v:?}: {e}"
+                "{RLIMIT_CORE}: failed to parse {which} core rlimit {}: {e}",
+                super::quote_start(v)
             ))
         })
     };
@@ -77,7 +79,8 @@ fn core_rlimit(spec: &mut Value, value: &str) -> Result<(), GuestError> {
 fn shm_size(spec: &mut Value, value: &str) -> Result<(), GuestError> {
     let size = go_parse_u64(value).map_err(|e| {
         GuestError::InvalidRequest(format!(
-            "{SHM_SIZE_KB}: /dev/shm size must be a valid integer: {value:?}: {e}"
+            "{SHM_SIZE_KB}: /dev/shm size must be a valid integer: {}: {e}",
+            super::quote_start(value)
         ))
     })?;
     if size == 0 {

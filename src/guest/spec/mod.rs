@@ -42,6 +42,22 @@ pub enum Kind {
     Workload { sandbox_id: String },
 }
 
+/// How much of a host's value an error quotes, in bytes.
+const QUOTED: usize = 64;
+
+/// A host's value for an error message: Go-quoted, and only its first 64 bytes (then `…`) when
+/// longer, so that an error about a 10 MiB value is not 10 MiB.
+pub fn quote_start(s: &str) -> String {
+    if s.len() <= QUOTED {
+        return format!("{s:?}");
+    }
+    let mut cut = QUOTED;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}…", &s[..cut])
+}
+
 pub fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
     spec.get("annotations")?.get(key)?.as_str()
 }

@@ -1,35 +1,45 @@
-//! What no kernel or runtime would ever take in a process: strings beyond `execve(2)`'s limits
-//! and capability names the runtime does not know. Refused when the request arrives, before the
-//! agent copies them into the policy's input, the bundle and the runtime's request (a 10 MiB
-//! capability name once made a Create hold six copies of itself).
+//! What the kernel and runc make of a process that the runtime would otherwise treat
+//! differently:
+//! - capability names runc does not know, which it ignores and libcontainer would refuse (or
+//!   grant, for spellings runc ignores): dropped before the runtime sees them;
+//! - argument and environment strings beyond `execve(2)`'s limits: a container's process fails
+//!   at its exec as under runc ("argument list too long"), and a UVM process is refused when
+//!   asked for, before anything copies its strings (the original's spawn fails there too).
 
 use serde_json::Value;
 
+use super::quote_start as quoted;
 use crate::guest::GuestError;
 
 /// Longest single argument or environment string `execve(2)` accepts, its NUL included:
-/// `MAX_ARG_STRLEN`, 32 pages (include/uapi/linux/binfmts.h).
-pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+/// `MAX_ARG_STRLEN`, 32 pages (include/uapi/linux/binfmts.h): 128 KiB with 4 KiB pages.
+pub fn max_arg_strlen() -> usize {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096);
+    32 * page
+}
 
-/// Most bytes of argument and environment strings (NULs included) plus their pointers that
-/// `execve(2)` accepts under any stack limit: three quarters of `_STK_LIM` (8 MiB), as
-/// fs/exec.c `bprm_stack_limits` caps it.
+/// An upper bound of the bytes of argument and environment strings (NULs included) plus their
+/// pointers that `execve(2)` accepts: three quarters of `_STK_LIM` (8 MiB), the cap of fs/exec.c
+/// `bprm_stack_limits`, reached with an `RLIMIT_STACK` of 24 MiB or more (the default 8 MiB
+/// allows 2 MiB). The program's path, which the kernel counts too, is left out.
 pub const MAX_ARG_TOTAL: usize = 6 << 20;
 
-/// How much of a refused value an error quotes, in bytes.
-const QUOTED: usize = 64;
+/// The capability sets of an OCI `process.capabilities` (runtime-spec config.md).
+const CAPABILITY_SETS: [&str; 5] = [
+    "bounding",
+    "effective",
+    "inheritable",
+    "permitted",
+    "ambient",
+];
 
-/// The start of `s` for an error message.
-fn quoted(s: &str) -> String {
-    if s.len() <= QUOTED {
-        return format!("{s:?}");
-    }
-    let mut cut = QUOTED;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{:?}…", &s[..cut])
-}
+/// Longest capability name looked up (the longest kernel name, `CAP_CHECKPOINT_RESTORE`, has 22
+/// bytes; the runtime also takes lower case and repeated `CAP_` prefixes).
+const MAX_CAPABILITY_NAME: usize = 64;
 
 /// One string of a process's arguments or environment, as [`check_exec_sizes`] sees it.
 #[derive(Debug, Clone, Copy)]
@@ -51,19 +61,10 @@ impl<'a> ExecString<'a> {
             shown: arg,
         }
     }
-
-    /// A `KEY=value` entry.
-    pub fn env(field: &'a str, entry: &'a str) -> Self {
-        Self {
-            field,
-            len: entry.len(),
-            shown: entry.split('=').next().unwrap_or_default(),
-        }
-    }
 }
 
 /// Checks that a process's argument and environment strings are within `execve(2)`'s limits
-/// ([`MAX_ARG_STRLEN`] each, [`MAX_ARG_TOTAL`] together); `what` names the request's object.
+/// ([`max_arg_strlen`] each, [`MAX_ARG_TOTAL`] together); `what` names the request's object.
 ///
 /// Errors: [`GuestError::InvalidRequest`] naming the field, the string's start (an
 /// environment variable's name) and its size.
@@ -71,12 +72,13 @@ pub fn check_exec_sizes<'a>(
     what: &str,
     strings: impl IntoIterator<Item = ExecString<'a>>,
 ) -> Result<(), GuestError> {
+    let max = max_arg_strlen();
     let mut total = 0usize;
     let mut pointers = 0usize;
     for s in strings {
-        if s.len + 1 > MAX_ARG_STRLEN {
+        if s.len + 1 > max {
             return Err(GuestError::InvalidRequest(format!(
-                "{what}.{}: {} is {} bytes, longer than execve(2) accepts ({MAX_ARG_STRLEN} with its NUL)",
+                "{what}.{}: {} is {} bytes: argument list too long (execve(2) takes {max} with its NUL)",
                 s.field,
                 quoted(s.shown),
                 s.len
@@ -88,52 +90,50 @@ pub fn check_exec_sizes<'a>(
     let total = total.saturating_add(std::mem::size_of::<usize>() * pointers.max(1));
     if total > MAX_ARG_TOTAL {
         return Err(GuestError::InvalidRequest(format!(
-            "{what}: arguments and environment take {total} bytes, more than execve(2) accepts ({MAX_ARG_TOTAL})"
+            "{what}: arguments and environment take {total} bytes: argument list too long (execve(2) takes at most {MAX_ARG_TOTAL})"
         )));
     }
     Ok(())
 }
 
-/// The strings of the array `v` (other members are left to the runtime's own checks).
-fn strings(v: Option<&Value>) -> impl Iterator<Item = &str> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+/// Whether runc knows `name`: one of the kernel's capabilities spelled as the OCI runtime spec
+/// spells it (`CAP_KILL`; upper case, one `CAP_` prefix). oci-spec's parser, which libcontainer
+/// uses, takes other spellings too (`cap_kill`, `KILL`); runc ignores those.
+fn runc_knows(name: &str) -> bool {
+    use libcontainer::oci_spec::runtime::Capability;
+    name.len() <= MAX_CAPABILITY_NAME
+        && serde_json::from_value::<Capability>(Value::String(name.to_string()))
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .is_some_and(|canonical| canonical == name)
 }
 
-/// Checks an OCI `process` object (`what` names it in errors): its `args` and `env` against
-/// [`check_exec_sizes`], and every name in `capabilities` against the runtime's list (the
-/// OCI runtime spec's `CAP_*` names; the runtime refuses any other).
-///
-/// Errors: [`GuestError::InvalidRequest`] naming the field and the value's start.
-pub fn check_process(what: &str, process: &Value) -> Result<(), GuestError> {
-    check_exec_sizes(
-        what,
-        strings(process.get("args"))
-            .map(|a| ExecString::arg("args", a))
-            .chain(strings(process.get("env")).map(|e| ExecString::env("env", e))),
-    )?;
-    let Some(caps) = process.get("capabilities").and_then(Value::as_object) else {
-        return Ok(());
+/// Removes from the five sets of `process.capabilities` every name runc does not know, which
+/// runc ignores with a warning ("ignoring unknown or unavailable capabilities",
+/// libcontainer/capabilities in runc): libcontainer would refuse the whole container for a
+/// name it cannot parse, and grant the capability for a spelling runc ignores. Members that are
+/// not strings, and other keys, are left to the runtime. Returns the removed names, each cut to
+/// its first 64 bytes, for the caller's warning.
+pub fn drop_unknown_capabilities(process: &mut Value) -> Vec<String> {
+    let mut dropped = Vec::new();
+    let Some(caps) = process
+        .get_mut("capabilities")
+        .and_then(Value::as_object_mut)
+    else {
+        return dropped;
     };
-    for (set, names) in caps {
-        for name in strings(Some(names)) {
-            // The runtime's own parser, so that the lists agree.
-            let known = name.len() <= QUOTED
-                && serde_json::from_value::<libcontainer::oci_spec::runtime::Capability>(
-                    Value::String(name.to_string()),
-                )
-                .is_ok();
-            if !known {
-                return Err(GuestError::InvalidRequest(format!(
-                    "{what}.capabilities.{set}: unknown capability {}",
-                    quoted(name)
-                )));
-            }
+    for set in CAPABILITY_SETS {
+        if let Some(names) = caps.get_mut(set).and_then(Value::as_array_mut) {
+            names.retain(|n| match n.as_str() {
+                Some(name) if !runc_knows(name) => {
+                    dropped.push(quoted(name));
+                    false
+                }
+                _ => true,
+            });
         }
     }
-    Ok(())
+    dropped
 }
 
 #[cfg(test)]
@@ -153,23 +153,29 @@ mod tests {
             "p",
             args.iter()
                 .map(|a| ExecString::arg("args", a))
-                .chain(env.iter().map(|e| ExecString::env("env", e))),
+                .chain(env.iter().map(|e| ExecString {
+                    field: "env",
+                    len: e.len(),
+                    shown: e.split('=').next().unwrap_or_default(),
+                })),
         )
     }
 
     #[test]
     fn strings_at_the_kernel_limits_pass_and_beyond_them_are_refused() {
-        let longest = "a".repeat(MAX_ARG_STRLEN - 1);
+        let max = max_arg_strlen();
+        let longest = "a".repeat(max - 1);
         sizes(&[longest.as_str()], &[]).unwrap();
-        let longer = "a".repeat(MAX_ARG_STRLEN);
+        let longer = "a".repeat(max);
         let m = message(sizes(&["sh", longer.as_str()], &[]));
         assert!(m.starts_with("p.args: \"aaaa"), "{m}");
-        assert!(m.contains("is 131072 bytes"), "{m}");
+        assert!(m.contains(&format!("is {max} bytes")), "{m}");
         assert!(m.len() < 300, "{m}");
         // An environment entry is named by its variable, never quoted with its value.
         let env = format!("SECRET={longer}");
         let m = message(sizes(&["sh"], &[env.as_str()]));
-        assert!(m.starts_with("p.env: \"SECRET\" is 131079 bytes"), "{m}");
+        let want = format!("p.env: \"SECRET\" is {} bytes", max + 7);
+        assert!(m.starts_with(&want), "{m}");
         assert!(!m.contains("aaa"), "{m}");
         // Many strings, each allowed, together beyond the total.
         let piece = "b".repeat(100_000);
@@ -177,36 +183,48 @@ mod tests {
         sizes(&many, &[]).unwrap();
         let many: Vec<&str> = std::iter::repeat_n(piece.as_str(), 63).collect();
         let m = message(sizes(&["sh"], &many));
-        assert!(m.contains("more than execve(2) accepts (6291456)"), "{m}");
+        assert!(
+            m.contains("argument list too long (execve(2) takes at most 6291456)"),
+            "{m}"
+        );
+        // The total exactly: 48 strings of `len` bytes and their NULs and pointers.
+        let len = MAX_ARG_TOTAL / 48 - 1 - 8;
+        let piece = "c".repeat(len);
+        let at: Vec<&str> = std::iter::repeat_n(piece.as_str(), 48).collect();
+        assert_eq!(48 * (len + 1 + 8), MAX_ARG_TOTAL);
+        sizes(&at, &[]).unwrap();
+        let one_more = "c".repeat(len + 1);
+        let mut over = at.clone();
+        over[0] = &one_more;
+        let m = message(sizes(&over, &[]));
+        assert!(m.contains("take 6291457 bytes"), "{m}");
+        // An environment entry without `=` counts whole, and is quoted whole (it is its name).
+        let bare = "D".repeat(max);
+        let m = message(sizes(&["sh"], &[bare.as_str()]));
+        assert!(m.starts_with("p.env: \"DDDD"), "{m}");
     }
 
     #[test]
-    fn capability_names_are_the_runtimes() {
-        let process = |name: &str| json!({"args": ["sh"], "capabilities": {"bounding": ["CAP_CHOWN"], "permitted": [name]}});
-        check_process("OciSpecification.process", &process("CAP_SYS_ADMIN")).unwrap();
-        check_process(
-            "OciSpecification.process",
-            &process("CAP_CHECKPOINT_RESTORE"),
-        )
-        .unwrap();
-        let m = message(check_process(
-            "OciSpecification.process",
-            &process("CAP_NOPE"),
-        ));
-        assert_eq!(
-            m,
-            "OciSpecification.process.capabilities.permitted: unknown capability \"CAP_NOPE\""
-        );
+    fn capability_names_runc_does_not_know_are_dropped() {
         let huge = "A".repeat(10 << 20);
-        let m = message(check_process("P", &process(&huge)));
-        assert!(m.ends_with("AAAA\"…"), "{m}");
-        assert!(m.len() < 200, "{m}");
-        // No capabilities, or null sets: the runtime's defaults, nothing to check.
-        check_process("P", &json!({"args": ["sh"]})).unwrap();
-        check_process(
-            "P",
-            &json!({"args": ["sh"], "capabilities": {"bounding": null}}),
-        )
-        .unwrap();
+        let mut process = json!({"args": ["sh"], "capabilities": {
+            "bounding": ["CAP_CHOWN", "CAP_CHECKPOINT_RESTORE", "CAP_NOPE"],
+            "effective": ["cap_kill", "KILL", 1, null],
+            "permitted": [huge],
+            "ambient": "not a list",
+            "x-extra": ["CAP_NOPE"],
+        }});
+        let dropped = drop_unknown_capabilities(&mut process);
+        assert_eq!(dropped[..3], ["\"CAP_NOPE\"", "\"cap_kill\"", "\"KILL\""]);
+        assert!(dropped[3].starts_with("\"AAAA") && dropped[3].ends_with('…'));
+        assert!(dropped[3].len() < 80);
+        assert_eq!(
+            process["capabilities"],
+            json!({"bounding": ["CAP_CHOWN", "CAP_CHECKPOINT_RESTORE"], "effective": [1, null],
+                   "permitted": [], "ambient": "not a list", "x-extra": ["CAP_NOPE"]})
+        );
+        let mut none = json!({"args": ["sh"]});
+        assert!(drop_unknown_capabilities(&mut none).is_empty());
+        assert_eq!(none, json!({"args": ["sh"]}));
     }
 }
