@@ -615,17 +615,23 @@ async fn hostile_process_strings_cost_only_their_counted_copies() {
     let many: Vec<&str> = std::iter::repeat_n(piece.as_str(), 63).collect();
     let err = create_err(common::trace_spec(&many)).await;
     assert!(err.contains("runtime: create container"), "{err}");
+    let uvm_exec_err = |params: ProcessParameters| {
+        let agent = &agent;
+        async move {
+            agent
+                .client
+                .execute_process(UVM, &params, VsockStdioRelaySettings::default())
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
     // A UVM process's strings beyond execve's limits: refused when asked for.
     let params = ProcessParameters {
         command_args: vec!["/bin/true".into(), big.clone()],
         ..ProcessParameters::default()
     };
-    let err = agent
-        .client
-        .execute_process(UVM, &params, VsockStdioRelaySettings::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = uvm_exec_err(params).await;
     assert!(
         err.contains("ProcessParameters.CommandArgs: \"AAAA")
             && err.contains("argument list too long"),
@@ -635,12 +641,7 @@ async fn hostile_process_strings_cost_only_their_counted_copies() {
         command_line: format!("/bin/true {big}"),
         ..ProcessParameters::default()
     };
-    let err = agent
-        .client
-        .execute_process(UVM, &params, VsockStdioRelaySettings::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = uvm_exec_err(params).await;
     assert!(
         err.contains("ProcessParameters.CommandLine: \"AAAA"),
         "{err}"
@@ -650,12 +651,7 @@ async fn hostile_process_strings_cost_only_their_counted_copies() {
         environment: Some([("TOKEN".to_string(), big.clone())].into()),
         ..ProcessParameters::default()
     };
-    let err = agent
-        .client
-        .execute_process(UVM, &params, VsockStdioRelaySettings::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = uvm_exec_err(params).await;
     assert!(
         err.contains("ProcessParameters.Environment: \"TOKEN\""),
         "{err}"
