@@ -81,7 +81,15 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(serve(opts));
+    // The agent's own task runs on a worker, not on this thread: tasks it spawns and wakes then
+    // start on the same worker (tokio's LIFO slot) instead of waking a parked one for each
+    // request, and its I/O is polled where it runs.
+    let code = runtime.block_on(async {
+        tokio::spawn(serve(opts)).await.unwrap_or_else(|e| {
+            error!(error = %e, "the agent's task ended abnormally");
+            ExitCode::from(1)
+        })
+    });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
 }

@@ -103,10 +103,17 @@ impl RuntimeClient {
         if guard.is_none() {
             *guard = Some(self.start_helper()?);
         }
+        let started = std::time::Instant::now();
         let result = match guard.as_ref() {
             Some(helper) => exchange(helper, &payload, &fds).await,
             None => Err(RuntimeError::Protocol("no helper".into())),
         };
+        // The helper's time for the request, the channel included (debug level).
+        tracing::debug!(
+            request = request.name(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "runtime helper call"
+        );
         if let Err(e) = &result {
             if let Some(h) = guard.take() {
                 warn!(pid = h.pid, error = %e, "runtime helper failed; it will be restarted");

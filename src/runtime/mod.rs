@@ -73,6 +73,22 @@ pub enum HelperRequest {
     },
 }
 
+impl HelperRequest {
+    /// The request's kind, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Create { .. } => "create",
+            Self::Start { .. } => "start",
+            Self::Exec { .. } => "exec",
+            Self::Delete { .. } => "delete",
+            Self::Pids { .. } => "pids",
+            Self::Stats { .. } => "stats",
+            Self::Update { .. } => "update",
+            Self::PodCgroup { .. } => "pod-cgroup",
+        }
+    }
+}
+
 /// What the helper answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HelperResponse {
