@@ -523,11 +523,11 @@ fn runc_outcome(out: std::process::Output) -> Result<Outcome, String> {
             .replace("\\\"", "\"");
         return Err(cause);
     }
-    // runc's own log lines (logrus's text form, its warnings among them) go to its stderr here;
-    // the original runs runc with `--log <file>`, so its container's stderr never has them.
+    // runc's own warnings (logrus's text form) go to its stderr here; the original runs runc
+    // with `--log <file>`, so its container's stderr never has them (errors are kept).
     let stderr: String = stderr
         .split_inclusive('\n')
-        .filter(|l| !(l.starts_with("time=\"") && l.contains(" level=")))
+        .filter(|l| !(l.starts_with("time=\"") && l.contains(" level=warning msg=")))
         .collect();
     Ok(Outcome {
         code: out.status.code().unwrap_or(255) as u32,

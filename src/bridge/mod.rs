@@ -418,6 +418,9 @@ impl Bridge {
         let sequential = self.config.sequential || self.guest.policy().is_confidential();
         if sequential && header.message_type != MessageType::WAIT_FOR_PROCESS {
             work.await;
+            // The writer was woken onto this worker; let it send the response before the
+            // next request is read and handled here.
+            tokio::task::yield_now().await;
         } else {
             tokio::spawn(work);
         }

@@ -135,8 +135,6 @@ fn start_error(what: String) -> GuestError {
     GuestError::StartProcess(what)
 }
 
-/// Starts a UVM process; returns once it runs (or failed to start). Without `stdio_allowed`
-/// (the policy's decision) its requested streams go nowhere.
 /// Checks a UVM process's arguments (`CommandArgs`, or `CommandLine` as split) and
 /// `Environment` against `execve(2)`'s limits ([`check_exec_sizes`]), before anything copies
 /// them (the policy's input, the spawn request).
@@ -168,6 +166,8 @@ pub fn check_sizes(params: &ProcessParameters) -> Result<(), GuestError> {
     )
 }
 
+/// Starts a UVM process; returns once it runs (or failed to start). Without `stdio_allowed`
+/// (the policy's decision) its requested streams go nowhere.
 pub async fn start(
     dialer: &Dialer,
     reaper: &Arc<Reaper>,

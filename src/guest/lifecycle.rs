@@ -1130,9 +1130,15 @@ pub enum PendingIo {
 
 /// Drops the capability names runc would ignore, with runc's warning (in the agent's log).
 fn drop_unknown_capabilities(id: &str, process: &mut Value) {
-    let dropped = spec::process::drop_unknown_capabilities(process);
-    if !dropped.is_empty() {
-        warn!(container_id = id, capabilities = ?dropped, "ignoring unknown or unavailable capabilities");
+    let (count, named) = spec::process::drop_unknown_capabilities(process);
+    if count > 0 {
+        let names: Vec<String> = named.into_iter().collect();
+        warn!(
+            container_id = id,
+            count,
+            capabilities = %names.join(" "),
+            "ignoring unknown or unavailable capabilities"
+        );
     }
 }
 

@@ -37,6 +37,9 @@ const CAPABILITY_SETS: [&str; 5] = [
     "ambient",
 ];
 
+/// How many distinct dropped names a warning quotes.
+pub const MAX_NAMED: usize = 16;
+
 /// Longest capability name looked up (the longest kernel name, `CAP_CHECKPOINT_RESTORE`, has 22
 /// bytes; the runtime also takes lower case and repeated `CAP_` prefixes).
 const MAX_CAPABILITY_NAME: usize = 64;
@@ -112,10 +115,13 @@ fn runc_knows(name: &str) -> bool {
 /// runc ignores with a warning ("ignoring unknown or unavailable capabilities",
 /// libcontainer/capabilities in runc): libcontainer would refuse the whole container for a
 /// name it cannot parse, and grant the capability for a spelling runc ignores. Members that are
-/// not strings, and other keys, are left to the runtime. Returns the removed names, each cut to
-/// its first 64 bytes, for the caller's warning.
-pub fn drop_unknown_capabilities(process: &mut Value) -> Vec<String> {
-    let mut dropped = Vec::new();
+/// not strings, and other keys, are left to the runtime. Returns how many names were removed
+/// and the first [`MAX_NAMED`] distinct ones, each cut to its first 64 bytes, for the caller's
+/// warning (a 16 MiB request can hold millions of names).
+pub fn drop_unknown_capabilities(
+    process: &mut Value,
+) -> (usize, std::collections::BTreeSet<String>) {
+    let mut dropped = (0, std::collections::BTreeSet::new());
     let Some(caps) = process
         .get_mut("capabilities")
         .and_then(Value::as_object_mut)
@@ -126,7 +132,10 @@ pub fn drop_unknown_capabilities(process: &mut Value) -> Vec<String> {
         if let Some(names) = caps.get_mut(set).and_then(Value::as_array_mut) {
             names.retain(|n| match n.as_str() {
                 Some(name) if !runc_knows(name) => {
-                    dropped.push(quoted(name));
+                    dropped.0 += 1;
+                    if dropped.1.len() < MAX_NAMED {
+                        dropped.1.insert(quoted(name));
+                    }
                     false
                 }
                 _ => true,
@@ -214,17 +223,25 @@ mod tests {
             "ambient": "not a list",
             "x-extra": ["CAP_NOPE"],
         }});
-        let dropped = drop_unknown_capabilities(&mut process);
-        assert_eq!(dropped[..3], ["\"CAP_NOPE\"", "\"cap_kill\"", "\"KILL\""]);
-        assert!(dropped[3].starts_with("\"AAAA") && dropped[3].ends_with('…'));
-        assert!(dropped[3].len() < 80);
+        let (count, named) = drop_unknown_capabilities(&mut process);
+        assert_eq!(count, 4);
+        let named: Vec<&String> = named.iter().collect();
+        assert!(named[0].starts_with("\"AAAA") && named[0].ends_with('…'));
+        assert!(named[0].len() < 80);
+        assert_eq!(named[1..], ["\"CAP_NOPE\"", "\"KILL\"", "\"cap_kill\""]);
         assert_eq!(
             process["capabilities"],
             json!({"bounding": ["CAP_CHOWN", "CAP_CHECKPOINT_RESTORE"], "effective": [1, null],
                    "permitted": [], "ambient": "not a list", "x-extra": ["CAP_NOPE"]})
         );
+        // Many names: all dropped, a few named.
+        let many: Vec<String> = (0..1000).map(|i| format!("CAP_X{i}")).collect();
+        let mut process = json!({"capabilities": {"bounding": many, "ambient": ["CAP_X1"]}});
+        let (count, named) = drop_unknown_capabilities(&mut process);
+        assert_eq!((count, named.len()), (1001, MAX_NAMED));
+        assert_eq!(process["capabilities"]["bounding"], json!([]));
         let mut none = json!({"args": ["sh"]});
-        assert!(drop_unknown_capabilities(&mut none).is_empty());
+        assert_eq!(drop_unknown_capabilities(&mut none).0, 0);
         assert_eq!(none, json!({"args": ["sh"]}));
     }
 }
