@@ -1,8 +1,9 @@
 //! What the guest does to a container's OCI spec before handing it to the runtime (spec
 //! §6.3, §6.4), one concern per file: classification by CRI annotations (here), the pod's
 //! `/etc` files ([`pod_files`]), mount sources and binds ([`mounts`]), annotations
-//! ([`annotations`]), device nodes ([`devices`]), `process.user` ([`user`]) and what no kernel
-//! would take in a process ([`process`]). Works on the
+//! ([`annotations`]), device nodes ([`devices`]), `process.user` ([`user`]), and capability
+//! names and `execve(2)`'s string limits as runc and the kernel take them ([`process`]). Works
+//! on the
 //! spec as JSON so that fields the typed OCI structs do not know survive untouched.
 
 pub mod annotations;

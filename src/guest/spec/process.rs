@@ -38,7 +38,7 @@ const CAPABILITY_SETS: [&str; 5] = [
 ];
 
 /// How many distinct dropped names a warning quotes.
-pub const MAX_NAMED: usize = 16;
+const MAX_NAMED: usize = 16;
 
 /// Longest capability name looked up (the longest kernel name, `CAP_CHECKPOINT_RESTORE`, has 22
 /// bytes; the runtime also takes lower case and repeated `CAP_` prefixes).
