@@ -17,6 +17,9 @@ command -v make >/dev/null || need_apt+=(make)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Debian's runc: the reference the differential container test compares the agent against.
 command -v runc >/dev/null || need_apt+=(runc)
+# Debian's containerd (with ctr and its runc shim): the containerd tests start a private one
+# to drive containerd-shim-gcs-v2, and its runc shim is the benchmark's reference (issue 18).
+command -v containerd >/dev/null || need_apt+=(containerd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q

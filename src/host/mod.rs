@@ -9,6 +9,7 @@ pub mod layers;
 mod listener;
 pub mod qemu;
 pub mod qmp;
+pub mod shim;
 pub mod spec;
 
 pub use client::{BridgeClient, Frame, HostError};

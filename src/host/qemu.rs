@@ -36,6 +36,13 @@ pub struct UvmConfig {
     /// virtio-net NICs on QEMU user networking (guest 10.0.2.15/24, gateway 10.0.2.2, which
     /// reaches this machine's loopback), by MAC address (`52:54:00:..`).
     pub nics: Vec<String>,
+    /// Virtual CPUs (`-smp`); TCG runs them on as many host threads.
+    pub cpus: u32,
+    /// QEMU and vhost-device-vsock get SIGKILL when the thread that started them dies
+    /// (`setpriv --pdeathsig KILL`, prctl(2) `PR_SET_PDEATHSIG`): a host process that is killed
+    /// leaves no VM behind. Start the VM from a thread that lives as long as the process (a
+    /// tokio worker, not a blocking-pool thread).
+    pub die_with_parent: bool,
 }
 
 impl UvmConfig {
@@ -85,6 +92,20 @@ impl UvmConfig {
             pmem: Vec::new(),
             virtio_pmem: Vec::new(),
             nics: Vec::new(),
+            cpus: 1,
+            die_with_parent: false,
+        }
+    }
+
+    /// A command for `program`, under `setpriv --pdeathsig KILL` when
+    /// [`UvmConfig::die_with_parent`] asks for it.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        if self.die_with_parent {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
         }
     }
 }
@@ -103,7 +124,8 @@ pub struct Uvm {
     dir: tempfile::TempDir,
     qemu: Child,
     vhost: Child,
-    pub client: BridgeClient,
+    /// Shared so that calls that wait long (WaitForProcess) need no lock on the VM.
+    pub client: std::sync::Arc<BridgeClient>,
     /// Lines the agent wrote to its log stream (port 109).
     pub log: mpsc::UnboundedReceiver<String>,
     pub timings: BootTimings,
@@ -155,7 +177,8 @@ impl Uvm {
         let dir = tempfile::tempdir()?;
         let vsock = HybridVsock::new(dir.path().join("vm.vsock"));
         let vhost_socket = dir.path().join("vhu.sock");
-        let vhost = Command::new(program("vhost-device-vsock"))
+        let vhost = config
+            .command(program("vhost-device-vsock"))
             .arg("--vm")
             .arg(format!(
                 "guest-cid=3,socket={},uds-path={}",
@@ -211,7 +234,8 @@ impl Uvm {
         append.extend(["-e", "1", "/bin/vsockexec", "-e", "109", "/bin/gcs"].map(String::from));
         append.extend(config.gcs_args.iter().cloned());
         let mem = format!("{}M", config.memory_mib);
-        let mut qemu = Command::new("qemu-system-x86_64");
+        let mut qemu = config.command("qemu-system-x86_64");
+        let cpus = config.cpus.max(1).to_string();
         // Slots for hot-added memory (pc-dimm over QMP) and NVDIMMs.
         let memory = format!("{mem},slots=4,maxmem=4G");
         let machine = if config.pmem.is_empty() {
@@ -220,7 +244,7 @@ impl Uvm {
             "pc,memory-backend=mem,nvdimm=on".to_string()
         };
         qemu.args([
-            "-machine", &machine, "-accel", "tcg", "-smp", "1", "-m", &memory,
+            "-machine", &machine, "-accel", "tcg", "-smp", &cpus, "-m", &memory,
         ])
         .arg("-object")
         .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
@@ -301,7 +325,7 @@ impl Uvm {
             }
         };
         let bridge_connected = started.elapsed();
-        let client = BridgeClient::new(stream);
+        let client = std::sync::Arc::new(BridgeClient::new(stream));
         client.negotiate().await?;
         let negotiated = started.elapsed();
         let first_log_line = first_rx.try_recv().ok();
@@ -331,6 +355,23 @@ impl Uvm {
 
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.path().join("qmp.sock")
+    }
+
+    /// The VM's private directory (sockets, console log); removed when the VM is dropped.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process ids of QEMU and of vhost-device-vsock (for a record a later cleanup reads).
+    pub fn pids(&self) -> (Option<u32>, Option<u32>) {
+        (self.qemu.id(), self.vhost.id())
+    }
+
+    /// Kills QEMU and vhost-device-vsock (SIGKILL) and reaps them; the VM's directory goes
+    /// with `self`. For a VM none of whose state is needed any more.
+    pub async fn kill(mut self) {
+        let _ = self.qemu.kill().await;
+        let _ = self.vhost.kill().await;
     }
 
     /// ShutdownForced of the UVM; waits for QEMU to exit and stops the vsock daemon.

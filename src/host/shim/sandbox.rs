@@ -1,0 +1,257 @@
+//! The utility VM of a sandbox: booted on its first container, one per shim (containerd runs
+//! one shim per sandbox: per container for `ctr run`, per pod for the CRI).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::host::qmp::Qmp;
+use crate::host::{BridgeClient, HostError, HybridVsock, StdioPorts, Uvm, UvmConfig};
+use crate::protocol::messages::ModifySettingRequest;
+use crate::protocol::NULL_CONTAINER_ID;
+
+/// hcsshim's annotations for the VM's size (`pkg/annotations`): MiB of memory and vCPUs.
+pub const MEMORY_ANNOTATION: &str = "io.microsoft.virtualmachine.computetopology.memory.sizeinmb";
+pub const CPU_ANNOTATION: &str = "io.microsoft.virtualmachine.computetopology.processor.count";
+
+/// The VM's memory when nothing asks for more (MiB).
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// What the VM itself needs beside a container's memory limit (MiB): the kernel, the initrd
+/// (a RAM disk), the agent and the page cache of the layers.
+pub const UVM_OVERHEAD_MIB: u64 = 256;
+/// QEMU's `maxmem` in this harness (4 GiB) leaves room for hot-added memory; the boot size
+/// stays below it.
+pub const MAX_MEMORY_MIB: u64 = 3584;
+
+/// The VM's memory (MiB) and vCPUs for a sandbox whose first container has `spec`: the
+/// annotations when given; else the default, raised to the container's memory limit plus
+/// [`UVM_OVERHEAD_MIB`]; capped at [`MAX_MEMORY_MIB`].
+///
+/// Errors: an annotation that is not a positive number.
+pub fn vm_size(spec: &Value) -> Result<(u64, u32), String> {
+    let annotation = |name: &str| -> Result<Option<u64>, String> {
+        match spec.pointer("/annotations").and_then(|a| a.get(name)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| format!("annotation {name}: {v} is not a positive number")),
+        }
+    };
+    let memory = match annotation(MEMORY_ANNOTATION)? {
+        Some(m) => m,
+        None => {
+            let limit = spec
+                .pointer("/linux/resources/memory/limit")
+                .and_then(Value::as_i64)
+                .filter(|l| *l > 0)
+                .map_or(0, |l| u64::try_from(l).unwrap_or(0).div_ceil(1 << 20));
+            DEFAULT_MEMORY_MIB.max(limit + UVM_OVERHEAD_MIB)
+        }
+    };
+    let cpus = annotation(CPU_ANNOTATION)?.unwrap_or(1);
+    Ok((
+        memory.min(MAX_MEMORY_MIB),
+        u32::try_from(cpus.min(64)).unwrap_or(1),
+    ))
+}
+
+/// Where a container's layer and root are in the guest.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub lun: u8,
+    pub layer_path: String,
+    pub root: String,
+    pub scratch: String,
+    pub bundle: String,
+}
+
+/// A booted VM and what is attached to it.
+#[derive(Debug)]
+pub struct Sandbox {
+    uvm: tokio::sync::Mutex<Option<Uvm>>,
+    pub client: Arc<BridgeClient>,
+    pub vsock: HybridVsock,
+    pub ports: StdioPorts,
+    qmp: tokio::sync::Mutex<Qmp>,
+    luns: Mutex<BTreeSet<u8>>,
+    pids: (Option<u32>, Option<u32>),
+    dir: PathBuf,
+}
+
+fn modify(resource: &str, request: &str, settings: Value) -> ModifySettingRequest {
+    ModifySettingRequest {
+        resource_type: resource.into(),
+        request_type: request.into(),
+        settings: Some(settings),
+    }
+}
+
+impl Sandbox {
+    /// Boots the VM (QEMU under TCG, vhost-device-vsock) and negotiates the bridge. The guest's
+    /// log lines go to this shim's log at debug level.
+    pub async fn boot(config: &UvmConfig) -> Result<Sandbox, HostError> {
+        let mut uvm = Uvm::boot(config).await?;
+        let (_unused, empty) = tokio::sync::mpsc::unbounded_channel();
+        let mut log = std::mem::replace(&mut uvm.log, empty);
+        tokio::spawn(async move {
+            while let Some(line) = log.recv().await {
+                log::debug!("guest: {line}");
+            }
+        });
+        let client = Arc::clone(&uvm.client);
+        // Container notifications are not needed (exits come from WaitForProcess): drained.
+        let notifications = Arc::clone(&client);
+        tokio::spawn(async move {
+            loop {
+                match notifications
+                    .next_notification(std::time::Duration::from_secs(3600))
+                    .await
+                {
+                    Ok(n) => log::debug!("notification {n:?}"),
+                    Err(HostError::Timeout) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        let qmp = Qmp::connect(&uvm.qmp_socket()).await?;
+        Ok(Sandbox {
+            client,
+            vsock: uvm.vsock(),
+            ports: StdioPorts::default(),
+            qmp: tokio::sync::Mutex::new(qmp),
+            luns: Mutex::new(BTreeSet::new()),
+            pids: uvm.pids(),
+            dir: uvm.dir().to_path_buf(),
+            uvm: tokio::sync::Mutex::new(Some(uvm)),
+        })
+    }
+
+    /// QEMU's and vhost-device-vsock's process ids.
+    pub fn pids(&self) -> (Option<u32>, Option<u32>) {
+        self.pids
+    }
+
+    /// The VM's directory on this machine (sockets, console).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn allocate_lun(&self) -> Result<u8, HostError> {
+        let mut luns = self.luns.lock().unwrap_or_else(|p| p.into_inner());
+        let lun = (1..=u8::MAX)
+            .find(|l| !luns.contains(l))
+            .ok_or_else(|| HostError::Closed("all 255 SCSI LUNs are in use".into()))?;
+        luns.insert(lun);
+        Ok(lun)
+    }
+
+    fn release_lun(&self, lun: u8) {
+        self.luns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&lun);
+    }
+
+    /// Hot-adds `image` read-only, mounts it in the guest and combines it with a scratch into
+    /// container `id`'s root, as hcsshim's host does for a one-layer image.
+    pub async fn attach_rootfs(&self, id: &str, image: &Path) -> Result<Attached, HostError> {
+        let lun = self.allocate_lun()?;
+        let attached = Attached {
+            lun,
+            layer_path: format!("/run/mounts/scsi/m{lun}"),
+            root: format!("/run/gcs/c/{id}/rootfs"),
+            scratch: format!("/run/gcs/c/{id}/scratch/{id}"),
+            bundle: format!("/run/gcs/c/{id}"),
+        };
+        let result = async {
+            self.qmp.lock().await.add_scsi_disk(image, lun, true).await?;
+            self.client
+                .modify_settings(
+                    NULL_CONTAINER_ID,
+                    modify(
+                        "MappedVirtualDisk",
+                        "Add",
+                        json!({"MountPath": attached.layer_path, "Lun": lun, "ReadOnly": true, "Options": ["ro"]}),
+                    ),
+                )
+                .await?;
+            self.client
+                .modify_settings(
+                    NULL_CONTAINER_ID,
+                    modify(
+                        "CombinedLayers",
+                        "Add",
+                        json!({"ContainerID": id, "ContainerRootPath": attached.root,
+                               "Layers": [{"Path": attached.layer_path}], "ScratchPath": attached.scratch}),
+                    ),
+                )
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(attached),
+            Err(e) => {
+                self.detach_rootfs(&attached).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes [`Sandbox::attach_rootfs`], each step attempted whatever the one before did.
+    pub async fn detach_rootfs(&self, a: &Attached) {
+        let steps = [
+            modify("CombinedLayers", "Remove", json!({"ContainerRootPath": a.root})),
+            modify(
+                "MappedVirtualDisk",
+                "Remove",
+                json!({"MountPath": a.layer_path, "Lun": a.lun, "ReadOnly": true}),
+            ),
+            modify("SCSIDevice", "Remove", json!({"Lun": a.lun})),
+        ];
+        for step in steps {
+            let what = format!("{} {}", step.resource_type, step.request_type);
+            if let Err(e) = self.client.modify_settings(NULL_CONTAINER_ID, step).await {
+                log::debug!("{what} of LUN {}: {e}", a.lun);
+            }
+        }
+        if let Err(e) = self.qmp.lock().await.remove_scsi_disk(a.lun).await {
+            log::debug!("QMP removal of LUN {}: {e}", a.lun);
+        }
+        self.release_lun(a.lun);
+    }
+
+    /// Stops the VM: QEMU and vhost-device-vsock are killed and reaped, the VM's directory
+    /// removed. Only when no container is left (the guest's state dies with it).
+    pub async fn stop(&self) {
+        if let Some(uvm) = self.uvm.lock().await.take() {
+            uvm.kill().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_size_from_annotations_or_the_memory_limit() {
+        assert_eq!(vm_size(&json!({})).unwrap(), (512, 1));
+        let limited = json!({"linux": {"resources": {"memory": {"limit": 1_073_741_824i64}}}});
+        assert_eq!(vm_size(&limited).unwrap(), (1024 + 256, 1));
+        let small = json!({"linux": {"resources": {"memory": {"limit": 67_108_864i64}}}});
+        assert_eq!(vm_size(&small).unwrap(), (512, 1));
+        let annotated = json!({"annotations": {MEMORY_ANNOTATION: "2048", CPU_ANNOTATION: "2"}});
+        assert_eq!(vm_size(&annotated).unwrap(), (2048, 2));
+        let huge = json!({"annotations": {MEMORY_ANNOTATION: "999999"}});
+        assert_eq!(vm_size(&huge).unwrap().0, MAX_MEMORY_MIB);
+        let bad = json!({"annotations": {CPU_ANNOTATION: "two"}});
+        assert!(vm_size(&bad).unwrap_err().contains(CPU_ANNOTATION));
+        let zero = json!({"annotations": {MEMORY_ANNOTATION: "0"}});
+        assert!(vm_size(&zero).is_err());
+    }
+}

@@ -1,0 +1,864 @@
+//! The Task service (containerd `runtime/v2/task/shim.proto`) over the bridge.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::api;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{self, Code};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Context, Task, TtrpcContext, TtrpcResult};
+use serde_json::{json, Value};
+use tokio::sync::{watch, OnceCell};
+
+use super::rootfs::{self, RootfsMount};
+use super::sandbox::{self, Attached, Sandbox};
+use super::stdio::{Relay, StdioPaths};
+use super::{Record, RECORD_FILE};
+use crate::host::{HostError, UvmConfig};
+use crate::protocol::messages::{ContainerSettings, ProcessParameters, SchemaVersion};
+use crate::protocol::INFINITE_WAIT;
+
+/// How long an exit waits for the process's output to be copied out.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn status(code: Code, message: impl std::fmt::Display) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.to_string()))
+}
+
+fn host_error(what: &str, e: HostError) -> ttrpc::Error {
+    match &e {
+        HostError::Guest { message, .. } => status(Code::UNKNOWN, format!("{what}: {message}")),
+        _ => status(Code::UNAVAILABLE, format!("{what}: {e}")),
+    }
+}
+
+fn now() -> Timestamp {
+    containerd_shim::util::timestamp().unwrap_or_default()
+}
+
+/// A process's state (containerd's `Status`).
+#[derive(Debug, Clone, Default)]
+enum Phase {
+    #[default]
+    Created,
+    Running,
+    Stopped {
+        exit_status: u32,
+        exited_at: Timestamp,
+    },
+}
+
+#[derive(Debug, Default)]
+struct ProcState {
+    pid: u32,
+    phase: Phase,
+    relay: Option<Relay>,
+}
+
+/// A container's init (`exec_id` empty) or one of its execs.
+#[derive(Debug)]
+struct Proc {
+    exec_id: String,
+    stdio: StdioPaths,
+    /// The OCI process of an exec (`None` for the init, which runs the spec's).
+    oci_process: Option<Value>,
+    state: Mutex<ProcState>,
+    exited: watch::Sender<bool>,
+}
+
+impl Proc {
+    fn new(exec_id: &str, stdio: StdioPaths, oci_process: Option<Value>) -> Arc<Proc> {
+        Arc::new(Proc {
+            exec_id: exec_id.to_string(),
+            stdio,
+            oci_process,
+            state: Mutex::new(ProcState::default()),
+            exited: watch::channel(false).0,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProcState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn snapshot(&self) -> (u32, Phase) {
+        let s = self.lock();
+        (s.pid, s.phase.clone())
+    }
+
+    /// Records the exit (once) and wakes the waiters; false when it was recorded already.
+    fn set_exited(&self, exit_status: u32) -> bool {
+        let mut s = self.lock();
+        if matches!(s.phase, Phase::Stopped { .. }) {
+            return false;
+        }
+        s.phase = Phase::Stopped {
+            exit_status,
+            exited_at: now(),
+        };
+        s.relay = None;
+        drop(s);
+        self.exited.send_replace(true);
+        true
+    }
+}
+
+#[derive(Debug)]
+struct Container {
+    id: String,
+    bundle: String,
+    dir: PathBuf,
+    attached: Attached,
+    init: Arc<Proc>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+}
+
+impl Container {
+    fn process(&self, exec_id: &str) -> TtrpcResult<Arc<Proc>> {
+        if exec_id.is_empty() {
+            return Ok(Arc::clone(&self.init));
+        }
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| {
+                status(
+                    Code::NOT_FOUND,
+                    format!("exec {exec_id} of container {} does not exist", self.id),
+                )
+            })
+    }
+}
+
+/// The shim's Task service: one VM, its containers and their processes.
+pub struct TaskService {
+    namespace: String,
+    publisher: Arc<RemotePublisher>,
+    exit: Arc<ExitSignal>,
+    work: Mutex<Option<tempfile::TempDir>>,
+    work_path: PathBuf,
+    sandbox: OnceCell<Arc<Sandbox>>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    next_dir: std::sync::atomic::AtomicU64,
+}
+
+impl TaskService {
+    pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        let work = tempfile::Builder::new()
+            .prefix("gcs-shim-")
+            .tempdir()
+            .ok();
+        let work_path = work
+            .as_ref()
+            .map(|w| w.path().to_path_buf())
+            .unwrap_or_default();
+        TaskService {
+            namespace,
+            publisher: Arc::new(publisher),
+            exit,
+            work: Mutex::new(work),
+            work_path,
+            sandbox: OnceCell::new(),
+            containers: Mutex::new(HashMap::new()),
+            next_dir: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
+        self.containers()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} does not exist")))
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        if let Err(e) = self
+            .publisher
+            .publish(Context::default(), topic, &self.namespace, event)
+            .await
+        {
+            log::warn!("publish {topic}: {e}");
+        }
+    }
+
+    /// The VM, booted on the first call with the size `spec` asks for.
+    async fn sandbox(&self, spec: &Value) -> TtrpcResult<Arc<Sandbox>> {
+        self.sandbox
+            .get_or_try_init(|| async {
+                let (memory, cpus) =
+                    sandbox::vm_size(spec).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+                let image = |var: &str, rel: &str| {
+                    std::env::var_os(var)
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| UvmConfig::default_image_path(rel))
+                };
+                let mut config = UvmConfig::new(
+                    image("GCS_SHIM_KERNEL", "kernel/vmlinux"),
+                    image("GCS_SHIM_INITRD", "test-initrd.img"),
+                );
+                config.memory_mib = u32::try_from(memory).unwrap_or(u32::MAX);
+                config.cpus = cpus;
+                config.die_with_parent = true;
+                if let Some(level) = std::env::var_os("GCS_SHIM_GUEST_LOGLEVEL") {
+                    if let Some(i) = config.gcs_args.iter().position(|a| a == "-loglevel") {
+                        config.gcs_args[i + 1] = level.to_string_lossy().into_owned();
+                    }
+                }
+                let sb = Sandbox::boot(&config)
+                    .await
+                    .map_err(|e| host_error("boot the utility VM", e))?;
+                Ok(Arc::new(sb))
+            })
+            .await
+            .cloned()
+    }
+
+    fn write_record(&self, bundle: &Path, sb: &Sandbox) {
+        let (qemu_pid, vhost_pid) = sb.pids();
+        let record = Record {
+            work_dir: self.work_path.clone(),
+            vm_dir: sb.dir().to_path_buf(),
+            qemu_pid,
+            vhost_pid,
+        };
+        if let Ok(text) = serde_json::to_vec(&record) {
+            if let Err(e) = std::fs::write(bundle.join(RECORD_FILE), text) {
+                log::warn!("write {}: {e}", bundle.join(RECORD_FILE).display());
+            }
+        }
+    }
+
+    async fn create_inner(&self, req: &api::CreateTaskRequest) -> TtrpcResult<Arc<Container>> {
+        if !req.checkpoint.is_empty() {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                "restoring a checkpoint is not supported",
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let mut spec: Value = std::fs::read(bundle.join("config.json"))
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("read the bundle's config.json: {e}")))
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    status(Code::INVALID_ARGUMENT, format!("config.json: {e}"))
+                })
+            })?;
+        let guest_spec_problem = check_spec(&spec);
+        if let Some(problem) = guest_spec_problem {
+            return Err(status(Code::INVALID_ARGUMENT, problem));
+        }
+        let sb = self.sandbox(&spec).await?;
+        self.write_record(&bundle, &sb);
+
+        // The snapshot's tree, copied into a layer image (rootfs.rs says why).
+        let index = self
+            .next_dir
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = rootfs::container_dir(&self.work_path, index);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| status(Code::INTERNAL, format!("{}: {e}", dir.display())))?;
+        let mounts: Vec<RootfsMount> = req
+            .rootfs
+            .iter()
+            .map(|m| RootfsMount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        let root_path = spec
+            .pointer("/root/path")
+            .and_then(Value::as_str)
+            .unwrap_or("rootfs");
+        let root = bundle.join(root_path);
+        let image = dir.join("rootfs.ext4");
+        let built = {
+            let (mounts, root, dir, image) = (mounts, root, dir.clone(), image.clone());
+            tokio::task::spawn_blocking(move || rootfs::build_image(&mounts, &root, &dir, &image))
+                .await
+        };
+        match built {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(status(Code::INTERNAL, format!("container root: {e}")));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(status(Code::INTERNAL, format!("container root: {e}")));
+            }
+        }
+        let attached = match sb.attach_rootfs(&req.id, &image).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(host_error("attach the container's root", e));
+            }
+        };
+
+        spec["root"] = json!({"path": attached.root, "readonly": spec.pointer("/root/readonly").cloned().unwrap_or(json!(false))});
+        if req.terminal {
+            spec["process"]["terminal"] = json!(true);
+        }
+        // Without a hostname runc's container keeps the host's (a new UTS namespace copies
+        // it); the VM's own is the kernel's "(none)", which the agent refuses. This machine's
+        // name is what the container would have seen under runc.
+        if spec.get("hostname").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if let Ok(name) = nix::unistd::gethostname() {
+                spec["hostname"] = json!(name.to_string_lossy());
+            }
+        }
+        let settings = ContainerSettings {
+            schema_version: SchemaVersion { major: 2, minor: 1 },
+            oci_bundle_path: attached.bundle.clone(),
+            oci_specification: Some(spec),
+            scratch_dir_path: attached.scratch.clone(),
+        };
+        let created = async {
+            sb.client.create_container(&req.id, &settings).await?;
+            sb.client.start_container(&req.id).await
+        }
+        .await;
+        if let Err(e) = created {
+            let _ = sb.client.delete_container_state(&req.id).await;
+            sb.detach_rootfs(&attached).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(host_error("create the container", e));
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        Ok(Arc::new(Container {
+            id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            dir,
+            attached,
+            init: Proc::new("", stdio, None),
+            execs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Runs `proc` in container `c` and starts waiting for its exit.
+    async fn start_process(&self, c: &Arc<Container>, proc: &Arc<Proc>) -> TtrpcResult<u32> {
+        if !matches!(proc.snapshot().1, Phase::Created) {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("process {} of {} was started already", proc.exec_id, c.id),
+            ));
+        }
+        let sb = self
+            .sandbox
+            .get()
+            .cloned()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let mut relay = Relay::start(&sb.vsock, &sb.ports, &proc.stdio)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("stdio: {e}")))?;
+        let params = ProcessParameters {
+            create_std_in_pipe: relay.settings.std_in != 0,
+            create_std_out_pipe: relay.settings.std_out != 0,
+            create_std_err_pipe: relay.settings.std_err != 0,
+            oci_process: proc.oci_process.clone(),
+            ..Default::default()
+        };
+        let pid = sb
+            .client
+            .execute_process(&c.id, &params, relay.settings)
+            .await
+            .map_err(|e| host_error("start the process", e))?;
+        let outputs = relay.take_outputs();
+        {
+            let mut s = proc.lock();
+            s.pid = pid;
+            s.phase = Phase::Running;
+            s.relay = Some(relay);
+        }
+        let (client, cid, p) = (Arc::clone(&sb.client), c.id.clone(), Arc::clone(proc));
+        let publisher = Arc::clone(&self.publisher);
+        let namespace = self.namespace.clone();
+        tokio::spawn(async move {
+            let code = match client.wait_for_process(&cid, pid, INFINITE_WAIT).await {
+                Ok(code) => code,
+                Err(e) => {
+                    log::warn!("wait for process {pid} of {cid}: {e}");
+                    255
+                }
+            };
+            let drained = futures_util::future::join_all(outputs);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
+            if p.set_exited(code) {
+                let exited_at = match p.snapshot().1 {
+                    Phase::Stopped { exited_at, .. } => exited_at,
+                    _ => now(),
+                };
+                let event = TaskExit {
+                    container_id: cid.clone(),
+                    id: if p.exec_id.is_empty() { cid.clone() } else { p.exec_id.clone() },
+                    pid,
+                    exit_status: code,
+                    exited_at: Some(exited_at).into(),
+                    ..Default::default()
+                };
+                if let Err(e) = publisher
+                    .publish(Context::default(), topics::TASK_EXIT_EVENT_TOPIC, &namespace, Box::new(event))
+                    .await
+                {
+                    log::warn!("publish exit of {cid}: {e}");
+                }
+            }
+        });
+        Ok(pid)
+    }
+
+    /// Removes container `c` from the VM and this machine; its init has exited or never ran.
+    async fn remove_container(&self, c: &Arc<Container>) -> TtrpcResult<()> {
+        let sb = self.sandbox.get().cloned();
+        if let Some(sb) = sb {
+            if matches!(c.init.snapshot().1, Phase::Created) {
+                let _ = sb.client.shutdown_forced(&c.id).await;
+            }
+            // The rootfs first: the agent keeps a container's state while its root is mounted.
+            sb.detach_rootfs(&c.attached).await;
+            if let Err(e) = sb.client.delete_container_state(&c.id).await {
+                log::warn!("DeleteContainerState {}: {e}", c.id);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&c.dir);
+        let _ = std::fs::remove_file(Path::new(&c.bundle).join(RECORD_FILE));
+        Ok(())
+    }
+
+    /// Stops the VM and lets the server exit; only when no container is left.
+    async fn stop(&self) {
+        if let Some(sb) = self.sandbox.get() {
+            sb.stop().await;
+        }
+        drop(self.work.lock().unwrap_or_else(|p| p.into_inner()).take());
+        self.exit.signal();
+    }
+}
+
+/// What in a containerd OCI spec cannot run in the VM, if anything: bind mounts of this
+/// machine's files (the VM cannot see them).
+fn check_spec(spec: &Value) -> Option<String> {
+    let mounts = spec.pointer("/mounts").and_then(Value::as_array)?;
+    for m in mounts {
+        let bind = m.get("type").and_then(Value::as_str) == Some("bind")
+            || m.get("options")
+                .and_then(Value::as_array)
+                .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+        if bind {
+            let destination = m.get("destination").and_then(Value::as_str).unwrap_or("");
+            let source = m.get("source").and_then(Value::as_str).unwrap_or("");
+            return Some(format!(
+                "mount of {source} on {destination}: bind mounts of host paths are not supported \
+                 (the container runs in a utility VM, which cannot see this machine's files)"
+            ));
+        }
+    }
+    None
+}
+
+fn phase_status(phase: &Phase) -> api::Status {
+    match phase {
+        Phase::Created => api::Status::CREATED,
+        Phase::Running => api::Status::RUNNING,
+        Phase::Stopped { .. } => api::Status::STOPPED,
+    }
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        if self.containers().contains_key(&req.id) {
+            return Err(status(Code::ALREADY_EXISTS, format!("container {} exists", req.id)));
+        }
+        let c = self.create_inner(&req).await?;
+        self.containers().insert(req.id.clone(), Arc::clone(&c));
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: Some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            pid: 0,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event)).await;
+        Ok(api::CreateTaskResponse {
+            pid: 0,
+            ..Default::default()
+        })
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        let pid = self.start_process(&c, &proc).await?;
+        if req.exec_id.is_empty() {
+            let event = TaskStart {
+                container_id: c.id.clone(),
+                pid,
+                ..Default::default()
+            };
+            self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event)).await;
+        } else {
+            let event = TaskExecStarted {
+                container_id: c.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid,
+                ..Default::default()
+            };
+            self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+                .await;
+        }
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        let (pid, phase) = proc.snapshot();
+        let mut r = api::StateResponse {
+            id: if req.exec_id.is_empty() { c.id.clone() } else { req.exec_id.clone() },
+            bundle: c.bundle.clone(),
+            pid,
+            stdin: proc.stdio.stdin.clone(),
+            stdout: proc.stdio.stdout.clone(),
+            stderr: proc.stdio.stderr.clone(),
+            terminal: proc.stdio.terminal,
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        r.status = phase_status(&phase).into();
+        if let Phase::Stopped {
+            exit_status,
+            exited_at,
+        } = phase
+        {
+            r.exit_status = exit_status;
+            r.exited_at = Some(exited_at).into();
+        }
+        Ok(r)
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let c = self.container(&req.id)?;
+        if !matches!(c.init.snapshot().1, Phase::Running) {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", c.id),
+            ));
+        }
+        let mut process: Value = req
+            .spec
+            .as_ref()
+            .map(|any| serde_json::from_slice(&any.value))
+            .transpose()
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec process spec: {e}")))?
+            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
+        process["terminal"] = json!(req.terminal);
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        {
+            let mut execs = c.execs.lock().unwrap_or_else(|p| p.into_inner());
+            if execs.contains_key(&req.exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} of {} exists", req.exec_id, c.id),
+                ));
+            }
+            execs.insert(req.exec_id.clone(), Proc::new(&req.exec_id, stdio, Some(process)));
+        }
+        let event = TaskExecAdded {
+            container_id: c.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::Empty::new())
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        let signal = i32::try_from(req.signal)
+            .map_err(|_| status(Code::INVALID_ARGUMENT, format!("signal {}", req.signal)))?;
+        let (pid, phase) = proc.snapshot();
+        match phase {
+            Phase::Running => {
+                let sb = self.sandbox.get().cloned().ok_or_else(|| {
+                    status(Code::FAILED_PRECONDITION, "the VM is not running")
+                })?;
+                sb.client
+                    .signal_process(&c.id, pid, Some(signal))
+                    .await
+                    .map_err(|e| host_error("signal the process", e))?;
+                Ok(api::Empty::new())
+            }
+            Phase::Created if req.exec_id.is_empty() => {
+                // The init never ran: the container is taken down, as runc kills a created one.
+                if let Some(sb) = self.sandbox.get() {
+                    let _ = sb.client.shutdown_forced(&c.id).await;
+                }
+                let code = 128 + req.signal;
+                if proc.set_exited(code) {
+                    let event = TaskExit {
+                        container_id: c.id.clone(),
+                        id: c.id.clone(),
+                        exit_status: code,
+                        exited_at: Some(now()).into(),
+                        ..Default::default()
+                    };
+                    self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
+                }
+                Ok(api::Empty::new())
+            }
+            Phase::Created => Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("exec {} of {} was never started", req.exec_id, c.id),
+            )),
+            Phase::Stopped { .. } => Err(status(Code::NOT_FOUND, "process already finished")),
+        }
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        let mut exited = proc.exited.subscribe();
+        let _ = exited.wait_for(|e| *e).await;
+        match proc.snapshot().1 {
+            Phase::Stopped {
+                exit_status,
+                exited_at,
+            } => Ok(api::WaitResponse {
+                exit_status,
+                exited_at: Some(exited_at).into(),
+                ..Default::default()
+            }),
+            _ => Err(status(Code::INTERNAL, "wait ended before the exit")),
+        }
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        let (pid, phase) = proc.snapshot();
+        let (exit_status, exited_at) = match phase {
+            Phase::Running => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("process {pid} of {} is still running", c.id),
+                ))
+            }
+            Phase::Created => (0, now()),
+            Phase::Stopped {
+                exit_status,
+                exited_at,
+            } => (exit_status, exited_at),
+        };
+        if req.exec_id.is_empty() {
+            let running_exec = c
+                .execs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .any(|p| matches!(p.snapshot().1, Phase::Running));
+            if running_exec {
+                log::debug!("deleting {} with execs still running", c.id);
+            }
+            self.remove_container(&c).await?;
+            self.containers().remove(&c.id);
+            let event = TaskDelete {
+                container_id: c.id.clone(),
+                pid,
+                exit_status,
+                exited_at: Some(exited_at.clone()).into(),
+                id: c.id.clone(),
+                ..Default::default()
+            };
+            self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event)).await;
+        } else {
+            c.execs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req.exec_id);
+        }
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status,
+            exited_at: Some(exited_at).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        let c = self.container(&req.id)?;
+        let sb = self
+            .sandbox
+            .get()
+            .cloned()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let properties = sb
+            .client
+            .get_properties(&c.id, &["ProcessList"])
+            .await
+            .map_err(|e| host_error("list the processes", e))?;
+        let processes = properties
+            .process_list
+            .iter()
+            .map(|p| containerd_shim::protos::types::task::ProcessInfo {
+                pid: p.process_id,
+                ..Default::default()
+            })
+            .collect();
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        let (pid, phase) = proc.snapshot();
+        if !matches!(phase, Phase::Running) {
+            return Err(status(Code::FAILED_PRECONDITION, "the process is not running"));
+        }
+        let sb = self
+            .sandbox
+            .get()
+            .cloned()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        sb.client
+            .resize_console(&c.id, pid, clamp(req.height), clamp(req.width))
+            .await
+            .map_err(|e| host_error("resize the console", e))?;
+        Ok(api::Empty::new())
+    }
+
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        let c = self.container(&req.id)?;
+        let proc = c.process(&req.exec_id)?;
+        if req.stdin {
+            if let Some(relay) = proc.lock().relay.as_mut() {
+                relay.close_stdin();
+            }
+        }
+        Ok(api::Empty::new())
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let task_pid = self
+            .containers()
+            .get(&req.id)
+            .map_or(0, |c| c.init.snapshot().0);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        // containerd asks after each task's delete; a pod's VM stays while it has containers.
+        if !req.now && !self.containers().is_empty() {
+            return Ok(api::Empty::new());
+        }
+        self.stop().await;
+        Ok(api::Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_bind_mounts_are_refused_with_their_paths() {
+        assert_eq!(check_spec(&json!({"mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}]})), None);
+        let bind = json!({"mounts": [{"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}]});
+        let problem = check_spec(&bind).unwrap();
+        assert!(problem.contains("/srv/data") && problem.contains("/data"), "{problem}");
+        let by_option = json!({"mounts": [{"destination": "/x", "type": "none", "source": "/etc", "options": ["rbind", "ro"]}]});
+        assert!(check_spec(&by_option).is_some());
+    }
+}
