@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use gcs::host::BridgeClient;
 
+pub mod containerd;
 pub mod mutate;
 pub mod policy;
 

@@ -1,0 +1,172 @@
+//! containerd drives this agent: Debian's containerd (private, `common::containerd`) runs busybox
+//! with `ctr run --runtime io.containerd.gcs.v2`, so each container runs in a QEMU utility VM
+//! (TCG) through `containerd-shim-gcs-v2` and the bridge. What `ctr` shows must be what it shows
+//! with runc: output, exit codes, stdin, exec, kill, ps, cgroup limits, and nothing left behind.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and benchmark code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::containerd::{text, Containerd};
+
+const BOOT: Duration = Duration::from_secs(180);
+
+fn assert_clean(c: &Containerd) {
+    // A shim exits after containerd's Shutdown; give it a moment.
+    let start = std::time::Instant::now();
+    while !(c.processes_left().is_empty() && c.files_left().is_empty()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "left behind: processes {:#?}, files {:#?}\n{}",
+            c.processes_left(),
+            c.files_left(),
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.mounts_left(), Vec::<String>::new());
+}
+
+#[test]
+fn ctr_runs_containers_in_the_utility_vm() {
+    let c = Containerd::start(&[]);
+
+    // Output on both streams and the exit code, as with runc.
+    let out = c
+        .run(&["--rm"], "exit3", &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", text(&out.stderr), c.log());
+    assert_eq!(text(&out.stdout), "to-stdout\n");
+    assert!(text(&out.stderr).contains("to-stderr\n"), "{}", text(&out.stderr));
+
+    // Standard input reaches the process, and its end ends `cat`.
+    let mut child = c
+        .run(&["--rm"], "stdin", &["sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\nline two\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "line one\nline two\ndone\n");
+
+    // A memory limit reaches the container's cgroup in the guest (the cgroup filesystem mounted
+    // explicitly: containerd's default spec has none, runc's containers see the same).
+    let out = c
+        .run(
+            &["--rm", "--memory-limit", "67108864", "--mount", "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro"],
+            "memlimit",
+            &["sh", "-c", "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), c.log());
+    assert_eq!(text(&out.stdout), "67108864\n");
+
+    // Two containers at once, each in its VM; exec, ps and kill on them.
+    let script = "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.2; done";
+    let first = c
+        .run(&["--rm"], "first", &["sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = c
+        .run(&["--rm"], "second", &["sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_status("first", "RUNNING", BOOT);
+    c.wait_status("second", "RUNNING", BOOT);
+
+    let out = c.ctr(
+        &["task", "exec"],
+        &["--exec-id", "e1", "first", "sh", "-c", "echo in-exec; hostname; exit 4"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("in-exec\n"), "{}", text(&out.stdout));
+
+    let out = c.ctr(&["task", "ps"], &["first"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pids: Vec<String> = text(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    // sh and its sleep, by their pids in the guest.
+    assert!(!pids.is_empty() && pids.iter().all(|p| p.parse::<u32>().is_ok()), "{pids:?}");
+
+    // SIGTERM (ctr's default) runs the trap; SIGKILL is 137.
+    let out = c.ctr(&["task", "kill"], &["first"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = c.ctr(&["task", "kill"], &["--signal", "SIGKILL", "second"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(7), "{}", text(&first.stderr));
+    assert_eq!(text(&first.stdout), "got-term\n");
+    let second = second.wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(137), "{}", text(&second.stderr));
+
+    // Killing an exited task is refused, as with runc.
+    let out = c.ctr(&["task", "kill"], &["first"]);
+    assert!(!out.status.success());
+
+    assert_clean(&c);
+}
+
+#[test]
+fn a_killed_shim_leaves_no_vm_behind() {
+    let c = Containerd::start(&[]);
+    let out = c
+        .run(&["-d"], "orphan", &["sleep", "1000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), c.log());
+    c.wait_status("orphan", "RUNNING", BOOT);
+    let left = c.processes_left();
+    assert!(left.iter().any(|p| p.contains("qemu-system")), "{left:#?}");
+    let shim = left
+        .iter()
+        .find(|p| p.contains("containerd-shim-gcs-v2"))
+        .and_then(|p| p.split(':').next())
+        .unwrap()
+        .to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &shim])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // containerd sees the shim gone, runs `containerd-shim-gcs-v2 delete` and drops the task.
+    let start = std::time::Instant::now();
+    while c.task_status("orphan").is_some() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.log().contains("cleaning up dead shim"), "{}", c.log());
+    let out = c.ctr(&["container", "rm"], &["orphan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_clean(&c);
+}
