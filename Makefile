@@ -5,18 +5,19 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps run bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
+.PHONY: all build image test-image qemu-deps run run-containerd bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
 build:
-	$(CARGO) build --release --bin gcs --bin uvmboot
+	$(CARGO) build --release --bin gcs --bin uvmboot --bin containerd-shim-gcs-v2
 	mkdir -p out
 	cp $(RELEASE)/gcs out/gcs
 	ln -sf gcs out/init
 	ln -sf gcs out/vsockexec
 	ln -sf gcs out/install-drivers
 	cp $(RELEASE)/uvmboot out/uvmboot
+	cp $(RELEASE)/containerd-shim-gcs-v2 out/containerd-shim-gcs-v2
 	@ls -l out/gcs
 
 # out/initrd.img and out/rootfs.tar.gz (spec §8.4); BASE=<tarball or cpio> is merged underneath.
@@ -27,6 +28,11 @@ image: build deps
 # The main job: boot the agent in QEMU and run a busybox container through it.
 run: test-image
 	./out/uvmboot --timing run -- echo hello from the utility VM
+
+# The third job (issue 18): a private containerd (Debian's, installed by `deps`) runs busybox in
+# a utility VM through containerd-shim-gcs-v2 (`ctr run --runtime io.containerd.gcs.v2`).
+run-containerd: test-image
+	./scripts/run-containerd.sh out
 
 # A test initrd: the image plus the kernel modules QEMU's virtio devices need and busybox.
 test-image: build deps qemu-deps

@@ -118,6 +118,21 @@ fn ctr_runs_containers_in_the_utility_vm() {
     // sh and its sleep, by their pids in the guest.
     assert!(!pids.is_empty() && pids.iter().all(|p| p.parse::<u32>().is_ok()), "{pids:?}");
 
+    // Metrics: the guest's cgroup statistics, decoded by ctr as cgroups v1 Metrics.
+    let out = c.ctr(&["task", "metrics"], &["first"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let metrics = text(&out.stdout);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("memory.usage_in_bytes") > 0, "{metrics}");
+    // sh and its sleep (the exec is gone).
+    assert!((1..=3).contains(&value("pids.current")), "{metrics}");
+
     // SIGTERM (ctr's default) runs the trap; SIGKILL is 137.
     let out = c.ctr(&["task", "kill"], &["first"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -168,5 +183,32 @@ fn a_killed_shim_leaves_no_vm_behind() {
     assert!(c.log().contains("cleaning up dead shim"), "{}", c.log());
     let out = c.ctr(&["container", "rm"], &["orphan"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_clean(&c);
+}
+
+#[test]
+fn ctr_run_with_a_terminal_gets_its_size_and_a_pty() {
+    let c = Containerd::start(&[]);
+    // `ctr run -t` needs a terminal of its own: script(1) gives it one, 30 rows by 100 columns.
+    let ctr = c.run(
+        &["--rm", "-t"],
+        "tty",
+        &["sh", "-c", "tty; stty size; exit 5"],
+    );
+    let words: Vec<String> = std::iter::once(ctr.get_program())
+        .chain(ctr.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
+    let out = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!("stty rows 30 cols 100; exec {}", words.join(" ")))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}\n{}\n{}", text(&out.stderr), c.log());
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
+    assert!(stdout.contains("30 100"), "{stdout}");
     assert_clean(&c);
 }

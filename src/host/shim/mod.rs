@@ -12,6 +12,7 @@
 //! One shim, one VM: a plain container is its own sandbox; a CRI container whose
 //! `io.kubernetes.cri.sandbox-id` names a pod joins its pod's shim and VM.
 
+pub mod metrics;
 pub mod rootfs;
 pub mod sandbox;
 pub mod stdio;

@@ -778,6 +778,62 @@ impl Task for TaskService {
         })
     }
 
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let c = self.container(&req.id)?;
+        let sb = self
+            .sandbox
+            .get()
+            .cloned()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let properties = sb
+            .client
+            .get_properties(&c.id, &["Statistics"])
+            .await
+            .map_err(|e| host_error("read the container's statistics", e))?;
+        let json = properties.lcow_metrics.unwrap_or(Value::Null);
+        let stats = super::metrics::v1_metrics_any(&json).map_err(|e| status(Code::INTERNAL, e))?;
+        Ok(api::StatsResponse {
+            stats: Some(stats).into(),
+            ..Default::default()
+        })
+    }
+
+    /// New `linux.resources` for a running container: ContainerConstraints (spec §5.8), what
+    /// hcsshim sends for the CRI's UpdateContainerResources.
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let c = self.container(&req.id)?;
+        let resources: Value = req
+            .resources
+            .as_ref()
+            .map(|any| serde_json::from_slice(&any.value))
+            .transpose()
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("resources: {e}")))?
+            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update without resources"))?;
+        let sb = self
+            .sandbox
+            .get()
+            .cloned()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let request = crate::protocol::messages::ModifySettingRequest {
+            resource_type: "ContainerConstraints".into(),
+            request_type: "Update".into(),
+            settings: Some(json!({ "Linux": resources })),
+        };
+        sb.client
+            .modify_settings(&c.id, request)
+            .await
+            .map_err(|e| host_error("update the container's resources", e))?;
+        Ok(api::Empty::new())
+    }
+
     async fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
