@@ -20,6 +20,8 @@ command -v runc >/dev/null || need_apt+=(runc)
 # Debian's containerd (with ctr and its runc shim): the containerd tests start a private one
 # to drive containerd-shim-gcs-v2, and its runc shim is the benchmark's reference (issue 18).
 command -v containerd >/dev/null || need_apt+=(containerd)
+# protoc: the CRI client the containerd tests use (k8s-cri) compiles the CRI protos.
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q

@@ -42,13 +42,27 @@ fn ctr_runs_containers_in_the_utility_vm() {
 
     // Output on both streams and the exit code, as with runc.
     let out = c
-        .run(&["--rm"], "exit3", &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"])
+        .run(
+            &["--rm"],
+            "exit3",
+            &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"],
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}\n{}", text(&out.stderr), c.log());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        text(&out.stderr),
+        c.log()
+    );
     assert_eq!(text(&out.stdout), "to-stdout\n");
-    assert!(text(&out.stderr).contains("to-stderr\n"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("to-stderr\n"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Standard input reaches the process, and its end ends `cat`.
     let mut child = c
@@ -72,9 +86,19 @@ fn ctr_runs_containers_in_the_utility_vm() {
     // explicitly: containerd's default spec has none, runc's containers see the same).
     let out = c
         .run(
-            &["--rm", "--memory-limit", "67108864", "--mount", "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro"],
+            &[
+                "--rm",
+                "--memory-limit",
+                "67108864",
+                "--mount",
+                "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro",
+            ],
             "memlimit",
-            &["sh", "-c", "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max"],
+            &[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max",
+            ],
         )
         .stdin(Stdio::null())
         .output()
@@ -103,10 +127,21 @@ fn ctr_runs_containers_in_the_utility_vm() {
 
     let out = c.ctr(
         &["task", "exec"],
-        &["--exec-id", "e1", "first", "sh", "-c", "echo in-exec; hostname; exit 4"],
+        &[
+            "--exec-id",
+            "e1",
+            "first",
+            "sh",
+            "-c",
+            "echo in-exec; hostname; exit 4",
+        ],
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("in-exec\n"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("in-exec\n"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = c.ctr(&["task", "ps"], &["first"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -116,7 +151,10 @@ fn ctr_runs_containers_in_the_utility_vm() {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
     // sh and its sleep, by their pids in the guest.
-    assert!(!pids.is_empty() && pids.iter().all(|p| p.parse::<u32>().is_ok()), "{pids:?}");
+    assert!(
+        !pids.is_empty() && pids.iter().all(|p| p.parse::<u32>().is_ok()),
+        "{pids:?}"
+    );
 
     // Metrics: the guest's cgroup statistics, decoded by ctr as cgroups v1 Metrics.
     let out = c.ctr(&["task", "metrics"], &["first"]);
@@ -207,7 +245,13 @@ fn ctr_run_with_a_terminal_gets_its_size_and_a_pty() {
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(5), "{stdout}\n{}\n{}", text(&out.stderr), c.log());
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}\n{}\n{}",
+        text(&out.stderr),
+        c.log()
+    );
     assert!(stdout.contains("/dev/pts/"), "{stdout}");
     assert!(stdout.contains("30 100"), "{stdout}");
     assert_clean(&c);

@@ -23,6 +23,8 @@ pub fn shim_binary() -> PathBuf {
 pub struct Containerd {
     pub dir: PathBuf,
     child: Child,
+    /// The namespace ctr works in: `gcs`, or the CRI's `k8s.io`.
+    namespace: &'static str,
 }
 
 impl Drop for Containerd {
@@ -39,9 +41,16 @@ fn write_blob(blobs: &Path, bytes: &[u8]) -> (String, usize) {
     (digest, bytes.len())
 }
 
-/// An OCI image archive of busybox (one uncompressed layer, linux/amd64) named [`IMAGE`],
-/// as `ctr images import` takes it.
-pub fn busybox_archive(dir: &Path) -> PathBuf {
+/// The pod sandbox image of the CRI tests: busybox whose entrypoint waits for SIGTERM, as
+/// `pause` does.
+pub const PAUSE_IMAGE: &str = "docker.io/library/pause:gcs";
+
+/// An OCI image archive of busybox (one uncompressed layer, linux/amd64) named `name`, as
+/// `ctr images import` takes it; `entrypoint` is its config's.
+pub fn busybox_archive(dir: &Path, name: &str, entrypoint: &[&str]) -> PathBuf {
+    let dir = dir.join(name.replace(['/', ':'], "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.as_path();
     let tree = gcs::host::layers::busybox_tree(dir).unwrap();
     let layout = dir.join("oci");
     let blobs = layout.join("blobs/sha256");
@@ -59,7 +68,8 @@ pub fn busybox_archive(dir: &Path) -> PathBuf {
     let (layer, layer_size) = write_blob(&blobs, &std::fs::read(&layer_tar).unwrap());
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"],
+                   "Entrypoint": if entrypoint.is_empty() { serde_json::Value::Null } else { serde_json::json!(entrypoint) }},
         "rootfs": {"type": "layers", "diff_ids": [layer]}
     });
     let (config, config_size) = write_blob(&blobs, config.to_string().as_bytes());
@@ -73,10 +83,14 @@ pub fn busybox_archive(dir: &Path) -> PathBuf {
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
             "size": manifest_size, "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "gcs"}}]
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "gcs"}}]
     });
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let archive = dir.join("busybox-oci.tar");
     let status = Command::new("tar")
         .arg("-C")
@@ -94,6 +108,13 @@ impl Containerd {
     /// Starts containerd with the busybox image imported. `env` is added to containerd's (and
     /// so the shims') environment.
     pub fn start(env: &[(&str, &str)]) -> Containerd {
+        Self::start_with(env, false)
+    }
+
+    /// With `cri`, containerd's CRI plugin serves on the same socket with
+    /// `io.containerd.gcs.v2` as its default runtime, [`PAUSE_IMAGE`] as the sandbox image and
+    /// no CNI (pods use host networking: the VM's network); the images go to `k8s.io`.
+    pub fn start_with(env: &[(&str, &str)], cri: bool) -> Containerd {
         assert!(
             Path::new("/usr/bin/containerd").exists(),
             "containerd is not installed (scripts/install-deps.sh installs it)"
@@ -106,11 +127,29 @@ impl Containerd {
         // Short: the VMs' vsock sockets are made under TMPDIR and Unix paths stop at 108 bytes.
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         std::fs::create_dir_all(dir.join("fifo")).unwrap();
+        let plugins = if cri {
+            std::fs::create_dir_all(dir.join("cni/bin")).unwrap();
+            std::fs::create_dir_all(dir.join("cni/conf")).unwrap();
+            format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
+                 \x20 sandbox_image = \"{PAUSE_IMAGE}\"\n\
+                 \x20 disable_apparmor = true\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n\
+                 \x20 default_runtime_name = \"gcs\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.gcs]\n\
+                 \x20 runtime_type = \"io.containerd.gcs.v2\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+                 \x20 bin_dir = \"{d}/cni/bin\"\n\
+                 \x20 conf_dir = \"{d}/cni/conf\"\n",
+                d = dir.display()
+            )
+        } else {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_string()
+        };
         let config = format!(
             "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{d}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n",
+             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n{plugins}",
             d = dir.display()
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
@@ -139,7 +178,11 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .unwrap();
-        let c = Containerd { dir, child };
+        let c = Containerd {
+            dir,
+            child,
+            namespace: if cri { "k8s.io" } else { "gcs" },
+        };
         let start = Instant::now();
         while !c.dir.join("containerd.sock").exists() {
             assert!(
@@ -149,10 +192,25 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let archive = busybox_archive(&c.dir);
-        let out = c.ctr(&["images", "import"], &[archive.to_str().unwrap()]);
-        assert!(out.status.success(), "import: {}", text(&out.stderr));
+        let mut images = vec![busybox_archive(&c.dir, IMAGE, &[])];
+        if cri {
+            let pause = [
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done",
+            ];
+            images.push(busybox_archive(&c.dir, PAUSE_IMAGE, &pause));
+        }
+        for archive in images {
+            let out = c.ctr(&["images", "import"], &[archive.to_str().unwrap()]);
+            assert!(out.status.success(), "import: {}", text(&out.stderr));
+        }
         c
+    }
+
+    /// The socket of containerd's gRPC API (and of the CRI, when it is on).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
     }
 
     /// containerd's pid (its mount namespace holds the shims' mounts).
@@ -164,13 +222,13 @@ impl Containerd {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    /// A `ctr` command on this containerd, namespace `gcs`: `ctr <sub...> [--fifo-dir] <rest>`;
+    /// A `ctr` command on this containerd, in its namespace: `ctr <sub...> [--fifo-dir] <rest>`;
     /// run and task exec take the FIFO directory.
     pub fn command(&self, sub: &[&str], rest: &[&str]) -> Command {
         let mut c = Command::new("ctr");
         c.arg("--address")
             .arg(self.dir.join("containerd.sock"))
-            .args(["--namespace", "gcs"])
+            .args(["--namespace", self.namespace])
             .args(sub);
         if sub == ["run"] || sub == ["task", "exec"] {
             c.arg("--fifo-dir").arg(self.dir.join("fifo"));
@@ -180,7 +238,10 @@ impl Containerd {
     }
 
     pub fn ctr(&self, sub: &[&str], rest: &[&str]) -> Output {
-        self.command(sub, rest).stdin(Stdio::null()).output().unwrap()
+        self.command(sub, rest)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// `ctr run --runtime io.containerd.gcs.v2 <options> IMAGE <id> <args>`.
@@ -231,8 +292,8 @@ impl Containerd {
             }
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let containerd = cmdline.starts_with("containerd --config")
-                || cmdline.contains("unshare --mount");
+            let containerd =
+                cmdline.starts_with("containerd --config") || cmdline.contains("unshare --mount");
             if cmdline.contains(&needle) && !containerd {
                 left.push(format!("{pid}: {cmdline}"));
             }
@@ -247,7 +308,11 @@ impl Containerd {
         let needle = self.dir.to_string_lossy().into_owned();
         mounts
             .lines()
-            .filter(|l| l.split_whitespace().nth(1).is_some_and(|m| m.starts_with(&needle)))
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|m| m.starts_with(&needle))
+            })
             .map(str::to_string)
             .collect()
     }

@@ -45,7 +45,13 @@ pub fn v1_metrics(json: &Value) -> Metrics {
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default();
     let mut throttling = Throttle::new();
-    copy_fields!(throttling, at("/cpu/throttling"), periods, throttled_periods, throttled_time);
+    copy_fields!(
+        throttling,
+        at("/cpu/throttling"),
+        periods,
+        throttled_periods,
+        throttled_time
+    );
     let mut cpu = CPUStat::new();
     cpu.usage = Some(usage).into();
     cpu.throttling = Some(throttling).into();
@@ -54,12 +60,40 @@ pub fn v1_metrics(json: &Value) -> Metrics {
     let memory = at("/memory");
     let mut mem = MemoryStat::new();
     copy_fields!(
-        mem, memory, cache, rss, rss_huge, mapped_file, dirty, writeback, pg_pg_in, pg_pg_out,
-        pg_fault, pg_maj_fault, inactive_anon, active_anon, inactive_file, active_file,
-        unevictable, hierarchical_memory_limit, hierarchical_swap_limit, total_cache, total_rss,
-        total_rss_huge, total_mapped_file, total_dirty, total_writeback, total_pg_pg_in,
-        total_pg_pg_out, total_pg_fault, total_pg_maj_fault, total_inactive_anon,
-        total_active_anon, total_inactive_file, total_active_file, total_unevictable,
+        mem,
+        memory,
+        cache,
+        rss,
+        rss_huge,
+        mapped_file,
+        dirty,
+        writeback,
+        pg_pg_in,
+        pg_pg_out,
+        pg_fault,
+        pg_maj_fault,
+        inactive_anon,
+        active_anon,
+        inactive_file,
+        active_file,
+        unevictable,
+        hierarchical_memory_limit,
+        hierarchical_swap_limit,
+        total_cache,
+        total_rss,
+        total_rss_huge,
+        total_mapped_file,
+        total_dirty,
+        total_writeback,
+        total_pg_pg_in,
+        total_pg_pg_out,
+        total_pg_fault,
+        total_pg_maj_fault,
+        total_inactive_anon,
+        total_active_anon,
+        total_inactive_file,
+        total_active_file,
+        total_unevictable,
     );
     mem.usage = Some(entry(at("/memory/usage"))).into();
     mem.swap = Some(entry(at("/memory/swap"))).into();
@@ -108,7 +142,10 @@ mod tests {
         assert_eq!(m.cpu.usage.total, 1000);
         assert_eq!(m.cpu.usage.per_cpu, vec![600, 400]);
         assert_eq!(m.cpu.throttling.periods, 5);
-        assert_eq!((m.memory.cache, m.memory.rss, m.memory.total_rss), (4096, 8192, 8192));
+        assert_eq!(
+            (m.memory.cache, m.memory.rss, m.memory.total_rss),
+            (4096, 8192, 8192)
+        );
         assert_eq!(m.memory.usage.limit, 67108864);
         assert_eq!(m.memory.usage.max, 16384);
         assert_eq!(m.memory.swap.usage, 0);

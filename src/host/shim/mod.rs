@@ -15,6 +15,7 @@
 pub mod metrics;
 pub mod rootfs;
 pub mod sandbox;
+pub mod spec;
 pub mod stdio;
 mod task;
 
@@ -52,16 +53,13 @@ pub struct Record {
 /// The shim grouping of the container whose OCI spec is `spec`: its pod for a CRI workload
 /// container, itself otherwise.
 pub fn grouping(id: &str, spec: &Value) -> String {
-    let annotation = |name: &str| {
-        spec.pointer("/annotations")
-            .and_then(|a| a.get(name))
+    match spec::role(spec) {
+        spec::Role::Workload => spec
+            .pointer("/annotations")
+            .and_then(|a| a.get(SANDBOX_ID_ANNOTATION))
             .and_then(Value::as_str)
-    };
-    match (
-        annotation(CONTAINER_TYPE_ANNOTATION),
-        annotation(SANDBOX_ID_ANNOTATION),
-    ) {
-        (Some("container"), Some(sandbox)) if !sandbox.is_empty() => sandbox.to_string(),
+            .unwrap_or(id)
+            .to_string(),
         _ => id.to_string(),
     }
 }
@@ -77,9 +75,10 @@ fn read_spec(bundle: &Path) -> Value {
 /// so that a record can never make the `delete` action remove anything else.
 fn is_shim_dir(path: &Path) -> bool {
     path.is_absolute()
-        && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-            n.starts_with(".tmp") || n.starts_with("gcs-shim-")
-        })
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".tmp") || n.starts_with("gcs-shim-"))
 }
 
 /// Kills `pid` if it is still the program `comm` names (a pid can be reused).
@@ -222,7 +221,11 @@ mod tests {
     #[test]
     fn clean_up_removes_what_the_record_names_and_nothing_else() {
         let bundle = tempfile::tempdir().unwrap();
-        let work = tempfile::Builder::new().prefix("gcs-shim-").tempdir().unwrap().keep();
+        let work = tempfile::Builder::new()
+            .prefix("gcs-shim-")
+            .tempdir()
+            .unwrap()
+            .keep();
         let vm = tempfile::tempdir().unwrap().keep();
         let other = tempfile::Builder::new().prefix("keep-").tempdir().unwrap();
         std::fs::create_dir_all(work.join("c0")).unwrap();
@@ -234,14 +237,25 @@ mod tests {
             qemu_pid: Some(std::process::id()),
             vhost_pid: None,
         };
-        std::fs::write(bundle.path().join(RECORD_FILE), serde_json::to_vec(&record).unwrap()).unwrap();
+        std::fs::write(
+            bundle.path().join(RECORD_FILE),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
         clean_up(bundle.path());
         assert!(!work.exists() && !vm.exists());
         assert!(other.path().exists());
         assert!(!bundle.path().join(RECORD_FILE).exists());
         // A record naming another directory removes nothing.
-        let hostile = Record { work_dir: other.path().to_path_buf(), ..Record::default() };
-        std::fs::write(bundle.path().join(RECORD_FILE), serde_json::to_vec(&hostile).unwrap()).unwrap();
+        let hostile = Record {
+            work_dir: other.path().to_path_buf(),
+            ..Record::default()
+        };
+        std::fs::write(
+            bundle.path().join(RECORD_FILE),
+            serde_json::to_vec(&hostile).unwrap(),
+        )
+        .unwrap();
         clean_up(bundle.path());
         assert!(other.path().exists());
     }

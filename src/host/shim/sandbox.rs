@@ -205,7 +205,11 @@ impl Sandbox {
     /// Undoes [`Sandbox::attach_rootfs`], each step attempted whatever the one before did.
     pub async fn detach_rootfs(&self, a: &Attached) {
         let steps = [
-            modify("CombinedLayers", "Remove", json!({"ContainerRootPath": a.root})),
+            modify(
+                "CombinedLayers",
+                "Remove",
+                json!({"ContainerRootPath": a.root}),
+            ),
             modify(
                 "MappedVirtualDisk",
                 "Remove",

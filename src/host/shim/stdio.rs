@@ -63,7 +63,9 @@ async fn open_writer(path: &Path) -> io::Result<Box<dyn AsyncWrite + Send + Unpi
     if is_fifo(path) {
         // O_RDWR: never ENXIO while containerd's reader is not open yet.
         Ok(Box::new(
-            pipe::OpenOptions::new().read_write(true).open_sender(path)?,
+            pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(path)?,
         ))
     } else {
         Ok(Box::new(
@@ -122,10 +124,7 @@ impl Relay {
             relay.close_stdin = Some(tx);
             relay.stdin = Some(tokio::spawn(copy_in(listener, vsock.path(port), path, rx)));
         }
-        let outputs = [
-            (&paths.stdout, false),
-            (&paths.stderr, true),
-        ];
+        let outputs = [(&paths.stdout, false), (&paths.stderr, true)];
         for (name, is_err) in outputs {
             if name.is_empty() || (is_err && paths.terminal) {
                 continue;
@@ -221,8 +220,14 @@ mod tests {
 
     #[test]
     fn stream_names_are_fifos_or_files() {
-        assert_eq!(local_path("/run/x/stdout").unwrap(), PathBuf::from("/run/x/stdout"));
-        assert_eq!(local_path("file:///var/log/c.log").unwrap(), PathBuf::from("/var/log/c.log"));
+        assert_eq!(
+            local_path("/run/x/stdout").unwrap(),
+            PathBuf::from("/run/x/stdout")
+        );
+        assert_eq!(
+            local_path("file:///var/log/c.log").unwrap(),
+            PathBuf::from("/var/log/c.log")
+        );
         let e = local_path("binary:///usr/bin/logger?x=1").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::Unsupported);
         assert!(e.to_string().contains("binary://"), "{e}");

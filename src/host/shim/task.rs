@@ -156,10 +156,7 @@ pub struct TaskService {
 
 impl TaskService {
     pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
-        let work = tempfile::Builder::new()
-            .prefix("gcs-shim-")
-            .tempdir()
-            .ok();
+        let work = tempfile::Builder::new().prefix("gcs-shim-").tempdir().ok();
         let work_path = work
             .as_ref()
             .map(|w| w.path().to_path_buf())
@@ -253,16 +250,27 @@ impl TaskService {
         }
         let bundle = PathBuf::from(&req.bundle);
         let mut spec: Value = std::fs::read(bundle.join("config.json"))
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("read the bundle's config.json: {e}")))
+            .map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("read the bundle's config.json: {e}"),
+                )
+            })
             .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| {
-                    status(Code::INVALID_ARGUMENT, format!("config.json: {e}"))
-                })
+                serde_json::from_slice(&b)
+                    .map_err(|e| status(Code::INVALID_ARGUMENT, format!("config.json: {e}")))
             })?;
-        let guest_spec_problem = check_spec(&spec);
-        if let Some(problem) = guest_spec_problem {
-            return Err(status(Code::INVALID_ARGUMENT, problem));
-        }
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sandbox_pid = spec
+            .pointer("/annotations")
+            .and_then(|a| a.get(super::SANDBOX_ID_ANNOTATION))
+            .and_then(Value::as_str)
+            .and_then(|id| self.containers().get(id).map(|c| c.init.snapshot().0))
+            .filter(|pid| *pid != 0);
+        super::spec::for_guest(&mut spec, &hostname, sandbox_pid)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let sb = self.sandbox(&spec).await?;
         self.write_record(&bundle, &sb);
 
@@ -316,14 +324,7 @@ impl TaskService {
         if req.terminal {
             spec["process"]["terminal"] = json!(true);
         }
-        // Without a hostname runc's container keeps the host's (a new UTS namespace copies
-        // it); the VM's own is the kernel's "(none)", which the agent refuses. This machine's
-        // name is what the container would have seen under runc.
-        if spec.get("hostname").and_then(Value::as_str).unwrap_or("").is_empty() {
-            if let Ok(name) = nix::unistd::gethostname() {
-                spec["hostname"] = json!(name.to_string_lossy());
-            }
-        }
+
         let settings = ContainerSettings {
             schema_version: SchemaVersion { major: 2, minor: 1 },
             oci_bundle_path: attached.bundle.clone(),
@@ -411,14 +412,23 @@ impl TaskService {
                 };
                 let event = TaskExit {
                     container_id: cid.clone(),
-                    id: if p.exec_id.is_empty() { cid.clone() } else { p.exec_id.clone() },
+                    id: if p.exec_id.is_empty() {
+                        cid.clone()
+                    } else {
+                        p.exec_id.clone()
+                    },
                     pid,
                     exit_status: code,
                     exited_at: Some(exited_at).into(),
                     ..Default::default()
                 };
                 if let Err(e) = publisher
-                    .publish(Context::default(), topics::TASK_EXIT_EVENT_TOPIC, &namespace, Box::new(event))
+                    .publish(
+                        Context::default(),
+                        topics::TASK_EXIT_EVENT_TOPIC,
+                        &namespace,
+                        Box::new(event),
+                    )
                     .await
                 {
                     log::warn!("publish exit of {cid}: {e}");
@@ -456,27 +466,6 @@ impl TaskService {
     }
 }
 
-/// What in a containerd OCI spec cannot run in the VM, if anything: bind mounts of this
-/// machine's files (the VM cannot see them).
-fn check_spec(spec: &Value) -> Option<String> {
-    let mounts = spec.pointer("/mounts").and_then(Value::as_array)?;
-    for m in mounts {
-        let bind = m.get("type").and_then(Value::as_str) == Some("bind")
-            || m.get("options")
-                .and_then(Value::as_array)
-                .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
-        if bind {
-            let destination = m.get("destination").and_then(Value::as_str).unwrap_or("");
-            let source = m.get("source").and_then(Value::as_str).unwrap_or("");
-            return Some(format!(
-                "mount of {source} on {destination}: bind mounts of host paths are not supported \
-                 (the container runs in a utility VM, which cannot see this machine's files)"
-            ));
-        }
-    }
-    None
-}
-
 fn phase_status(phase: &Phase) -> api::Status {
     match phase {
         Phase::Created => api::Status::CREATED,
@@ -493,7 +482,10 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         if self.containers().contains_key(&req.id) {
-            return Err(status(Code::ALREADY_EXISTS, format!("container {} exists", req.id)));
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {} exists", req.id),
+            ));
         }
         let c = self.create_inner(&req).await?;
         self.containers().insert(req.id.clone(), Arc::clone(&c));
@@ -512,7 +504,8 @@ impl Task for TaskService {
             pid: 0,
             ..Default::default()
         };
-        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event)).await;
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
+            .await;
         Ok(api::CreateTaskResponse {
             pid: 0,
             ..Default::default()
@@ -533,7 +526,8 @@ impl Task for TaskService {
                 pid,
                 ..Default::default()
             };
-            self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event)).await;
+            self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
+                .await;
         } else {
             let event = TaskExecStarted {
                 container_id: c.id.clone(),
@@ -559,7 +553,11 @@ impl Task for TaskService {
         let proc = c.process(&req.exec_id)?;
         let (pid, phase) = proc.snapshot();
         let mut r = api::StateResponse {
-            id: if req.exec_id.is_empty() { c.id.clone() } else { req.exec_id.clone() },
+            id: if req.exec_id.is_empty() {
+                c.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
             bundle: c.bundle.clone(),
             pid,
             stdin: proc.stdio.stdin.clone(),
@@ -615,7 +613,10 @@ impl Task for TaskService {
                     format!("exec {} of {} exists", req.exec_id, c.id),
                 ));
             }
-            execs.insert(req.exec_id.clone(), Proc::new(&req.exec_id, stdio, Some(process)));
+            execs.insert(
+                req.exec_id.clone(),
+                Proc::new(&req.exec_id, stdio, Some(process)),
+            );
         }
         let event = TaskExecAdded {
             container_id: c.id.clone(),
@@ -635,9 +636,10 @@ impl Task for TaskService {
         let (pid, phase) = proc.snapshot();
         match phase {
             Phase::Running => {
-                let sb = self.sandbox.get().cloned().ok_or_else(|| {
-                    status(Code::FAILED_PRECONDITION, "the VM is not running")
-                })?;
+                let sb =
+                    self.sandbox.get().cloned().ok_or_else(|| {
+                        status(Code::FAILED_PRECONDITION, "the VM is not running")
+                    })?;
                 sb.client
                     .signal_process(&c.id, pid, Some(signal))
                     .await
@@ -658,7 +660,8 @@ impl Task for TaskService {
                         exited_at: Some(now()).into(),
                         ..Default::default()
                     };
-                    self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
+                    self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+                        .await;
                 }
                 Ok(api::Empty::new())
             }
@@ -733,7 +736,8 @@ impl Task for TaskService {
                 id: c.id.clone(),
                 ..Default::default()
             };
-            self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event)).await;
+            self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
+                .await;
         } else {
             c.execs
                 .lock()
@@ -843,7 +847,10 @@ impl Task for TaskService {
         let proc = c.process(&req.exec_id)?;
         let (pid, phase) = proc.snapshot();
         if !matches!(phase, Phase::Running) {
-            return Err(status(Code::FAILED_PRECONDITION, "the process is not running"));
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                "the process is not running",
+            ));
         }
         let sb = self
             .sandbox
@@ -901,20 +908,5 @@ impl Task for TaskService {
         }
         self.stop().await;
         Ok(api::Empty::new())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_bind_mounts_are_refused_with_their_paths() {
-        assert_eq!(check_spec(&json!({"mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}]})), None);
-        let bind = json!({"mounts": [{"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}]});
-        let problem = check_spec(&bind).unwrap();
-        assert!(problem.contains("/srv/data") && problem.contains("/data"), "{problem}");
-        let by_option = json!({"mounts": [{"destination": "/x", "type": "none", "source": "/etc", "options": ["rbind", "ro"]}]});
-        assert!(check_spec(&by_option).is_some());
     }
 }
