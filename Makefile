@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps run run-containerd bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
+.PHONY: all build image test-image qemu-deps run run-containerd bench-containerd bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
@@ -33,6 +33,11 @@ run: test-image
 # a utility VM through containerd-shim-gcs-v2 (`ctr run --runtime io.containerd.gcs.v2`).
 run-containerd: test-image
 	./scripts/run-containerd.sh out
+
+# `ctr run --rm busybox true` through this runtime (a TCG VM per container) against containerd's
+# runc shim in the same run, and where the time goes (issue 18). Root.
+bench-containerd: deps test-image
+	$(CARGO) bench --bench containerd
 
 # A test initrd: the image plus the kernel modules QEMU's virtio devices need and busybox.
 test-image: build deps qemu-deps
