@@ -256,3 +256,61 @@ fn ctr_run_with_a_terminal_gets_its_size_and_a_pty() {
     assert!(stdout.contains("30 100"), "{stdout}");
     assert_clean(&c);
 }
+
+#[test]
+fn bind_mounts_of_this_machine_are_shared_into_the_vm() {
+    let c = Containerd::start(&[]);
+    let host = tempfile::tempdir().unwrap();
+    let data = host.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "from the host\n").unwrap();
+    let file = host.path().join("single.conf");
+    std::fs::write(&file, "one file\n").unwrap();
+    let rw = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.display()
+    );
+    let ro = format!("type=bind,src={},dst=/ro,options=rbind:ro", data.display());
+    let one = format!(
+        "type=bind,src={},dst=/etc/single.conf,options=rbind:ro",
+        file.display()
+    );
+    let out = c
+        .run(
+            &["--rm", "--mount", &rw, "--mount", &ro, "--mount", &one],
+            "binds",
+            &[
+                "sh",
+                "-c",
+                "cat /data/in.txt; echo from the container > /data/out.txt; \
+                 echo x > /ro/denied.txt 2>/dev/null || echo read-only; cat /etc/single.conf",
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), c.log());
+    assert_eq!(text(&out.stdout), "from the host\nread-only\none file\n");
+    assert_eq!(
+        std::fs::read_to_string(data.join("out.txt")).unwrap(),
+        "from the container\n"
+    );
+    assert!(!data.join("denied.txt").exists());
+    // A source that is neither a directory nor a file is refused with its name; nothing stays.
+    let fifo = host.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let bad = format!("type=bind,src={},dst=/fifo,options=rbind", fifo.display());
+    let out = c
+        .run(&["--rm", "--mount", &bad], "badbind", &["true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("only directories and regular files"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = c.ctr(&["container", "rm"], &["badbind"]);
+    assert_clean(&c);
+}

@@ -107,12 +107,7 @@ pub fn clean_up(bundle: &Path) {
     kill_if(record.qemu_pid, "qemu-system");
     kill_if(record.vhost_pid, "vhost-device");
     if is_shim_dir(&record.work_dir) {
-        if let Ok(entries) = std::fs::read_dir(&record.work_dir) {
-            for e in entries.flatten() {
-                rootfs::unmount(&e.path().join("rootfs"));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&record.work_dir);
+        rootfs::remove_dir(&record.work_dir);
     }
     if is_shim_dir(&record.vm_dir) {
         let _ = std::fs::remove_dir_all(&record.vm_dir);

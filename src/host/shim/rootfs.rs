@@ -84,6 +84,44 @@ fn mount(m: &RootfsMount, target: &Path) -> io::Result<()> {
     )
 }
 
+/// Bind-mounts the file `source` on `target` (created empty), so that a directory holding
+/// only `target` can be shared in its stead.
+pub fn bind_file(source: &Path, target: &Path) -> io::Result<()> {
+    std::fs::write(target, b"")?;
+    run(
+        Command::new("mount").arg("--bind").arg(source).arg(target),
+        &format!("bind {} on {}", source.display(), target.display()),
+    )
+}
+
+/// The mount points at or below `dir` in this mount namespace, deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points
+}
+
+/// Lazily unmounts every mount point at or below `dir`, deepest first (what a killed shim
+/// left mounted), then removes `dir` — only if nothing is mounted there any more: a removal
+/// must never reach into a snapshot or a file of this machine through a mount.
+pub fn remove_dir(dir: &Path) {
+    for p in mounts_under(dir) {
+        unmount(&p);
+    }
+    let left = mounts_under(dir);
+    if left.is_empty() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        log::warn!("{} kept: still mounted there: {left:?}", dir.display());
+    }
+}
+
 /// Unmounts `target` lazily (`umount -l`), ignoring a target that is not mounted.
 pub fn unmount(target: &Path) {
     let _ = Command::new("umount")
@@ -151,6 +189,21 @@ mod tests {
         let big = image_size(1 << 30, 10_000);
         assert!(big >= 2 << 30, "{big}");
         assert_eq!(image_size(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_directory_with_a_mount_in_it_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        let precious = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(precious.path(), b"keep").unwrap();
+        bind_file(precious.path(), &share.join("f")).unwrap();
+        assert_eq!(mounts_under(dir.path()), vec![share.join("f")]);
+        remove_dir(dir.path());
+        // Unmounted first, then removed; the bound file itself is untouched.
+        assert!(!dir.path().exists());
+        assert_eq!(std::fs::read(precious.path()).unwrap(), b"keep");
     }
 
     #[test]

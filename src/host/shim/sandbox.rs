@@ -70,6 +70,89 @@ pub struct Attached {
     pub bundle: String,
 }
 
+/// A directory of this machine shared into the VM over Plan9 (`MappedDirectory`), as hcsshim
+/// shares a bind mount's source with its Linux guest: its own vsock port, served by Debian's
+/// `diod` (a 9P2000.L server), one process per connection the guest makes.
+#[derive(Debug)]
+pub struct Share {
+    pub port: u32,
+    /// Where the guest mounts it (hcsshim's `/mounts/m%d`).
+    pub guest_path: String,
+    pub export: PathBuf,
+    pub read_only: bool,
+    server: tokio::task::JoinHandle<()>,
+    socket: PathBuf,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The first port of the Plan9 shares (the port of Hyper-V's own Plan9 server); the shim
+/// gives each share the next.
+pub const FIRST_PLAN9_PORT: u32 = 564;
+
+/// Serves each connection on `listener` with `diod` exporting `export` (read-only when asked),
+/// on the connection itself (`-r 0 -w 1`). The diod processes die with the task
+/// (kill-on-drop) or with the thread that started them (`setpriv --pdeathsig`).
+async fn serve_plan9(listener: tokio::net::UnixListener, export: PathBuf, read_only: bool) {
+    let mut servers = Vec::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let fd = match stream.into_std().and_then(|s| {
+            s.set_nonblocking(false)?;
+            Ok(std::os::fd::OwnedFd::from(s))
+        }) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("Plan9 connection for {}: {e}", export.display());
+                continue;
+            }
+        };
+        let stdin = match fd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("Plan9 connection for {}: {e}", export.display());
+                continue;
+            }
+        };
+        let mut diod = tokio::process::Command::new("setpriv");
+        diod.args([
+            "--pdeathsig",
+            "KILL",
+            "--",
+            "diod",
+            "-f",
+            "-n",
+            "-r",
+            "0",
+            "-w",
+            "1",
+            "-L",
+            "stderr",
+        ]);
+        if read_only {
+            diod.args(["-o", "ro"]);
+        }
+        diod.arg("-e")
+            .arg(&export)
+            .stdin(std::process::Stdio::from(stdin))
+            .stdout(std::process::Stdio::from(fd))
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match diod.spawn() {
+            Ok(child) => {
+                servers
+                    .retain_mut(|c: &mut tokio::process::Child| matches!(c.try_wait(), Ok(None)));
+                servers.push(child);
+            }
+            Err(e) => log::warn!("diod for {} (install diod): {e}", export.display()),
+        }
+    }
+}
+
 /// A booted VM and what is attached to it.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -79,6 +162,7 @@ pub struct Sandbox {
     pub ports: StdioPorts,
     qmp: tokio::sync::Mutex<Qmp>,
     luns: Mutex<BTreeSet<u8>>,
+    plan9_ports: std::sync::atomic::AtomicU32,
     pids: (Option<u32>, Option<u32>),
     dir: PathBuf,
 }
@@ -125,6 +209,7 @@ impl Sandbox {
             ports: StdioPorts::default(),
             qmp: tokio::sync::Mutex::new(qmp),
             luns: Mutex::new(BTreeSet::new()),
+            plan9_ports: std::sync::atomic::AtomicU32::new(FIRST_PLAN9_PORT),
             pids: uvm.pids(),
             dir: uvm.dir().to_path_buf(),
             uvm: tokio::sync::Mutex::new(Some(uvm)),
@@ -229,6 +314,53 @@ impl Sandbox {
         self.release_lun(a.lun);
     }
 
+    /// Shares `export` (a directory of this machine) into the VM: a port and its server here,
+    /// then MappedDirectory Add in the guest at `/mounts/m<port>`.
+    ///
+    /// Errors: a path the agent cannot name (a ',' in it), the listener, the guest's mount.
+    pub async fn add_share(&self, export: &Path, read_only: bool) -> Result<Share, HostError> {
+        let name = export.to_string_lossy().into_owned();
+        if name.contains(',') {
+            return Err(HostError::Closed(format!(
+                "{name}: a Plan9 share's path cannot contain ','"
+            )));
+        }
+        let port = self
+            .plan9_ports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let listener = self.vsock.listen(port)?;
+        let share = Share {
+            port,
+            guest_path: format!("/mounts/m{port}"),
+            export: export.to_path_buf(),
+            read_only,
+            server: tokio::spawn(serve_plan9(listener, export.to_path_buf(), read_only)),
+            socket: self.vsock.path(port),
+        };
+        self.client
+            .modify_settings(
+                NULL_CONTAINER_ID,
+                modify("MappedDirectory", "Add", share_settings(&share)),
+            )
+            .await?;
+        Ok(share)
+    }
+
+    /// Unmounts `share` in the guest (MappedDirectory Remove) and stops its server.
+    pub async fn remove_share(&self, share: Share) {
+        if let Err(e) = self
+            .client
+            .modify_settings(
+                NULL_CONTAINER_ID,
+                modify("MappedDirectory", "Remove", share_settings(&share)),
+            )
+            .await
+        {
+            log::debug!("MappedDirectory Remove of {}: {e}", share.guest_path);
+        }
+        drop(share);
+    }
+
     /// Stops the VM: QEMU and vhost-device-vsock are killed and reaped, the VM's directory
     /// removed. Only when no container is left (the guest's state dies with it).
     pub async fn stop(&self) {
@@ -236,6 +368,11 @@ impl Sandbox {
             uvm.kill().await;
         }
     }
+}
+
+fn share_settings(share: &Share) -> Value {
+    json!({"MountPath": share.guest_path, "Port": share.port,
+           "ShareName": share.export, "ReadOnly": share.read_only})
 }
 
 #[cfg(test)]

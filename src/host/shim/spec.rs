@@ -48,6 +48,15 @@ fn is_bind(m: &Value) -> bool {
 /// writes its own (hostname, hosts, resolv.conf), as it does for hcsshim's pods.
 const POD_FILES: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
 
+/// A bind mount of a path of this machine, left in the spec for the shim to share into the VM
+/// (`mounts[index]`, whose source the shim then points at the share in the guest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostBind {
+    pub index: usize,
+    pub source: std::path::PathBuf,
+    pub read_only: bool,
+}
+
 fn namespace<'a>(spec: &'a Value, kind: &str) -> Option<&'a Value> {
     spec.pointer("/linux/namespaces")
         .and_then(Value::as_array)
@@ -85,9 +94,16 @@ fn add_namespace(spec: &mut Value, entry: Value) {
 ///   own UTS namespace; here the node's namespace is the VM's, which no container may rename.)
 ///   A workload without a UTS namespace joins its sandbox's.
 ///
-/// Errors: any other bind mount of a path of this machine, and a network namespace given by
-/// path (a CNI network on this machine), which the VM cannot join.
-pub fn for_guest(spec: &mut Value, hostname: &str, sandbox_pid: Option<u32>) -> Result<(), String> {
+/// Every other bind mount is returned, to be shared into the VM.
+///
+/// Errors: a bind mount whose source is not an absolute path, and a network namespace given
+/// by path (a CNI network on this machine), which the VM cannot join.
+pub fn for_guest(
+    spec: &mut Value,
+    hostname: &str,
+    sandbox_pid: Option<u32>,
+) -> Result<Vec<HostBind>, String> {
+    let mut binds = Vec::new();
     let role = role(spec);
     if let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) {
         let mut kept = Vec::with_capacity(mounts.len());
@@ -114,10 +130,22 @@ pub fn for_guest(spec: &mut Value, hostname: &str, sandbox_pid: Option<u32>) -> 
                 kept.push(m);
                 continue;
             }
-            return Err(format!(
-                "mount of {source} on {destination}: bind mounts of host paths are not supported \
-                 (the container runs in a utility VM, which cannot see this machine's files)"
-            ));
+            if !source.starts_with('/') {
+                return Err(format!(
+                    "mount of {source:?} on {destination}: a bind mount's source must be an \
+                     absolute path of this machine"
+                ));
+            }
+            let read_only = m
+                .get("options")
+                .and_then(Value::as_array)
+                .is_some_and(|o| o.iter().any(|o| o == "ro"));
+            binds.push(HostBind {
+                index: kept.len(),
+                source: source.into(),
+                read_only,
+            });
+            kept.push(m);
         }
         *mounts = kept;
     }
@@ -162,7 +190,7 @@ pub fn for_guest(spec: &mut Value, hostname: &str, sandbox_pid: Option<u32>) -> 
     {
         spec["hostname"] = json!(hostname);
     }
-    Ok(())
+    Ok(binds)
 }
 
 #[cfg(test)]
@@ -174,25 +202,41 @@ mod tests {
     }
 
     #[test]
-    fn host_bind_mounts_are_refused_with_their_paths() {
+    fn host_bind_mounts_are_returned_to_be_shared() {
         let mut ok =
             json!({"mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}]});
-        for_guest(&mut ok, "node", None).unwrap();
+        assert_eq!(for_guest(&mut ok, "node", None).unwrap(), vec![]);
         assert_eq!(ok["hostname"], "node");
-        let mut bind = json!({"mounts": [{"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}]});
-        let problem = for_guest(&mut bind, "node", None).unwrap_err();
+        let mut binds = json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
+            {"destination": "/x", "type": "none", "source": "/etc", "options": ["rbind", "ro"]},
+            // A standalone container's bind of a file onto /etc/hosts is the user's: kept.
+            {"destination": "/etc/hosts", "type": "bind", "source": "/srv/hosts"}
+        ]});
+        let found = for_guest(&mut binds, "node", None).unwrap();
+        let expected = [
+            (1, "/srv/data", false),
+            (2, "/etc", true),
+            (3, "/srv/hosts", false),
+        ];
+        assert_eq!(found.len(), expected.len());
+        for (b, (index, source, read_only)) in found.iter().zip(expected) {
+            assert_eq!(
+                (b.index, b.source.to_str().unwrap(), b.read_only),
+                (index, source, read_only)
+            );
+        }
+        let mut relative =
+            json!({"mounts": [{"destination": "/d", "type": "bind", "source": "data"}]});
+        let problem = for_guest(&mut relative, "node", None).unwrap_err();
         assert!(
-            problem.contains("/srv/data") && problem.contains("/data"),
+            problem.contains("\"data\"") && problem.contains("absolute"),
             "{problem}"
         );
-        let mut by_option = json!({"mounts": [{"destination": "/x", "type": "none", "source": "/etc", "options": ["rbind", "ro"]}]});
-        assert!(for_guest(&mut by_option, "node", None).is_err());
-        // A standalone container's bind of a file onto /etc/hosts is the user's: refused.
-        let mut hosts = json!({"mounts": [{"destination": "/etc/hosts", "type": "bind", "source": "/srv/hosts"}]});
-        assert!(for_guest(&mut hosts, "node", None).is_err());
         // This machine's own (`ctr run --net-host`) is dropped: the VM's network is not it.
         let mut net_host = json!({"mounts": [{"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf"}]});
-        for_guest(&mut net_host, "node", None).unwrap();
+        assert_eq!(for_guest(&mut net_host, "node", None).unwrap(), vec![]);
         assert_eq!(net_host["mounts"], json!([]));
     }
 

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, OnceCell};
 
 use super::rootfs::{self, RootfsMount};
-use super::sandbox::{self, Attached, Sandbox};
+use super::sandbox::{self, Attached, Sandbox, Share};
 use super::stdio::{Relay, StdioPaths};
 use super::{Record, RECORD_FILE};
 use crate::host::{HostError, UvmConfig};
@@ -139,12 +139,35 @@ impl Proc {
     }
 }
 
+/// What a Create made, undone in reverse when a later step fails.
+struct Made {
+    dir: PathBuf,
+    attached: Option<Attached>,
+    shares: Vec<Share>,
+}
+
+impl Made {
+    async fn undo(self, sb: &Sandbox, id: &str) {
+        // As at Delete: the root first (the agent keeps a container while its root is
+        // mounted), then the container's state if it was created, then its shares.
+        if let Some(a) = &self.attached {
+            sb.detach_rootfs(a).await;
+            let _ = sb.client.delete_container_state(id).await;
+        }
+        for share in self.shares {
+            sb.remove_share(share).await;
+        }
+        rootfs::remove_dir(&self.dir);
+    }
+}
+
 #[derive(Debug)]
 struct Container {
     id: String,
     bundle: String,
     dir: PathBuf,
     attached: Attached,
+    shares: Mutex<Vec<Share>>,
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
 }
@@ -297,20 +320,67 @@ impl TaskService {
             .and_then(Value::as_str)
             .and_then(|id| self.containers().get(id).map(|c| c.init.snapshot().0))
             .filter(|pid| *pid != 0);
-        super::spec::for_guest(&mut spec, &hostname, sandbox_pid)
+        let binds = super::spec::for_guest(&mut spec, &hostname, sandbox_pid)
             .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let mut phases = Phases::new(&req.id);
         let sb = self.sandbox(&spec).await?;
         phases.done("boot");
         self.write_record(&bundle, &sb);
 
-        // The snapshot's tree, copied into a layer image (rootfs.rs says why).
         let index = self
             .next_dir
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = rootfs::container_dir(&self.work_path, index);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| status(Code::INTERNAL, format!("{}: {e}", dir.display())))?;
+        let mut made = Made {
+            dir: rootfs::container_dir(&self.work_path, index),
+            attached: None,
+            shares: Vec::new(),
+        };
+        std::fs::create_dir_all(&made.dir)
+            .map_err(|e| status(Code::INTERNAL, format!("{}: {e}", made.dir.display())))?;
+        match self
+            .create_in_vm(req, &sb, spec, &binds, &mut made, &mut phases)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                made.undo(&sb, &req.id).await;
+                return Err(e);
+            }
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let Made {
+            dir,
+            attached,
+            shares,
+        } = made;
+        let attached = attached.ok_or_else(|| status(Code::INTERNAL, "no rootfs attached"))?;
+        Ok(Arc::new(Container {
+            id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            dir,
+            attached,
+            shares: Mutex::new(shares),
+            init: Proc::new("", stdio, None),
+            execs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The container's root (rootfs.rs says why an image), its bind mounts' shares, then
+    /// Create and Start on the bridge; what it made is in `made` for the caller to undo.
+    async fn create_in_vm(
+        &self,
+        req: &api::CreateTaskRequest,
+        sb: &Sandbox,
+        mut spec: Value,
+        binds: &[super::spec::HostBind],
+        made: &mut Made,
+        phases: &mut Phases<'_>,
+    ) -> TtrpcResult<()> {
         let mounts: Vec<RootfsMount> = req
             .rootfs
             .iter()
@@ -324,71 +394,88 @@ impl TaskService {
             .pointer("/root/path")
             .and_then(Value::as_str)
             .unwrap_or("rootfs");
-        let root = bundle.join(root_path);
-        let image = dir.join("rootfs.ext4");
+        let root = PathBuf::from(&req.bundle).join(root_path);
+        let image = made.dir.join("rootfs.ext4");
         let built = {
-            let (mounts, root, dir, image) = (mounts, root, dir.clone(), image.clone());
+            let (mounts, root, dir, image) = (mounts, root, made.dir.clone(), image.clone());
             tokio::task::spawn_blocking(move || rootfs::build_image(&mounts, &root, &dir, &image))
                 .await
         };
         match built {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(status(Code::INTERNAL, format!("container root: {e}")));
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(status(Code::INTERNAL, format!("container root: {e}")));
-            }
+            Ok(Err(e)) => return Err(status(Code::INTERNAL, format!("container root: {e}"))),
+            Err(e) => return Err(status(Code::INTERNAL, format!("container root: {e}"))),
         }
         phases.done("rootfs");
-        let attached = match sb.attach_rootfs(&req.id, &image).await {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(host_error("attach the container's root", e));
-            }
-        };
-
+        let attached = sb
+            .attach_rootfs(&req.id, &image)
+            .await
+            .map_err(|e| host_error("attach the container's root", e))?;
         spec["root"] = json!({"path": attached.root, "readonly": spec.pointer("/root/readonly").cloned().unwrap_or(json!(false))});
+        made.attached = Some(attached.clone());
+        phases.done("attach");
+
+        for (n, bind) in binds.iter().enumerate() {
+            let meta = std::fs::metadata(&bind.source).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("bind mount source {}: {e}", bind.source.display()),
+                )
+            })?;
+            // A file is shared as the only entry of a directory of its own (hcsshim shares a
+            // file's directory restricted to that file): nothing beside it reaches the VM.
+            let (export, inside) = if meta.is_dir() {
+                (bind.source.clone(), None)
+            } else if meta.is_file() {
+                let dir = made.dir.join(format!("share{n}"));
+                let name = bind
+                    .source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "file".into());
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| status(Code::INTERNAL, format!("{}: {e}", dir.display())))?;
+                rootfs::bind_file(&bind.source, &dir.join(&name))
+                    .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+                (dir, Some(name))
+            } else {
+                return Err(status(
+                    Code::INVALID_ARGUMENT,
+                    format!(
+                        "bind mount source {}: only directories and regular files can be shared \
+                         into the VM",
+                        bind.source.display()
+                    ),
+                ));
+            };
+            let share = sb
+                .add_share(&export, bind.read_only)
+                .await
+                .map_err(|e| host_error(&format!("share {}", bind.source.display()), e))?;
+            let source = match inside {
+                Some(name) => format!("{}/{name}", share.guest_path),
+                None => share.guest_path.clone(),
+            };
+            spec["mounts"][bind.index]["source"] = json!(source);
+            made.shares.push(share);
+        }
+
         if req.terminal {
             spec["process"]["terminal"] = json!(true);
         }
-
         let settings = ContainerSettings {
             schema_version: SchemaVersion { major: 2, minor: 1 },
             oci_bundle_path: attached.bundle.clone(),
             oci_specification: Some(spec),
             scratch_dir_path: attached.scratch.clone(),
         };
-        phases.done("attach");
-        let created = async {
-            sb.client.create_container(&req.id, &settings).await?;
-            sb.client.start_container(&req.id).await
-        }
-        .await;
+        sb.client
+            .create_container(&req.id, &settings)
+            .await
+            .map_err(|e| host_error("create the container", e))?;
+        let started = sb.client.start_container(&req.id).await;
         phases.done("create");
-        if let Err(e) = created {
-            let _ = sb.client.delete_container_state(&req.id).await;
-            sb.detach_rootfs(&attached).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(host_error("create the container", e));
-        }
-        let stdio = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        Ok(Arc::new(Container {
-            id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            dir,
-            attached,
-            init: Proc::new("", stdio, None),
-            execs: Mutex::new(HashMap::new()),
-        }))
+        started.map_err(|e| host_error("create the container", e))
     }
 
     /// Runs `proc` in container `c` and starts waiting for its exit.
@@ -485,8 +572,12 @@ impl TaskService {
             if let Err(e) = sb.client.delete_container_state(&c.id).await {
                 log::warn!("DeleteContainerState {}: {e}", c.id);
             }
+            let shares = std::mem::take(&mut *c.shares.lock().unwrap_or_else(|p| p.into_inner()));
+            for share in shares {
+                sb.remove_share(share).await;
+            }
         }
-        let _ = std::fs::remove_dir_all(&c.dir);
+        rootfs::remove_dir(&c.dir);
         let _ = std::fs::remove_file(Path::new(&c.bundle).join(RECORD_FILE));
         Ok(())
     }
@@ -498,7 +589,10 @@ impl TaskService {
             sb.stop().await;
             phases.done("stop");
         }
-        drop(self.work.lock().unwrap_or_else(|p| p.into_inner()).take());
+        // Removed only when nothing is mounted in it (never through a mount).
+        if let Some(work) = self.work.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            rootfs::remove_dir(&work.keep());
+        }
         self.exit.signal();
     }
 }
