@@ -13,6 +13,8 @@ shim_dir=$(cd "$1" && pwd); shift
 work=$(mktemp -d /tmp/gcs-containerd.XXXXXX)
 pid=
 cleanup() {
+    # Shims and VMs left by a failure first (their command lines name $work), then containerd.
+    pkill -KILL -f -- "$work/" 2>/dev/null || true
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }

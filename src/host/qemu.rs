@@ -303,7 +303,11 @@ impl Uvm {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // A file, not a pipe: nobody reads QEMU's messages while the VM runs, and a full
+            // pipe would stop QEMU.
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.path().join("qemu.log"),
+            )?))
             .kill_on_drop(true);
         let mut qemu = qemu.spawn()?;
 
@@ -365,6 +369,16 @@ impl Uvm {
     /// The process ids of QEMU and of vhost-device-vsock (for a record a later cleanup reads).
     pub fn pids(&self) -> (Option<u32>, Option<u32>) {
         (self.qemu.id(), self.vhost.id())
+    }
+
+    /// QEMU's exit status, if it has exited (a guest panic, a crash, a kill).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.qemu.try_wait().ok().flatten()
+    }
+
+    /// What QEMU wrote to its standard error so far.
+    pub fn qemu_messages(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("qemu.log")).unwrap_or_default()
     }
 
     /// Kills QEMU and vhost-device-vsock (SIGKILL) and reaps them; the VM's directory goes

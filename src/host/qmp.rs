@@ -13,7 +13,13 @@ use super::HostError;
 pub struct Qmp {
     reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     writer: tokio::net::unix::OwnedWriteHalf,
+    /// Events read while waiting for a command's reply (QEMU may send an event before the
+    /// reply of the command that caused it), for [`Qmp::wait_event`]; the newest 64.
+    events: std::collections::VecDeque<Value>,
 }
+
+/// How long a device's removal may take (the guest must let go of it first).
+const DEVICE_DELETED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Qmp {
     pub async fn connect(socket: &Path) -> Result<Self, HostError> {
@@ -21,6 +27,7 @@ impl Qmp {
         let mut qmp = Self {
             reader: BufReader::new(read),
             writer,
+            events: std::collections::VecDeque::new(),
         };
         qmp.read_message().await?; // greeting
         qmp.execute("qmp_capabilities", json!({})).await?;
@@ -35,7 +42,8 @@ impl Qmp {
         serde_json::from_str(&line).map_err(HostError::Decode)
     }
 
-    /// Runs a command and returns its `return` value; events in between are skipped.
+    /// Runs a command and returns its `return` value; events in between are kept for
+    /// [`Qmp::wait_event`].
     pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, HostError> {
         let mut text = json!({"execute": command, "arguments": arguments}).to_string();
         text.push('\n');
@@ -48,14 +56,31 @@ impl Qmp {
             if let Some(e) = message.get("error") {
                 return Err(HostError::Closed(format!("QMP {command}: {e}")));
             }
+            if message.get("event").is_some() {
+                if self.events.len() == 64 {
+                    self.events.pop_front();
+                }
+                self.events.push_back(message);
+            }
         }
     }
 
-    /// Waits for an event by name (for example `DEVICE_DELETED`).
-    pub async fn wait_event(&mut self, name: &str) -> Result<Value, HostError> {
+    /// Waits for an event by name (for example `DEVICE_DELETED`) whose `data` has every field
+    /// of `data` (`{}` for any), seen already or to come.
+    pub async fn wait_event(&mut self, name: &str, data: &Value) -> Result<Value, HostError> {
+        let matches = |message: &Value| {
+            message.get("event").and_then(Value::as_str) == Some(name)
+                && data.as_object().is_none_or(|want| {
+                    want.iter()
+                        .all(|(k, v)| message.pointer(&format!("/data/{k}")) == Some(v))
+                })
+        };
+        if let Some(i) = self.events.iter().position(matches) {
+            return self.events.remove(i).ok_or(HostError::Timeout);
+        }
         loop {
             let message = self.read_message().await?;
-            if message.get("event").and_then(Value::as_str) == Some(name) {
+            if matches(&message) {
                 return Ok(message);
             }
         }
@@ -84,12 +109,17 @@ impl Qmp {
         Ok(())
     }
 
-    /// Detaches the disk at `lun` (after the guest unplugged it).
+    /// Detaches the disk at `lun` (after the guest unplugged it); its `DEVICE_DELETED` is
+    /// waited for at most 30 s.
     pub async fn remove_scsi_disk(&mut self, lun: u8) -> Result<(), HostError> {
         let node = format!("disk{lun}");
-        self.execute("device_del", json!({"id": format!("scsi-{node}")}))
-            .await?;
-        self.wait_event("DEVICE_DELETED").await?;
+        let id = format!("scsi-{node}");
+        self.execute("device_del", json!({ "id": id })).await?;
+        let which = json!({ "device": id });
+        let deleted = self.wait_event("DEVICE_DELETED", &which);
+        tokio::time::timeout(DEVICE_DELETED_TIMEOUT, deleted)
+            .await
+            .map_err(|_| HostError::Timeout)??;
         self.execute("blockdev-del", json!({"node-name": node}))
             .await?;
         Ok(())

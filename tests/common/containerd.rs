@@ -29,6 +29,15 @@ pub struct Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // After a failed test: the shims and their VMs first (they outlive containerd).
+        for p in self.processes_left() {
+            if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

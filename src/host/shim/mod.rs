@@ -41,13 +41,46 @@ pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// action when the shim is gone.
 pub const RECORD_FILE: &str = "gcs-shim.json";
 
-/// What a shim started for a container: its VM's processes and directories.
+/// What a shim started for a container: its VM's processes and directories, and the shim
+/// itself. A process is named by its pid and its start time (`/proc/<pid>/stat` field 22), so
+/// that a pid the kernel has given to another process since is never taken for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub work_dir: PathBuf,
     pub vm_dir: PathBuf,
-    pub qemu_pid: Option<u32>,
-    pub vhost_pid: Option<u32>,
+    pub qemu: Option<Started>,
+    pub vhost: Option<Started>,
+    pub shim: Option<Started>,
+}
+
+/// A process: its pid and its start time in clock ticks after boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Started {
+    /// `pid` as it is now, if it runs.
+    pub fn of(pid: u32) -> Option<Started> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name, which is in parentheses and may hold anything.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let start = rest.split(' ').nth(19)?.parse().ok()?;
+        Some(Started { pid, start })
+    }
+
+    /// Whether this very process still runs (a zombie, killed but not yet reaped, does not).
+    pub fn alive(&self) -> bool {
+        let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.get(stat.rfind(')')? + 2..)?.to_string();
+                rest.chars().next()
+            })
+            .is_some_and(|state| state == 'Z' || state == 'X');
+        !zombie && Started::of(self.pid) == Some(*self)
+    }
 }
 
 /// The shim grouping of the container whose OCI spec is `spec`: its pod for a CRI workload
@@ -81,38 +114,42 @@ fn is_shim_dir(path: &Path) -> bool {
             .is_some_and(|n| n.starts_with(".tmp") || n.starts_with("gcs-shim-"))
 }
 
-/// Kills `pid` if it is still the program `comm` names (a pid can be reused).
-fn kill_if(pid: Option<u32>, comm: &str) {
-    let Some(pid) = pid else { return };
-    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if name.trim_end().starts_with(comm) {
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+/// Kills `process` if it is still that process (not a later one with its pid).
+fn kill_if_alive(process: Option<Started>) {
+    let Some(p) = process.filter(Started::alive) else {
+        return;
+    };
+    if let Ok(raw) = i32::try_from(p.pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
-/// The `delete` action's clean-up from the record in `bundle`: QEMU and vhost-device-vsock
-/// killed, a rootfs left mounted by a killed shim unmounted, the directories removed.
+/// The `delete` action's clean-up from the record in `bundle`, when the shim that wrote it is
+/// gone: QEMU and vhost-device-vsock killed, what a killed shim left mounted unmounted, the
+/// directories removed. While that shim runs, the VM is its own (its pod's other containers
+/// may still be in it): only the record goes.
 pub fn clean_up(bundle: &Path) {
     let Ok(text) = std::fs::read(bundle.join(RECORD_FILE)) else {
         return;
     };
+    let _ = std::fs::remove_file(bundle.join(RECORD_FILE));
     let Ok(record) = serde_json::from_slice::<Record>(&text) else {
         return;
     };
-    kill_if(record.qemu_pid, "qemu-system");
-    kill_if(record.vhost_pid, "vhost-device");
+    if record.shim.is_some_and(|s| s.alive()) {
+        return;
+    }
+    kill_if_alive(record.qemu);
+    kill_if_alive(record.vhost);
     if is_shim_dir(&record.work_dir) {
         rootfs::remove_dir(&record.work_dir);
     }
     if is_shim_dir(&record.vm_dir) {
         let _ = std::fs::remove_dir_all(&record.vm_dir);
     }
-    let _ = std::fs::remove_file(bundle.join(RECORD_FILE));
 }
 
 #[derive(Clone)]
@@ -225,12 +262,15 @@ mod tests {
         let other = tempfile::Builder::new().prefix("keep-").tempdir().unwrap();
         std::fs::create_dir_all(work.join("c0")).unwrap();
         std::fs::write(work.join("c0/image.ext4"), b"x").unwrap();
+        // A QEMU that is gone (its pid reused by this test process: another start time).
+        let mut reused = Started::of(std::process::id()).unwrap();
+        reused.start += 1;
         let record = Record {
             work_dir: work.clone(),
             vm_dir: vm.clone(),
-            // Our own pid is not QEMU's: it must survive.
-            qemu_pid: Some(std::process::id()),
-            vhost_pid: None,
+            qemu: Some(reused),
+            vhost: None,
+            shim: None,
         };
         std::fs::write(
             bundle.path().join(RECORD_FILE),
@@ -239,6 +279,20 @@ mod tests {
         .unwrap();
         clean_up(bundle.path());
         assert!(!work.exists() && !vm.exists());
+        assert!(other.path().exists());
+        assert!(!bundle.path().join(RECORD_FILE).exists());
+        // While the shim that wrote the record runs, only the record goes.
+        let alive = Record {
+            work_dir: other.path().to_path_buf(),
+            shim: Started::of(std::process::id()),
+            ..Record::default()
+        };
+        std::fs::write(
+            bundle.path().join(RECORD_FILE),
+            serde_json::to_vec(&alive).unwrap(),
+        )
+        .unwrap();
+        clean_up(bundle.path());
         assert!(other.path().exists());
         assert!(!bundle.path().join(RECORD_FILE).exists());
         // A record naming another directory removes nothing.

@@ -156,7 +156,7 @@ async fn serve_plan9(listener: tokio::net::UnixListener, export: PathBuf, read_o
 /// A booted VM and what is attached to it.
 #[derive(Debug)]
 pub struct Sandbox {
-    uvm: tokio::sync::Mutex<Option<Uvm>>,
+    uvm: Arc<tokio::sync::Mutex<Option<Uvm>>>,
     pub client: Arc<BridgeClient>,
     pub vsock: HybridVsock,
     pub ports: StdioPorts,
@@ -203,7 +203,7 @@ impl Sandbox {
             }
         });
         let qmp = Qmp::connect(&uvm.qmp_socket()).await?;
-        Ok(Sandbox {
+        let sandbox = Sandbox {
             client,
             vsock: uvm.vsock(),
             ports: StdioPorts::default(),
@@ -212,8 +212,33 @@ impl Sandbox {
             plan9_ports: std::sync::atomic::AtomicU32::new(FIRST_PLAN9_PORT),
             pids: uvm.pids(),
             dir: uvm.dir().to_path_buf(),
-            uvm: tokio::sync::Mutex::new(Some(uvm)),
-        })
+            uvm: Arc::new(tokio::sync::Mutex::new(Some(uvm))),
+        };
+        // A VM that dies (a guest panic, QEMU killed) takes vhost-device-vsock with it: its
+        // streams close, every bridge call fails, and each process's wait ends (exit 255).
+        let watched = Arc::downgrade(&sandbox.uvm);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let Some(uvm) = watched.upgrade() else { return };
+                let mut guard = uvm.lock().await;
+                let Some(status) = guard.as_mut().and_then(Uvm::try_wait) else {
+                    if guard.is_none() {
+                        return;
+                    }
+                    continue;
+                };
+                if let Some(vm) = guard.take() {
+                    log::error!(
+                        "the utility VM ended ({status}): {}",
+                        vm.qemu_messages().trim()
+                    );
+                    vm.kill().await;
+                }
+                return;
+            }
+        });
+        Ok(sandbox)
     }
 
     /// QEMU's and vhost-device-vsock's process ids.
@@ -287,8 +312,11 @@ impl Sandbox {
         }
     }
 
-    /// Undoes [`Sandbox::attach_rootfs`], each step attempted whatever the one before did.
+    /// Undoes [`Sandbox::attach_rootfs`]. When the guest could not unmount the layer (a
+    /// process of the container still holds it), the disk stays attached and its LUN taken:
+    /// pulling it, or handing its LUN and mount path to the next container, would break both.
     pub async fn detach_rootfs(&self, a: &Attached) {
+        let mut unmounted = true;
         let steps = [
             modify(
                 "CombinedLayers",
@@ -300,16 +328,27 @@ impl Sandbox {
                 "Remove",
                 json!({"MountPath": a.layer_path, "Lun": a.lun, "ReadOnly": true}),
             ),
-            modify("SCSIDevice", "Remove", json!({"Lun": a.lun})),
         ];
         for step in steps {
             let what = format!("{} {}", step.resource_type, step.request_type);
             if let Err(e) = self.client.modify_settings(NULL_CONTAINER_ID, step).await {
-                log::debug!("{what} of LUN {}: {e}", a.lun);
+                log::warn!("{what} of LUN {}: {e}", a.lun);
+                unmounted = false;
             }
         }
+        if !unmounted {
+            log::warn!(
+                "LUN {} stays attached: its layer is still in use in the guest",
+                a.lun
+            );
+            return;
+        }
+        let eject = modify("SCSIDevice", "Remove", json!({"Lun": a.lun}));
+        if let Err(e) = self.client.modify_settings(NULL_CONTAINER_ID, eject).await {
+            log::debug!("SCSIDevice Remove of LUN {}: {e}", a.lun);
+        }
         if let Err(e) = self.qmp.lock().await.remove_scsi_disk(a.lun).await {
-            log::debug!("QMP removal of LUN {}: {e}", a.lun);
+            log::warn!("QMP removal of LUN {}: {e}", a.lun);
         }
         self.release_lun(a.lun);
     }

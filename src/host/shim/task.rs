@@ -23,7 +23,7 @@ use tokio::sync::{watch, OnceCell};
 use super::rootfs::{self, RootfsMount};
 use super::sandbox::{self, Attached, Sandbox, Share};
 use super::stdio::{Relay, StdioPaths};
-use super::{Record, RECORD_FILE};
+use super::{Record, Started, RECORD_FILE};
 use crate::host::{HostError, UvmConfig};
 use crate::protocol::messages::{ContainerSettings, ProcessParameters, SchemaVersion};
 use crate::protocol::INFINITE_WAIT;
@@ -89,6 +89,9 @@ struct ProcState {
     pid: u32,
     phase: Phase,
     relay: Option<Relay>,
+    /// The guest's exit status, known while the output is still being copied out (the
+    /// process is Running to containerd until then, but can no longer be signalled).
+    exit_code: Option<u32>,
 }
 
 /// A container's init (`exec_id` empty) or one of its execs.
@@ -100,6 +103,8 @@ struct Proc {
     oci_process: Option<Value>,
     state: Mutex<ProcState>,
     exited: watch::Sender<bool>,
+    /// Start, Kill and Delete of this process, one at a time (a Kill waits for a Start).
+    op: tokio::sync::Mutex<()>,
 }
 
 impl Proc {
@@ -110,6 +115,7 @@ impl Proc {
             oci_process,
             state: Mutex::new(ProcState::default()),
             exited: watch::channel(false).0,
+            op: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -157,7 +163,7 @@ impl Made {
         for share in self.shares {
             sb.remove_share(share).await;
         }
-        rootfs::remove_dir(&self.dir);
+        remove_dir(self.dir).await;
     }
 }
 
@@ -191,31 +197,64 @@ impl Container {
     }
 }
 
-/// The shim's Task service: one VM, its containers and their processes.
-pub struct TaskService {
+/// The shim's state: one VM, its containers and their processes.
+struct Inner {
     namespace: String,
     publisher: Arc<RemotePublisher>,
     exit: Arc<ExitSignal>,
     work: Mutex<Option<tempfile::TempDir>>,
     work_path: PathBuf,
+    /// Ids of the Creates under way.
+    creating: Mutex<std::collections::HashSet<String>>,
     sandbox: OnceCell<Arc<Sandbox>>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     next_dir: std::sync::atomic::AtomicU64,
 }
 
+/// The shim's Task service. ttrpc drops a request's future when the request's deadline
+/// passes or containerd disconnects; each request therefore runs as a task of its own, which
+/// finishes what it started (a Create's attach or undo, a QMP exchange, the VM's stop)
+/// whatever becomes of the request.
+pub struct TaskService {
+    inner: Arc<Inner>,
+}
+
 impl TaskService {
     pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        TaskService {
+            inner: Arc::new(Inner::new(namespace, publisher, exit)),
+        }
+    }
+}
+
+/// [`rootfs::remove_dir`] (it runs umount(8)) off the runtime's workers.
+async fn remove_dir(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || rootfs::remove_dir(&dir)).await;
+}
+
+/// Runs `work` as a task of its own and waits for it (see [`TaskService`]).
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = TtrpcResult<T>> + Send + 'static,
+) -> TtrpcResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("request task: {e}")))?
+}
+
+impl Inner {
+    fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
         let work = tempfile::Builder::new().prefix("gcs-shim-").tempdir().ok();
         let work_path = work
             .as_ref()
             .map(|w| w.path().to_path_buf())
             .unwrap_or_default();
-        TaskService {
+        Inner {
             namespace,
             publisher: Arc::new(publisher),
             exit,
             work: Mutex::new(work),
             work_path,
+            creating: Mutex::new(std::collections::HashSet::new()),
             sandbox: OnceCell::new(),
             containers: Mutex::new(HashMap::new()),
             next_dir: std::sync::atomic::AtomicU64::new(0),
@@ -278,12 +317,13 @@ impl TaskService {
     }
 
     fn write_record(&self, bundle: &Path, sb: &Sandbox) {
-        let (qemu_pid, vhost_pid) = sb.pids();
+        let (qemu, vhost) = sb.pids();
         let record = Record {
             work_dir: self.work_path.clone(),
             vm_dir: sb.dir().to_path_buf(),
-            qemu_pid,
-            vhost_pid,
+            qemu: qemu.and_then(Started::of),
+            vhost: vhost.and_then(Started::of),
+            shim: Started::of(std::process::id()),
         };
         if let Ok(text) = serde_json::to_vec(&record) {
             if let Err(e) = std::fs::write(bundle.join(RECORD_FILE), text) {
@@ -325,7 +365,12 @@ impl TaskService {
         let mut phases = Phases::new(&req.id);
         let sb = self.sandbox(&spec).await?;
         phases.done("boot");
-        self.write_record(&bundle, &sb);
+        if !self.work_path.is_absolute() {
+            return Err(status(
+                Code::INTERNAL,
+                "the shim has no directory of its own (TMPDIR not writable)",
+            ));
+        }
 
         let index = self
             .next_dir
@@ -353,6 +398,9 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        // Only now: containerd runs the `delete` action on the bundle of a Create that failed,
+        // and a record there would have it take down the pod's VM.
+        self.write_record(&bundle, &sb);
         let Made {
             dir,
             attached,
@@ -435,7 +483,10 @@ impl TaskService {
                     .unwrap_or_else(|| "file".into());
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| status(Code::INTERNAL, format!("{}: {e}", dir.display())))?;
-                rootfs::bind_file(&bind.source, &dir.join(&name))
+                let (source, target) = (bind.source.clone(), dir.join(&name));
+                tokio::task::spawn_blocking(move || rootfs::bind_file(&source, &target))
+                    .await
+                    .map_err(|e| status(Code::INTERNAL, e.to_string()))?
                     .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
                 (dir, Some(name))
             } else {
@@ -480,6 +531,7 @@ impl TaskService {
 
     /// Runs `proc` in container `c` and starts waiting for its exit.
     async fn start_process(&self, c: &Arc<Container>, proc: &Arc<Proc>) -> TtrpcResult<u32> {
+        let _op = proc.op.lock().await;
         if !matches!(proc.snapshot().1, Phase::Created) {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -525,8 +577,15 @@ impl TaskService {
                     255
                 }
             };
+            p.lock().exit_code = Some(code);
+            // The output the guest still sends, for a while; a copy still running then (a
+            // process of the container that kept the stream open) is stopped.
+            let aborts: Vec<_> = outputs.iter().map(|t| t.abort_handle()).collect();
             let drained = futures_util::future::join_all(outputs);
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
+            for a in aborts {
+                a.abort();
+            }
             if p.set_exited(code) {
                 let exited_at = match p.snapshot().1 {
                     Phase::Stopped { exited_at, .. } => exited_at,
@@ -577,7 +636,7 @@ impl TaskService {
                 sb.remove_share(share).await;
             }
         }
-        rootfs::remove_dir(&c.dir);
+        remove_dir(c.dir.clone()).await;
         let _ = std::fs::remove_file(Path::new(&c.bundle).join(RECORD_FILE));
         Ok(())
     }
@@ -590,8 +649,9 @@ impl TaskService {
             phases.done("stop");
         }
         // Removed only when nothing is mounted in it (never through a mount).
-        if let Some(work) = self.work.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            rootfs::remove_dir(&work.keep());
+        let work = self.work.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(work) = work {
+            remove_dir(work.keep()).await;
         }
         self.exit.signal();
     }
@@ -605,21 +665,28 @@ fn phase_status(phase: &Phase) -> api::Status {
     }
 }
 
-#[async_trait]
-impl Task for TaskService {
-    async fn create(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
-        if self.containers().contains_key(&req.id) {
-            return Err(status(
-                Code::ALREADY_EXISTS,
-                format!("container {} exists", req.id),
-            ));
+impl Inner {
+    async fn create(&self, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
+        // The id is taken before the first await: a second Create of it is refused, never
+        // run alongside (its undo would take the first one's state).
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if self.containers().contains_key(&req.id) || !creating.insert(req.id.clone()) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("container {} exists", req.id),
+                ));
+            }
         }
-        let c = self.create_inner(&req).await?;
-        self.containers().insert(req.id.clone(), Arc::clone(&c));
+        let created = self.create_inner(&req).await;
+        if let Ok(c) = &created {
+            self.containers().insert(req.id.clone(), Arc::clone(c));
+        }
+        self.creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req.id);
+        created?;
         let event = TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -643,11 +710,7 @@ impl Task for TaskService {
         })
     }
 
-    async fn start(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
+    async fn start(&self, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let pid = self.start_process(&c, &proc).await?;
@@ -675,11 +738,7 @@ impl Task for TaskService {
         })
     }
 
-    async fn state(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
+    async fn state(&self, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let (pid, phase) = proc.snapshot();
@@ -710,11 +769,7 @@ impl Task for TaskService {
         Ok(r)
     }
 
-    async fn exec(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ExecProcessRequest,
-    ) -> TtrpcResult<api::Empty> {
+    async fn exec(&self, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
         let c = self.container(&req.id)?;
         if !matches!(c.init.snapshot().1, Phase::Running) {
             return Err(status(
@@ -759,12 +814,16 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
-    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+    async fn kill(&self, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let signal = i32::try_from(req.signal)
             .map_err(|_| status(Code::INVALID_ARGUMENT, format!("signal {}", req.signal)))?;
+        let _op = proc.op.lock().await;
         let (pid, phase) = proc.snapshot();
+        if proc.lock().exit_code.is_some() {
+            return Err(status(Code::NOT_FOUND, "process already finished"));
+        }
         match phase {
             Phase::Running => {
                 let sb =
@@ -804,11 +863,7 @@ impl Task for TaskService {
         }
     }
 
-    async fn wait(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::WaitRequest,
-    ) -> TtrpcResult<api::WaitResponse> {
+    async fn wait(&self, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let mut exited = proc.exited.subscribe();
@@ -826,13 +881,17 @@ impl Task for TaskService {
         }
     }
 
-    async fn delete(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
+    async fn delete(&self, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
+        let _op = proc.op.lock().await;
+        // A Delete that waited for another one finds the container gone.
+        if req.exec_id.is_empty() && !self.containers().contains_key(&c.id) {
+            return Err(status(
+                Code::NOT_FOUND,
+                format!("container {} does not exist", c.id),
+            ));
+        }
         let (pid, phase) = proc.snapshot();
         let (exit_status, exited_at) = match phase {
             Phase::Running => {
@@ -885,11 +944,7 @@ impl Task for TaskService {
         })
     }
 
-    async fn pids(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::PidsRequest,
-    ) -> TtrpcResult<api::PidsResponse> {
+    async fn pids(&self, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let c = self.container(&req.id)?;
         let sb = self
             .sandbox
@@ -915,11 +970,7 @@ impl Task for TaskService {
         })
     }
 
-    async fn stats(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
+    async fn stats(&self, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         let c = self.container(&req.id)?;
         let sb = self
             .sandbox
@@ -941,11 +992,7 @@ impl Task for TaskService {
 
     /// New `linux.resources` for a running container: ContainerConstraints (spec §5.8), what
     /// hcsshim sends for the CRI's UpdateContainerResources.
-    async fn update(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::UpdateTaskRequest,
-    ) -> TtrpcResult<api::Empty> {
+    async fn update(&self, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
         let c = self.container(&req.id)?;
         let resources: Value = req
             .resources
@@ -971,11 +1018,7 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
-    async fn resize_pty(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ResizePtyRequest,
-    ) -> TtrpcResult<api::Empty> {
+    async fn resize_pty(&self, req: api::ResizePtyRequest) -> TtrpcResult<api::Empty> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let (pid, phase) = proc.snapshot();
@@ -998,11 +1041,7 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
-    async fn close_io(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CloseIORequest,
-    ) -> TtrpcResult<api::Empty> {
+    async fn close_io(&self, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         if req.stdin {
@@ -1013,11 +1052,7 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
-    async fn connect(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ConnectRequest,
-    ) -> TtrpcResult<api::ConnectResponse> {
+    async fn connect(&self, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
         let task_pid = self
             .containers()
             .get(&req.id)
@@ -1030,16 +1065,137 @@ impl Task for TaskService {
         })
     }
 
-    async fn shutdown(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ShutdownRequest,
-    ) -> TtrpcResult<api::Empty> {
+    async fn shutdown(&self, req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         // containerd asks after each task's delete; a pod's VM stays while it has containers.
         if !req.now && !self.containers().is_empty() {
             return Ok(api::Empty::new());
         }
         self.stop().await;
         Ok(api::Empty::new())
+    }
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.create(req).await }).await
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.start(req).await }).await
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.state(req).await }).await
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.exec(req).await }).await
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.kill(req).await }).await
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.wait(req).await }).await
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.delete(req).await }).await
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.pids(req).await }).await
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.stats(req).await }).await
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.update(req).await }).await
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.resize_pty(req).await }).await
+    }
+
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.close_io(req).await }).await
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.connect(req).await }).await
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let inner = Arc::clone(&self.inner);
+        detached(async move { inner.shutdown(req).await }).await
     }
 }
