@@ -127,10 +127,11 @@ fn kill_if_alive(process: Option<Started>) {
     }
 }
 
-/// The `delete` action's clean-up from the record in `bundle`, when the shim that wrote it is
-/// gone: QEMU and vhost-device-vsock killed, what a killed shim left mounted unmounted, the
-/// directories removed. While that shim runs, the VM is its own (its pod's other containers
-/// may still be in it): only the record goes.
+/// The `delete` action's clean-up from the record in `bundle`: QEMU and vhost-device-vsock
+/// killed, what a killed shim left mounted unmounted, the directories removed. A record is
+/// only there for a container that was created and not yet deleted, and containerd runs the
+/// action when it has given up on that container's shim (dead, or alive but unreachable): a
+/// shim still running is killed first, so that no VM is left without a way to reach it.
 pub fn clean_up(bundle: &Path) {
     let Ok(text) = std::fs::read(bundle.join(RECORD_FILE)) else {
         return;
@@ -139,9 +140,7 @@ pub fn clean_up(bundle: &Path) {
     let Ok(record) = serde_json::from_slice::<Record>(&text) else {
         return;
     };
-    if record.shim.is_some_and(|s| s.alive()) {
-        return;
-    }
+    kill_if_alive(record.shim);
     kill_if_alive(record.qemu);
     kill_if_alive(record.vhost);
     if is_shim_dir(&record.work_dir) {
@@ -229,6 +228,7 @@ pub fn main() {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::os::unix::process::ExitStatusExt;
 
     #[test]
     fn a_cri_workload_joins_its_pod_and_anything_else_is_its_own_sandbox() {
@@ -281,19 +281,28 @@ mod tests {
         assert!(!work.exists() && !vm.exists());
         assert!(other.path().exists());
         assert!(!bundle.path().join(RECORD_FILE).exists());
-        // While the shim that wrote the record runs, only the record goes.
-        let alive = Record {
-            work_dir: other.path().to_path_buf(),
-            shim: Started::of(std::process::id()),
+        // A shim still running (alive but out of containerd's reach) is killed with its VM.
+        let mut shim = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let mut qemu = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let record = Record {
+            shim: Started::of(shim.id()),
+            qemu: Started::of(qemu.id()),
             ..Record::default()
         };
         std::fs::write(
             bundle.path().join(RECORD_FILE),
-            serde_json::to_vec(&alive).unwrap(),
+            serde_json::to_vec(&record).unwrap(),
         )
         .unwrap();
         clean_up(bundle.path());
-        assert!(other.path().exists());
+        assert_eq!(shim.wait().unwrap().signal(), Some(9));
+        assert_eq!(qemu.wait().unwrap().signal(), Some(9));
         assert!(!bundle.path().join(RECORD_FILE).exists());
         // A record naming another directory removes nothing.
         let hostile = Record {
