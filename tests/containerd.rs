@@ -82,29 +82,86 @@ fn ctr_runs_containers_in_the_utility_vm() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "line one\nline two\ndone\n");
 
-    // A memory limit reaches the container's cgroup in the guest (the cgroup filesystem mounted
-    // explicitly: containerd's default spec has none, runc's containers see the same).
+    // Memory and CPU limits reach the container's cgroup in the guest (the cgroup filesystem
+    // mounted explicitly: containerd's default spec has none, runc's containers see the same).
+    // The VM is the default 512 MiB, one vCPU: the limit is below it.
     let out = c
         .run(
             &[
                 "--rm",
                 "--memory-limit",
                 "67108864",
+                "--cpu-quota",
+                "50000",
+                "--cpu-period",
+                "100000",
                 "--mount",
                 "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro",
             ],
-            "memlimit",
+            "limits",
             &[
                 "sh",
                 "-c",
-                "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max",
+                "cd /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); cat memory.max cpu.max; \
+                 nproc; sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo",
             ],
         )
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out.stderr), c.log());
-    assert_eq!(text(&out.stdout), "67108864\n");
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[..3], ["67108864", "50000 100000", "1"], "{lines:?}");
+    let default_kib: u64 = lines[3].parse().unwrap();
+    assert!((300 << 10..=512 << 10).contains(&default_kib), "{lines:?}");
+
+    // hcsshim's annotations size the VM: 1 GiB and 2 vCPUs.
+    let out = c
+        .run(
+            &[
+                "--rm",
+                "--annotation",
+                "io.microsoft.virtualmachine.computetopology.memory.sizeinmb=1024",
+                "--annotation",
+                "io.microsoft.virtualmachine.computetopology.processor.count=2",
+            ],
+            "sized",
+            &[
+                "sh",
+                "-c",
+                "nproc; sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo",
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), c.log());
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "2", "{lines:?}");
+    let sized_kib: u64 = lines[1].parse().unwrap();
+    assert!((800 << 10..=1024 << 10).contains(&sized_kib), "{lines:?}");
+
+    // A container's writes stay its own: the next container of the image does not see them.
+    for (id, script, expected) in [
+        (
+            "scribbler",
+            "echo mine > /marker; rm /bin/ls; echo wrote",
+            "wrote\n",
+        ),
+        (
+            "fresh",
+            "cat /marker 2>/dev/null || echo no-marker; test -e /bin/ls && echo ls-intact",
+            "no-marker\nls-intact\n",
+        ),
+    ] {
+        let out = c
+            .run(&["--rm"], id, &["sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{id}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), expected, "{id}");
+    }
 
     // Two containers at once, each in its VM; exec, ps and kill on them.
     let script = "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.2; done";
@@ -312,5 +369,37 @@ fn bind_mounts_of_this_machine_are_shared_into_the_vm() {
         text(&out.stderr)
     );
     let _ = c.ctr(&["container", "rm"], &["badbind"]);
+    assert_clean(&c);
+}
+
+#[test]
+fn a_containerd_that_dies_leaves_no_vm_behind() {
+    let mut c = Containerd::start(&[]);
+    let out = c
+        .run(&["-d"], "survivor", &["sleep", "1000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), c.log());
+    c.wait_status("survivor", "RUNNING", BOOT);
+    // Shims outlive containerd, as runc's do; the new containerd cannot reach this one (its
+    // socket was in the dead one's /run): it runs `containerd-shim-gcs-v2 delete`, which ends
+    // the shim and its VM.
+    c.crash_and_restart();
+    let start = std::time::Instant::now();
+    while c.task_status("survivor").as_deref() == Some("RUNNING")
+        || c.processes_left().iter().any(|p| p.contains("qemu-system"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:#?}\n{}",
+            c.processes_left(),
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = c.ctr(&["task", "rm"], &["survivor"]);
+    let out = c.ctr(&["container", "rm"], &["survivor"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_clean(&c);
 }

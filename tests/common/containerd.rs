@@ -25,6 +25,44 @@ pub struct Containerd {
     child: Child,
     /// The namespace ctr works in: `gcs`, or the CRI's `k8s.io`.
     namespace: &'static str,
+    env: Vec<(String, String)>,
+    /// How many times containerd was started (its log file is per start).
+    starts: u32,
+}
+
+/// containerd on `dir`'s config, in a mount namespace of its own with a tmpfs on `/run`;
+/// `generation` numbers its log (`containerd.log`, then `containerd.<n>.log`).
+fn spawn_daemon(dir: &Path, env: &[(String, String)], generation: u32) -> Child {
+    let shim_dir = shim_binary().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        shim_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let name = if generation == 0 {
+        "containerd.log".to_string()
+    } else {
+        format!("containerd.{generation}.log")
+    };
+    let log = std::fs::File::create(dir.join(name)).unwrap();
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .args(["setpriv", "--pdeathsig", "KILL", "--"])
+        .args([
+            "sh",
+            "-c",
+            "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/containerd && exec containerd --config \"$1\"",
+            "containerd",
+        ])
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .env("TMPDIR", dir.join("tmp"))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Containerd {
@@ -162,45 +200,19 @@ impl Containerd {
             d = dir.display()
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
-        let shim_dir = shim_binary().parent().unwrap().to_path_buf();
-        let path = format!(
-            "{}:{}",
-            shim_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .args(["setpriv", "--pdeathsig", "KILL", "--"])
-            .args([
-                "sh",
-                "-c",
-                "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/containerd && exec containerd --config \"$1\"",
-                "containerd",
-            ])
-            .arg(dir.join("config.toml"))
-            .env("PATH", path)
-            .env("TMPDIR", dir.join("tmp"))
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_daemon(&dir, &env, 0);
         let c = Containerd {
             dir,
             child,
             namespace: if cri { "k8s.io" } else { "gcs" },
+            env,
+            starts: 1,
         };
-        let start = Instant::now();
-        while !c.dir.join("containerd.sock").exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "containerd did not start:\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        c.wait_for_socket();
         let mut images = vec![busybox_archive(&c.dir, IMAGE, &[])];
         if cri {
             let pause = [
@@ -222,13 +234,43 @@ impl Containerd {
         self.dir.join("containerd.sock")
     }
 
+    fn wait_for_socket(&self) {
+        let start = Instant::now();
+        while !self.dir.join("containerd.sock").exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "containerd did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// containerd dies (SIGKILL) and a new one starts on the same root and state, in a mount
+    /// namespace of its own: the shims it finds in its state are out of its reach (their
+    /// sockets are in the dead one's `/run`), as after a crash that lost `/run`.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("containerd.sock"));
+        self.child = spawn_daemon(&self.dir, &self.env, self.starts);
+        self.starts += 1;
+        self.wait_for_socket();
+    }
+
     /// containerd's pid (its mount namespace holds the shims' mounts).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// The logs of every start of containerd, oldest first.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+        let mut log = std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        for n in 1..self.starts {
+            let path = self.dir.join(format!("containerd.{n}.log"));
+            log.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        log
     }
 
     /// A `ctr` command on this containerd, in its namespace: `ctr <sub...> [--fifo-dir] <rest>`;
