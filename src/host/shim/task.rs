@@ -282,6 +282,14 @@ impl Inner {
         }
     }
 
+    /// The VM, once booted.
+    fn vm(&self) -> TtrpcResult<Arc<Sandbox>> {
+        self.sandbox
+            .get()
+            .cloned()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))
+    }
+
     /// The VM, booted on the first call with the size `spec` asks for.
     async fn sandbox(&self, spec: &Value) -> TtrpcResult<Arc<Sandbox>> {
         self.sandbox
@@ -538,11 +546,7 @@ impl Inner {
                 format!("process {} of {} was started already", proc.exec_id, c.id),
             ));
         }
-        let sb = self
-            .sandbox
-            .get()
-            .cloned()
-            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let sb = self.vm()?;
         let mut relay = Relay::start(&sb.vsock, &sb.ports, &proc.stdio)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("stdio: {e}")))?;
         let params = ProcessParameters {
@@ -826,10 +830,7 @@ impl Inner {
         }
         match phase {
             Phase::Running => {
-                let sb =
-                    self.sandbox.get().cloned().ok_or_else(|| {
-                        status(Code::FAILED_PRECONDITION, "the VM is not running")
-                    })?;
+                let sb = self.vm()?;
                 sb.client
                     .signal_process(&c.id, pid, Some(signal))
                     .await
@@ -946,11 +947,7 @@ impl Inner {
 
     async fn pids(&self, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let c = self.container(&req.id)?;
-        let sb = self
-            .sandbox
-            .get()
-            .cloned()
-            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let sb = self.vm()?;
         let properties = sb
             .client
             .get_properties(&c.id, &["ProcessList"])
@@ -972,11 +969,7 @@ impl Inner {
 
     async fn stats(&self, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         let c = self.container(&req.id)?;
-        let sb = self
-            .sandbox
-            .get()
-            .cloned()
-            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let sb = self.vm()?;
         let properties = sb
             .client
             .get_properties(&c.id, &["Statistics"])
@@ -1001,11 +994,7 @@ impl Inner {
             .transpose()
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("resources: {e}")))?
             .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update without resources"))?;
-        let sb = self
-            .sandbox
-            .get()
-            .cloned()
-            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let sb = self.vm()?;
         let request = crate::protocol::messages::ModifySettingRequest {
             resource_type: "ContainerConstraints".into(),
             request_type: "Update".into(),
@@ -1028,11 +1017,7 @@ impl Inner {
                 "the process is not running",
             ));
         }
-        let sb = self
-            .sandbox
-            .get()
-            .cloned()
-            .ok_or_else(|| status(Code::FAILED_PRECONDITION, "the VM is not running"))?;
+        let sb = self.vm()?;
         let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
         sb.client
             .resize_console(&c.id, pid, clamp(req.height), clamp(req.width))
