@@ -64,7 +64,14 @@ pid=$!
 for _ in $(seq 100); do [ -S "$work/containerd.sock" ] && break; sleep 0.1; done
 ctr() { command ctr --address "$work/containerd.sock" --namespace gcs "$@"; }
 ctr images import "$work/image.tar" >/dev/null
-status=0
-ctr run --rm --fifo-dir "$work/fifo" --runtime io.containerd.gcs.v2 "$image" "gcs-demo-$$" "$@" || status=$?
-[ $status -eq 0 ] || { echo "--- containerd's log:" >&2; tail -30 "$work/containerd.log" >&2; }
+# ctr's stderr is also kept (tee), to tell ctr's own failure from the container's exit status.
+set +e
+{ ctr run --rm --fifo-dir "$work/fifo" --runtime io.containerd.gcs.v2 "$image" "gcs-demo-$$" "$@" \
+    2>&1 1>&3 3>&- | tee "$work/ctr.err" >&2; } 3>&1
+status=${PIPESTATUS[0]}
+set -e
+# containerd's log only when ctr itself failed, not for the container's own exit status.
+if grep -q '^ctr: ' "$work/ctr.err" 2>/dev/null; then
+    echo "--- containerd's log:" >&2; grep -v 'loading plugin' "$work/containerd.log" | tail -30 >&2
+fi
 exit $status

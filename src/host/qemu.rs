@@ -38,6 +38,9 @@ pub struct UvmConfig {
     pub nics: Vec<String>,
     /// Virtual CPUs (`-smp`); TCG runs them on as many host threads.
     pub cpus: u32,
+    /// QEMU's accelerator (`-accel`): `tcg` by default, which runs anywhere (this machine's
+    /// KVM cannot run QEMU: `../shared/spec/qemu-harness.md`); `kvm` where it can.
+    pub accel: String,
     /// QEMU and vhost-device-vsock get SIGKILL when the thread that started them dies
     /// (`setpriv --pdeathsig KILL`, prctl(2) `PR_SET_PDEATHSIG`): a host process that is killed
     /// leaves no VM behind. Start the VM from a thread that lives as long as the process (a
@@ -93,6 +96,7 @@ impl UvmConfig {
             virtio_pmem: Vec::new(),
             nics: Vec::new(),
             cpus: 1,
+            accel: "tcg".into(),
             die_with_parent: false,
         }
     }
@@ -138,12 +142,30 @@ fn console_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
-fn program(name: &str) -> PathBuf {
-    let cargo_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
-    match cargo_bin {
-        Some(p) if p.exists() => p,
-        _ => PathBuf::from(name),
-    }
+/// Where the program `name` is: on `PATH`, else in `$HOME/.cargo/bin` or root's
+/// (`cargo install` puts vhost-device-vsock there; a service manager's environment may have no
+/// `HOME`).
+///
+/// Errors: `NotFound`, naming the program and where it was looked for.
+fn program(name: &str) -> std::io::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bins = [
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin")),
+        Some(PathBuf::from("/root/.cargo/bin")),
+    ];
+    std::env::split_paths(&path)
+        .chain(cargo_bins.into_iter().flatten())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{name} is not on PATH ({}) nor in ~/.cargo/bin (`make qemu-deps` installs it)",
+                    path.to_string_lossy()
+                ),
+            )
+        })
 }
 
 async fn wait_for_path(path: &Path, timeout: Duration) -> Result<(), HostError> {
@@ -178,7 +200,7 @@ impl Uvm {
         let vsock = HybridVsock::new(dir.path().join("vm.vsock"));
         let vhost_socket = dir.path().join("vhu.sock");
         let vhost = config
-            .command(program("vhost-device-vsock"))
+            .command(program("vhost-device-vsock")?)
             .arg("--vm")
             .arg(format!(
                 "guest-cid=3,socket={},uds-path={}",
@@ -234,7 +256,7 @@ impl Uvm {
         append.extend(["-e", "1", "/bin/vsockexec", "-e", "109", "/bin/gcs"].map(String::from));
         append.extend(config.gcs_args.iter().cloned());
         let mem = format!("{}M", config.memory_mib);
-        let mut qemu = config.command("qemu-system-x86_64");
+        let mut qemu = config.command(program("qemu-system-x86_64")?);
         let cpus = config.cpus.max(1).to_string();
         // Slots for hot-added memory (pc-dimm over QMP) and NVDIMMs.
         let memory = format!("{mem},slots=4,maxmem=4G");
@@ -244,7 +266,14 @@ impl Uvm {
             "pc,memory-backend=mem,nvdimm=on".to_string()
         };
         qemu.args([
-            "-machine", &machine, "-accel", "tcg", "-smp", &cpus, "-m", &memory,
+            "-machine",
+            &machine,
+            "-accel",
+            &config.accel,
+            "-smp",
+            &cpus,
+            "-m",
+            &memory,
         ])
         .arg("-object")
         .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))

@@ -38,7 +38,16 @@ fn status(code: Code, message: impl std::fmt::Display) -> ttrpc::Error {
 fn host_error(what: &str, e: HostError) -> ttrpc::Error {
     match &e {
         HostError::Guest { message, .. } => status(Code::UNKNOWN, format!("{what}: {message}")),
-        _ => status(Code::UNAVAILABLE, format!("{what}: {e}")),
+        _ => {
+            // The whole chain: "bridge i/o" alone would hide a missing kernel or program.
+            let mut text = format!("{what}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            status(Code::UNAVAILABLE, text)
+        }
     }
 }
 
@@ -307,6 +316,9 @@ impl Inner {
                 );
                 config.memory_mib = u32::try_from(memory).unwrap_or(u32::MAX);
                 config.cpus = cpus;
+                if let Ok(accel) = std::env::var("GCS_SHIM_ACCEL") {
+                    config.accel = accel;
+                }
                 config.die_with_parent = true;
                 // The guest logs at info unless asked otherwise: under TCG every debug line
                 // costs the guest time.
