@@ -281,26 +281,37 @@ fn a_killed_shim_leaves_no_vm_behind() {
     assert_clean(&c);
 }
 
-#[test]
-fn ctr_run_with_a_terminal_gets_its_size_and_a_pty() {
-    let c = Containerd::start(&[]);
-    // `ctr run -t` needs a terminal of its own: script(1) gives it one, 30 rows by 100 columns.
-    let ctr = c.run(
-        &["--rm", "-t"],
-        "tty",
-        &["sh", "-c", "tty; stty size; exit 5"],
-    );
+/// Runs `ctr` under script(1), which gives it a terminal of `rows` by `cols`.
+fn with_terminal(ctr: std::process::Command, rows: u16, cols: u16) -> std::process::Output {
     let words: Vec<String> = std::iter::once(ctr.get_program())
         .chain(ctr.get_args())
         .map(|a| format!("'{}'", a.to_string_lossy()))
         .collect();
-    let out = std::process::Command::new("script")
+    std::process::Command::new("script")
         .args(["-qec"])
-        .arg(format!("stty rows 30 cols 100; exec {}", words.join(" ")))
+        .arg(format!(
+            "stty rows {rows} cols {cols}; exec {}",
+            words.join(" ")
+        ))
         .arg("/dev/null")
         .stdin(Stdio::null())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn ctr_run_and_exec_with_a_terminal_get_its_size_and_a_pty() {
+    let c = Containerd::start(&[]);
+    // `ctr run -t` and `ctr task exec -t` need a terminal of their own.
+    let out = with_terminal(
+        c.run(
+            &["--rm", "-t"],
+            "tty",
+            &["sh", "-c", "tty; stty size; exit 5"],
+        ),
+        30,
+        100,
+    );
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -311,6 +322,48 @@ fn ctr_run_with_a_terminal_gets_its_size_and_a_pty() {
     );
     assert!(stdout.contains("/dev/pts/"), "{stdout}");
     assert!(stdout.contains("30 100"), "{stdout}");
+
+    let out = c
+        .run(&["-d"], "ttyexec", &["sleep", "1000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.wait_status("ttyexec", "RUNNING", BOOT);
+    let out = with_terminal(
+        c.command(
+            &["task", "exec"],
+            &[
+                "-t",
+                "--exec-id",
+                "t1",
+                "ttyexec",
+                "sh",
+                "-c",
+                "tty; stty size; exit 2",
+            ],
+        ),
+        11,
+        77,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("/dev/pts/") && stdout.contains("11 77"),
+        "{stdout}"
+    );
+    let out = c.ctr(&["task", "kill"], &["--signal", "SIGKILL", "ttyexec"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.wait_status("ttyexec", "STOPPED", Duration::from_secs(30));
+    let out = c.ctr(&["task", "rm"], &["ttyexec"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = c.ctr(&["container", "rm"], &["ttyexec"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_clean(&c);
 }
 
