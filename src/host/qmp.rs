@@ -16,6 +16,8 @@ pub struct Qmp {
     /// Events read while waiting for a command's reply (QEMU may send an event before the
     /// reply of the command that caused it), for [`Qmp::wait_event`]; the newest 64.
     events: std::collections::VecDeque<Value>,
+    /// What was read of a message not yet whole.
+    partial: Vec<u8>,
 }
 
 /// How long a device's removal may take (the guest must let go of it first).
@@ -28,18 +30,21 @@ impl Qmp {
             reader: BufReader::new(read),
             writer,
             events: std::collections::VecDeque::new(),
+            partial: Vec::new(),
         };
         qmp.read_message().await?; // greeting
         qmp.execute("qmp_capabilities", json!({})).await?;
         Ok(qmp)
     }
 
+    /// The next message. Cancel-safe: a line cut off by a timeout stays in `partial` and is
+    /// completed by the next read, so the session never reads a reply as another's.
     async fn read_message(&mut self) -> Result<Value, HostError> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line).await? == 0 {
+        if self.reader.read_until(b'\n', &mut self.partial).await? == 0 {
             return Err(HostError::Closed("QMP connection closed".into()));
         }
-        serde_json::from_str(&line).map_err(HostError::Decode)
+        let line = std::mem::take(&mut self.partial);
+        serde_json::from_slice(&line).map_err(HostError::Decode)
     }
 
     /// Runs a command and returns its `return` value; events in between are kept for
@@ -100,12 +105,20 @@ impl Qmp {
                    "file": {"driver": "file", "filename": image, "read-only": read_only}}),
         )
         .await?;
-        self.execute(
-            "device_add",
-            json!({"driver": "scsi-hd", "id": format!("scsi-{node}"), "bus": "scsi0.0", "drive": node,
-                   "channel": 0, "scsi-id": 0, "lun": lun}),
-        )
-        .await?;
+        let added = self
+            .execute(
+                "device_add",
+                json!({"driver": "scsi-hd", "id": format!("scsi-{node}"), "bus": "scsi0.0", "drive": node,
+                       "channel": 0, "scsi-id": 0, "lun": lun}),
+            )
+            .await;
+        if let Err(e) = added {
+            // The node alone would make the next attach at this LUN fail.
+            let _ = self
+                .execute("blockdev-del", json!({"node-name": node}))
+                .await;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -114,6 +127,9 @@ impl Qmp {
     pub async fn remove_scsi_disk(&mut self, lun: u8) -> Result<(), HostError> {
         let node = format!("disk{lun}");
         let id = format!("scsi-{node}");
+        // An event of an earlier life of this id (a removal that timed out) is not this one's.
+        self.events
+            .retain(|e| e.pointer("/data/device").and_then(Value::as_str) != Some(&id));
         self.execute("device_del", json!({ "id": id })).await?;
         let which = json!({ "device": id });
         let deleted = self.wait_event("DEVICE_DELETED", &which);
@@ -123,5 +139,65 @@ impl Qmp {
         self.execute("blockdev-del", json!({"node-name": node}))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_cut_by_a_timeout_is_finished_by_the_next_read() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (read, writer) = ours.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(read),
+            writer,
+            events: std::collections::VecDeque::new(),
+            partial: Vec::new(),
+        };
+        theirs.write_all(br#"{"return": {"a""#).await.unwrap();
+        let cut =
+            tokio::time::timeout(std::time::Duration::from_millis(50), qmp.read_message()).await;
+        assert!(cut.is_err(), "the message is not whole yet");
+        theirs
+            .write_all(b": 1}}\n{\"return\": {}}\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            qmp.read_message().await.unwrap(),
+            json!({"return": {"a": 1}})
+        );
+        assert_eq!(qmp.read_message().await.unwrap(), json!({"return": {}}));
+    }
+
+    #[tokio::test]
+    async fn an_event_seen_during_a_command_is_kept_and_matched_by_device() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (read, writer) = ours.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(read),
+            writer,
+            events: std::collections::VecDeque::new(),
+            partial: Vec::new(),
+        };
+        // QEMU sends the unplug's event before the command's reply.
+        theirs
+            .write_all(
+                b"{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"scsi-disk2\"}}\n\
+                  {\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"scsi-disk1\"}}\n\
+                  {\"return\": {}}\n",
+            )
+            .await
+            .unwrap();
+        qmp.execute("device_del", json!({"id": "scsi-disk1"}))
+            .await
+            .unwrap();
+        let event = qmp
+            .wait_event("DEVICE_DELETED", &json!({"device": "scsi-disk1"}))
+            .await
+            .unwrap();
+        assert_eq!(event["data"]["device"], "scsi-disk1");
+        assert_eq!(qmp.events.len(), 1, "the other device's event stays");
     }
 }

@@ -60,6 +60,14 @@ pub fn vm_size(spec: &Value) -> Result<(u64, u32), String> {
     ))
 }
 
+/// The steps of an attach that were taken.
+#[derive(Debug, Clone, Copy, Default)]
+struct Attach {
+    disk: bool,
+    mounted: bool,
+    combined: bool,
+}
+
 /// Where a container's layer and root are in the guest.
 #[derive(Debug, Clone)]
 pub struct Attached {
@@ -278,8 +286,11 @@ impl Sandbox {
             scratch: format!("/run/gcs/c/{id}/scratch/{id}"),
             bundle: format!("/run/gcs/c/{id}"),
         };
+        // How far the attach got, so that a failure undoes exactly that.
+        let mut done = Attach::default();
         let result = async {
             self.qmp.lock().await.add_scsi_disk(image, lun, true).await?;
+            done.disk = true;
             self.client
                 .modify_settings(
                     NULL_CONTAINER_ID,
@@ -290,6 +301,7 @@ impl Sandbox {
                     ),
                 )
                 .await?;
+            done.mounted = true;
             self.client
                 .modify_settings(
                     NULL_CONTAINER_ID,
@@ -300,13 +312,15 @@ impl Sandbox {
                                "Layers": [{"Path": attached.layer_path}], "ScratchPath": attached.scratch}),
                     ),
                 )
-                .await
+                .await?;
+            done.combined = true;
+            Ok(())
         }
         .await;
         match result {
             Ok(()) => Ok(attached),
             Err(e) => {
-                self.detach_rootfs(&attached).await;
+                self.undo_attach(&attached, done).await;
                 Err(e)
             }
         }
@@ -316,39 +330,51 @@ impl Sandbox {
     /// process of the container still holds it), the disk stays attached and its LUN taken:
     /// pulling it, or handing its LUN and mount path to the next container, would break both.
     pub async fn detach_rootfs(&self, a: &Attached) {
-        let mut unmounted = true;
-        let steps = [
-            modify(
+        let all = Attach {
+            disk: true,
+            mounted: true,
+            combined: true,
+        };
+        self.undo_attach(a, all).await;
+    }
+
+    /// Takes back the steps of an attach that `done` says were taken, last first. The LUN is
+    /// free again only once QEMU has let go of its disk (or never had it).
+    async fn undo_attach(&self, a: &Attached, done: Attach) {
+        let mut steps = Vec::new();
+        if done.combined {
+            steps.push(modify(
                 "CombinedLayers",
                 "Remove",
                 json!({"ContainerRootPath": a.root}),
-            ),
-            modify(
+            ));
+        }
+        if done.mounted {
+            steps.push(modify(
                 "MappedVirtualDisk",
                 "Remove",
                 json!({"MountPath": a.layer_path, "Lun": a.lun, "ReadOnly": true}),
-            ),
-        ];
+            ));
+        }
         for step in steps {
             let what = format!("{} {}", step.resource_type, step.request_type);
             if let Err(e) = self.client.modify_settings(NULL_CONTAINER_ID, step).await {
-                log::warn!("{what} of LUN {}: {e}", a.lun);
-                unmounted = false;
+                log::warn!(
+                    "{what} of LUN {}: {e}; the disk stays attached (its layer is still in use)",
+                    a.lun
+                );
+                return;
             }
         }
-        if !unmounted {
-            log::warn!(
-                "LUN {} stays attached: its layer is still in use in the guest",
-                a.lun
-            );
-            return;
-        }
-        let eject = modify("SCSIDevice", "Remove", json!({"Lun": a.lun}));
-        if let Err(e) = self.client.modify_settings(NULL_CONTAINER_ID, eject).await {
-            log::debug!("SCSIDevice Remove of LUN {}: {e}", a.lun);
-        }
-        if let Err(e) = self.qmp.lock().await.remove_scsi_disk(a.lun).await {
-            log::warn!("QMP removal of LUN {}: {e}", a.lun);
+        if done.disk {
+            let eject = modify("SCSIDevice", "Remove", json!({"Lun": a.lun}));
+            if let Err(e) = self.client.modify_settings(NULL_CONTAINER_ID, eject).await {
+                log::debug!("SCSIDevice Remove of LUN {}: {e}", a.lun);
+            }
+            if let Err(e) = self.qmp.lock().await.remove_scsi_disk(a.lun).await {
+                log::warn!("QMP removal of LUN {}: {e}; the LUN stays taken", a.lun);
+                return;
+            }
         }
         self.release_lun(a.lun);
     }

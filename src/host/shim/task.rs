@@ -37,6 +37,13 @@ fn status(code: Code, message: impl std::fmt::Display) -> ttrpc::Error {
 
 fn host_error(what: &str, e: HostError) -> ttrpc::Error {
     match &e {
+        // The guest's "no such process" (ERROR_NOT_FOUND): containerd tolerates NOT_FOUND
+        // from a Kill that raced the exit, and nothing else.
+        HostError::Guest {
+            hresult, message, ..
+        } if *hresult == crate::protocol::Hresult::NOT_FOUND => {
+            status(Code::NOT_FOUND, format!("{what}: {message}"))
+        }
         HostError::Guest { message, .. } => status(Code::UNKNOWN, format!("{what}: {message}")),
         _ => {
             // The whole chain: "bridge i/o" alone would hide a missing kernel or program.
@@ -213,8 +220,9 @@ struct Inner {
     exit: Arc<ExitSignal>,
     work: Mutex<Option<tempfile::TempDir>>,
     work_path: PathBuf,
-    /// Ids of the Creates under way.
-    creating: Mutex<std::collections::HashSet<String>>,
+    /// Ids of the Creates under way, and whether a Delete has cancelled each (containerd
+    /// deletes a task whose Create it gave up on, while the Create still runs here).
+    creating: Mutex<HashMap<String, bool>>,
     sandbox: OnceCell<Arc<Sandbox>>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     next_dir: std::sync::atomic::AtomicU64,
@@ -263,11 +271,18 @@ impl Inner {
             exit,
             work: Mutex::new(work),
             work_path,
-            creating: Mutex::new(std::collections::HashSet::new()),
+            creating: Mutex::new(HashMap::new()),
             sandbox: OnceCell::new(),
             containers: Mutex::new(HashMap::new()),
             next_dir: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn creating_is_empty(&self) -> bool {
+        self.creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
@@ -418,9 +433,6 @@ impl Inner {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        // Only now: containerd runs the `delete` action on the bundle of a Create that failed,
-        // and a record there would have it take down the pod's VM.
-        self.write_record(&bundle, &sb);
         let Made {
             dir,
             attached,
@@ -687,21 +699,40 @@ impl Inner {
         // run alongside (its undo would take the first one's state).
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-            if self.containers().contains_key(&req.id) || !creating.insert(req.id.clone()) {
+            if self.containers().contains_key(&req.id) || creating.contains_key(&req.id) {
                 return Err(status(
                     Code::ALREADY_EXISTS,
                     format!("container {} exists", req.id),
                 ));
             }
+            creating.insert(req.id.clone(), false);
         }
         let created = self.create_inner(&req).await;
-        if let Ok(c) = &created {
-            self.containers().insert(req.id.clone(), Arc::clone(c));
+        // Published only if no Delete cancelled it meanwhile (checked and done under the one
+        // lock a Delete of a Create under way takes); the record goes with it.
+        let cancelled = {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            let cancelled = creating.remove(&req.id).unwrap_or(false);
+            if let (Ok(c), false) = (&created, cancelled) {
+                self.containers().insert(req.id.clone(), Arc::clone(c));
+                if let Some(sb) = self.sandbox.get() {
+                    self.write_record(Path::new(&req.bundle), sb);
+                }
+            }
+            cancelled
+        };
+        if cancelled {
+            if let Ok(c) = &created {
+                let _ = self.remove_container(c).await;
+            }
+            if self.containers().is_empty() && self.creating_is_empty() {
+                self.stop().await;
+            }
+            return Err(status(
+                Code::CANCELLED,
+                format!("container {} was deleted while it was created", req.id),
+            ));
         }
-        self.creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&req.id);
         created?;
         let event = TaskCreate {
             container_id: req.id.clone(),
@@ -895,6 +926,17 @@ impl Inner {
     }
 
     async fn delete(&self, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+        if req.exec_id.is_empty() {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(cancelled) = creating.get_mut(&req.id) {
+                // The Create undoes itself when it ends (containerd gave up on it).
+                *cancelled = true;
+                return Err(status(
+                    Code::NOT_FOUND,
+                    format!("container {} is still being created: cancelled", req.id),
+                ));
+            }
+        }
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let _op = proc.op.lock().await;
@@ -913,7 +955,11 @@ impl Inner {
                     format!("process {pid} of {} is still running", c.id),
                 ))
             }
-            Phase::Created => (0, now()),
+            Phase::Created => {
+                // Its waiters (a Wait sent before a Start that never came) end with it.
+                proc.set_exited(0);
+                (0, now())
+            }
             Phase::Stopped {
                 exit_status,
                 exited_at,
@@ -1064,7 +1110,8 @@ impl Inner {
 
     async fn shutdown(&self, req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         // containerd asks after each task's delete; a pod's VM stays while it has containers.
-        if !req.now && !self.containers().is_empty() {
+        let idle = self.containers().is_empty() && self.creating_is_empty();
+        if !req.now && !idle {
             return Ok(api::Empty::new());
         }
         self.stop().await;
