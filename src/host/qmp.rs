@@ -146,16 +146,22 @@ impl Qmp {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_message_cut_by_a_timeout_is_finished_by_the_next_read() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
+    /// A session in command mode with QEMU's end of the socket.
+    fn session() -> (Qmp, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
         let (read, writer) = ours.into_split();
-        let mut qmp = Qmp {
+        let qmp = Qmp {
             reader: BufReader::new(read),
             writer,
             events: std::collections::VecDeque::new(),
             partial: Vec::new(),
         };
+        (qmp, theirs)
+    }
+
+    #[tokio::test]
+    async fn a_message_cut_by_a_timeout_is_finished_by_the_next_read() {
+        let (mut qmp, mut theirs) = session();
         theirs.write_all(br#"{"return": {"a""#).await.unwrap();
         let cut =
             tokio::time::timeout(std::time::Duration::from_millis(50), qmp.read_message()).await;
@@ -173,14 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_seen_during_a_command_is_kept_and_matched_by_device() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let (read, writer) = ours.into_split();
-        let mut qmp = Qmp {
-            reader: BufReader::new(read),
-            writer,
-            events: std::collections::VecDeque::new(),
-            partial: Vec::new(),
-        };
+        let (mut qmp, mut theirs) = session();
         // QEMU sends the unplug's event before the command's reply.
         theirs
             .write_all(
