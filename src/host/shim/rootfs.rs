@@ -174,11 +174,6 @@ fn write_image(tree: &Path, image: &Path) -> io::Result<()> {
     ext4_image(image, Some(tree), &format!("{}k", size / 1024))
 }
 
-/// Where a container's image and mount point live under the shim's directory.
-pub fn container_dir(work: &Path, index: u64) -> PathBuf {
-    work.join(format!("c{index}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -152,15 +151,8 @@ impl Relay {
         }
     }
 
-    /// Waits until the process's output has all been copied (the guest closed its ends), for
-    /// at most `timeout`; what remains is dropped with the relay.
-    pub async fn drained(&mut self, timeout: Duration) {
-        let outputs = std::mem::take(&mut self.outputs);
-        let all = futures_util::future::join_all(outputs);
-        let _ = tokio::time::timeout(timeout, all).await;
-    }
-
-    /// The output copies, for a caller that waits for them without holding the relay.
+    /// The output copies, for the exit's waiter to wait for (at most a while: it aborts what
+    /// is left) without holding the relay.
     pub fn take_outputs(&mut self) -> Vec<JoinHandle<()>> {
         std::mem::take(&mut self.outputs)
     }

@@ -144,24 +144,26 @@ impl Proc {
         (s.pid, s.phase.clone())
     }
 
-    /// Records the exit (once) and wakes the waiters; false when it was recorded already.
-    fn set_exited(&self, exit_status: u32) -> bool {
+    /// Records the exit (once) and wakes the waiters; its time, or `None` when the exit was
+    /// recorded already.
+    fn set_exited(&self, exit_status: u32) -> Option<Timestamp> {
         let mut s = self.lock();
         if matches!(s.phase, Phase::Stopped { .. }) {
-            return false;
+            return None;
         }
+        let exited_at = now();
         s.phase = Phase::Stopped {
             exit_status,
-            exited_at: now(),
+            exited_at: exited_at.clone(),
         };
         s.relay = None;
         drop(s);
         self.exited.send_replace(true);
-        true
+        Some(exited_at)
     }
 }
 
-/// What a Create made, undone in reverse when a later step fails.
+/// What a Create made: undone in reverse when a later step fails, and at Delete.
 struct Made {
     dir: PathBuf,
     attached: Option<Attached>,
@@ -170,11 +172,13 @@ struct Made {
 
 impl Made {
     async fn undo(self, sb: &Sandbox, id: &str) {
-        // As at Delete: the root first (the agent keeps a container while its root is
-        // mounted), then the container's state if it was created, then its shares.
+        // The root first (the agent keeps a container while its root is mounted), then the
+        // container's state if it was created, then its shares.
         if let Some(a) = &self.attached {
             sb.detach_rootfs(a).await;
-            let _ = sb.client.delete_container_state(id).await;
+            if let Err(e) = sb.client.delete_container_state(id).await {
+                log::debug!("DeleteContainerState {id}: {e}");
+            }
         }
         for share in self.shares {
             sb.remove_share(share).await;
@@ -397,35 +401,32 @@ impl Inner {
             .filter(|pid| *pid != 0);
         let binds = super::spec::for_guest(&mut spec, &hostname, sandbox_pid)
             .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
-        let mut phases = Phases::new(&req.id);
-        let sb = self.sandbox(&spec).await?;
-        phases.done("boot");
         if !self.work_path.is_absolute() {
             return Err(status(
                 Code::INTERNAL,
                 "the shim has no directory of its own (TMPDIR not writable)",
             ));
         }
+        let mut phases = Phases::new(&req.id);
+        let sb = self.sandbox(&spec).await?;
+        phases.done("boot");
 
         let index = self
             .next_dir
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut made = Made {
-            dir: rootfs::container_dir(&self.work_path, index),
+            dir: self.work_path.join(format!("c{index}")),
             attached: None,
             shares: Vec::new(),
         };
         std::fs::create_dir_all(&made.dir)
             .map_err(|e| status(Code::INTERNAL, format!("{}: {e}", made.dir.display())))?;
-        match self
+        if let Err(e) = self
             .create_in_vm(req, &sb, spec, &binds, &mut made, &mut phases)
             .await
         {
-            Ok(()) => {}
-            Err(e) => {
-                made.undo(&sb, &req.id).await;
-                return Err(e);
-            }
+            made.undo(&sb, &req.id).await;
+            return Err(e);
         }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -476,16 +477,13 @@ impl Inner {
             .unwrap_or("rootfs");
         let root = PathBuf::from(&req.bundle).join(root_path);
         let image = made.dir.join("rootfs.ext4");
-        let built = {
-            let (mounts, root, dir, image) = (mounts, root, made.dir.clone(), image.clone());
-            tokio::task::spawn_blocking(move || rootfs::build_image(&mounts, &root, &dir, &image))
-                .await
-        };
-        match built {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(status(Code::INTERNAL, format!("container root: {e}"))),
-            Err(e) => return Err(status(Code::INTERNAL, format!("container root: {e}"))),
-        }
+        let root_error =
+            |e: &dyn std::fmt::Display| status(Code::INTERNAL, format!("container root: {e}"));
+        let (dir, target) = (made.dir.clone(), image.clone());
+        tokio::task::spawn_blocking(move || rootfs::build_image(&mounts, &root, &dir, &target))
+            .await
+            .map_err(|e| root_error(&e))?
+            .map_err(|e| root_error(&e))?;
         phases.done("rootfs");
         let attached = sb
             .attach_rootfs(&req.id, &image)
@@ -614,11 +612,7 @@ impl Inner {
             for a in aborts {
                 a.abort();
             }
-            if p.set_exited(code) {
-                let exited_at = match p.snapshot().1 {
-                    Phase::Stopped { exited_at, .. } => exited_at,
-                    _ => now(),
-                };
+            if let Some(exited_at) = p.set_exited(code) {
                 let event = TaskExit {
                     container_id: cid.clone(),
                     id: if p.exec_id.is_empty() {
@@ -648,25 +642,23 @@ impl Inner {
     }
 
     /// Removes container `c` from the VM and this machine; its init has exited or never ran.
-    async fn remove_container(&self, c: &Arc<Container>) -> TtrpcResult<()> {
-        let sb = self.sandbox.get().cloned();
-        if let Some(sb) = sb {
-            if matches!(c.init.snapshot().1, Phase::Created) {
-                let _ = sb.client.shutdown_forced(&c.id).await;
+    async fn remove_container(&self, c: &Arc<Container>) {
+        let shares = std::mem::take(&mut *c.shares.lock().unwrap_or_else(|p| p.into_inner()));
+        let made = Made {
+            dir: c.dir.clone(),
+            attached: Some(c.attached.clone()),
+            shares,
+        };
+        match self.sandbox.get() {
+            Some(sb) => {
+                if matches!(c.init.snapshot().1, Phase::Created) {
+                    let _ = sb.client.shutdown_forced(&c.id).await;
+                }
+                made.undo(sb, &c.id).await;
             }
-            // The rootfs first: the agent keeps a container's state while its root is mounted.
-            sb.detach_rootfs(&c.attached).await;
-            if let Err(e) = sb.client.delete_container_state(&c.id).await {
-                log::warn!("DeleteContainerState {}: {e}", c.id);
-            }
-            let shares = std::mem::take(&mut *c.shares.lock().unwrap_or_else(|p| p.into_inner()));
-            for share in shares {
-                sb.remove_share(share).await;
-            }
+            None => remove_dir(made.dir).await,
         }
-        remove_dir(c.dir.clone()).await;
         let _ = std::fs::remove_file(Path::new(&c.bundle).join(RECORD_FILE));
-        Ok(())
     }
 
     /// Stops the VM and lets the server exit; only when no container is left.
@@ -723,7 +715,7 @@ impl Inner {
         };
         if cancelled {
             if let Ok(c) = &created {
-                let _ = self.remove_container(c).await;
+                self.remove_container(c).await;
             }
             if self.containers().is_empty() && self.creating_is_empty() {
                 self.stop().await;
@@ -886,12 +878,12 @@ impl Inner {
                     let _ = sb.client.shutdown_forced(&c.id).await;
                 }
                 let code = 128 + req.signal;
-                if proc.set_exited(code) {
+                if let Some(exited_at) = proc.set_exited(code) {
                     let event = TaskExit {
                         container_id: c.id.clone(),
                         id: c.id.clone(),
                         exit_status: code,
-                        exited_at: Some(now()).into(),
+                        exited_at: Some(exited_at).into(),
                         ..Default::default()
                     };
                     self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
@@ -976,7 +968,7 @@ impl Inner {
                 log::debug!("deleting {} with execs still running", c.id);
             }
             let mut phases = Phases::new(&c.id);
-            self.remove_container(&c).await?;
+            self.remove_container(&c).await;
             phases.done("delete");
             self.containers().remove(&c.id);
             let event = TaskDelete {
