@@ -9,7 +9,7 @@ CARGO     ?= cargo
 
 all: build
 
-build:
+build: deps
 	$(CARGO) build --release --bin gcs --bin uvmboot --bin containerd-shim-gcs-v2
 	mkdir -p out
 	cp $(RELEASE)/gcs out/gcs

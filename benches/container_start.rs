@@ -127,7 +127,7 @@ struct Ours {
 async fn ours(cgroup_v2: bool) -> Result<Ours, String> {
     let args = ["-loglevel", "warning"];
     let agent = if cgroup_v2 {
-        Agent::sandboxed_on_cgroup_v2(&args).await
+        Agent::sandboxed_on_cgroup_v2(&args, "").await
     } else {
         Agent::sandboxed(&args).await
     };
@@ -390,6 +390,13 @@ fn main() {
         let crun_exec = reference_in_sandbox("crun-exec", cgroup_v2);
         let runc_run = reference_in_sandbox("runc-run", cgroup_v2);
         println!("== cgroup {mode} (each figure a median, each in the same kind of sandbox)");
+        if cgroup_v2 && common::memlock::raise_would_fail() {
+            println!(
+                "(root here cannot raise RLIMIT_MEMLOCK, which libcgroups insists on before it \
+                 loads a device program: every runtime of this pass runs under a seccomp filter \
+                 that makes that raise a no-op, tests/common/memlock.rs)"
+            );
+        }
         println!(
             "crun run (create+start+wait+delete), crun 1.8.1: {:.2} ms (of {runs})",
             ms(crun_run)

@@ -102,10 +102,41 @@ async fn device_cgroup_denies_by_default_as_runc() {
     let dir = tempfile::tempdir().unwrap();
     let (lo, minor) = marked_loop(dir.path());
     let agent = Agent::sandboxed_with_devices(&[], &lo.node("pmem0")).await;
+    device_cgroup_denies_by_default(&agent, minor).await;
+}
+
+/// The same on a cgroup v2 host (what the utility VM mounts), where the device cgroup is a BPF
+/// program libcgroups attaches to each container's cgroup.
+#[tokio::test]
+async fn device_cgroup_denies_by_default_on_cgroup_v2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lo, minor) = marked_loop(dir.path());
+    let agent = Agent::sandboxed_on_cgroup_v2(&[], &lo.node("pmem0")).await;
     let layer = busybox_layer(&agent);
+    // The container's cgroup is on the unified hierarchy, which it sees read-only.
+    let mut s = spec(
+        "v2-cgroup",
+        "grep ' /sys/fs/cgroup ' /proc/self/mounts | cut -d' ' -f3,4 | cut -d, -f1; sed -n 's/^0:://p' /proc/self/cgroup",
+    );
+    s["mounts"].as_array_mut().unwrap().push(json!({"destination": "/sys/fs/cgroup",
+        "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
+    let out = run(&agent, "v2-cgroup", layer, s).await.unwrap();
+    let (mounts, path) = out.trim_end().rsplit_once('\n').unwrap();
+    assert!(
+        !mounts.is_empty() && mounts.lines().all(|m| m == "cgroup2 ro"),
+        "{out}"
+    );
+    assert!(path.ends_with("/v2-cgroup"), "{out}");
+    device_cgroup_denies_by_default(&agent, minor).await;
+}
+
+/// Device `7:minor` (a loop device holding [`MARKER`], `/dev/pmem0` in the agent's /dev) is
+/// out of reach of a plain container and of a pod workload that does not list it.
+async fn device_cgroup_denies_by_default(agent: &Agent, minor: u64) {
+    let layer = busybox_layer(agent);
     // The input: the real host's spec, a node made in the container.
     let probe = format!("mknod /dev/probe b 7 {minor} && head -c 19 /dev/probe");
-    let out = run(&agent, "dev-plain", layer, spec("dev-plain", &probe))
+    let out = run(agent, "dev-plain", layer, spec("dev-plain", &probe))
         .await
         .unwrap();
     assert!(
@@ -128,7 +159,7 @@ async fn device_cgroup_denies_by_default_as_runc() {
     assert_eq!(out, "4\n2\nptmx\n");
 
     let sid = "dev-pod";
-    let sb = sandbox(&agent, sid).await;
+    let sb = sandbox(agent, sid).await;
     // A node the spec names is reachable (it gets its rule), nothing else.
     let mut w = workload(
         "dev-listed",
@@ -137,14 +168,14 @@ async fn device_cgroup_denies_by_default_as_runc() {
         &format!("head -c 19 /dev/pmem0; echo; mknod /dev/other b 7 {} 2>/dev/null; head -c 1 /dev/other 2>&1 | grep -o 'Operation not permitted'", minor + 1),
     );
     w["linux"]["devices"] = json!([{"path": "/dev/pmem0"}]);
-    let out = run(&agent, "dev-listed", layer, w).await.unwrap();
+    let out = run(agent, "dev-listed", layer, w).await.unwrap();
     assert_eq!(out, format!("{MARKER}\nOperation not permitted\n"));
     // A privileged workload opens what it likes.
     let mut w = workload("dev-priv", sid, sb.pid, &probe);
     w["annotations"]["io.microsoft.virtualmachine.lcow.privileged"] = json!("true");
-    let out = run(&agent, "dev-priv", layer, w).await.unwrap();
+    let out = run(agent, "dev-priv", layer, w).await.unwrap();
     assert_eq!(out, MARKER);
-    stop_sandbox(&agent, sid, sb).await;
+    stop_sandbox(agent, sid, sb).await;
     assert!(agent.client.failure().is_none());
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use gcs::host::BridgeClient;
 
 pub mod containerd;
+pub mod memlock;
 pub mod mutate;
 pub mod policy;
 
@@ -47,10 +48,11 @@ impl Agent {
 
     /// A sandboxed, negotiated agent whose sandbox mounts only the cgroup2 hierarchy at
     /// /sys/fs/cgroup (`GCS_SANDBOX_CGROUP=v2`): libcgroups sees a unified (v2) host even on a
-    /// hybrid machine.
-    pub async fn sandboxed_on_cgroup_v2(args: &[&str]) -> Agent {
+    /// hybrid machine. `blockdevs` as in [`Agent::sandboxed_with_devices`] ("" for none).
+    pub async fn sandboxed_on_cgroup_v2(args: &[&str], blockdevs: &str) -> Agent {
         let sandbox = Sandboxing {
             cgroup_v2: true,
+            blockdevs,
             ..Sandboxing::default()
         };
         let agent = Self::sandboxed_inner(args, sandbox, false);
@@ -213,8 +215,7 @@ impl Agent {
         }
         // Fault injection (debug builds only) for the crash tests; the agent's working
         // directory is its own, so a core it dumps lands there.
-        let child = cmd
-            .env("GCS_FAULT_INJECTION", "1")
+        cmd.env("GCS_FAULT_INJECTION", "1")
             .current_dir(dir.path())
             .arg("-vsock-uds")
             .arg(dir.path().join("vm.vsock"))
@@ -223,9 +224,8 @@ impl Agent {
                 theirs.try_clone().unwrap(),
             )))
             .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::from(log));
+        let child = spawn_in_sandbox(&mut cmd, sandboxed.is_some_and(|s| s.cgroup_v2)).unwrap();
         (child, dir, ours)
     }
 
@@ -321,6 +321,16 @@ pub fn sandbox_command(name: &str, record: &Path, cgroup_v2: bool) -> Command {
     c
 }
 
+/// Spawns a [`sandbox_command`]; on cgroup v2 where libcgroups could not raise
+/// `RLIMIT_MEMLOCK` for its device program, under [`memlock`]'s filter.
+pub fn spawn_in_sandbox(cmd: &mut Command, cgroup_v2: bool) -> std::io::Result<Child> {
+    if cgroup_v2 && memlock::raise_would_fail() {
+        memlock::spawn(cmd)
+    } else {
+        cmd.spawn()
+    }
+}
+
 /// Runs `program args` as PID 1 of a fresh sandbox (tests/sandbox.sh; `cgroup_v2`: only the
 /// cgroup2 hierarchy) with stdout captured and stderr inherited, then removes the sandbox's
 /// cgroups. Needs root.
@@ -329,17 +339,20 @@ pub fn run_sandboxed(program: &Path, args: &[&str], cgroup_v2: bool) -> std::pro
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("cgroups");
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let output = sandbox_command(
+    let mut cmd = sandbox_command(
         &format!("run-{}-{n}", std::process::id()),
         &record,
         cgroup_v2,
-    )
-    .arg(program)
-    .args(args)
-    .stdin(Stdio::null())
-    .stderr(Stdio::inherit())
-    .output()
-    .unwrap();
+    );
+    cmd.arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = spawn_in_sandbox(&mut cmd, cgroup_v2)
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
     let text = std::fs::read_to_string(&record).unwrap_or_default();
     Sandbox {
         cgroups: text.lines().map(PathBuf::from).collect(),
