@@ -5,7 +5,7 @@ TARGET    := x86_64-unknown-linux-gnu
 RELEASE   := target/$(TARGET)/release
 CARGO     ?= cargo
 
-.PHONY: all build image test-image qemu-deps run run-containerd bench-containerd bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
+.PHONY: all build orderfile image test-image qemu-deps run run-containerd bench-containerd bench-uvm bench-storage test deps fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
@@ -19,6 +19,11 @@ build: deps
 	cp $(RELEASE)/uvmboot out/uvmboot
 	cp $(RELEASE)/containerd-shim-gcs-v2 out/containerd-shim-gcs-v2
 	@ls -l out/gcs
+
+# Regenerates link/gcs.order, the order in which release builds lay out the agent's code
+# (build.rs): the agent runs under callgrind through the uvm_exec benchmark. Installs valgrind.
+orderfile: build
+	./scripts/orderfile.sh
 
 # out/initrd.img and out/rootfs.tar.gz (spec §8.4); BASE=<tarball or cpio> is merged underneath.
 image: build deps
