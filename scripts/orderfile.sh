@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates link/gcs.order, the order in which release builds lay out the agent's functions
-# (build.rs). The agent runs under callgrind (valgrind) through the uvm_exec benchmark: start,
-# NegotiateProtocol, idle, then UVM execs. The functions executed up to the NegotiateProtocol
-# answer come first, then those executed after it; callgrind names them as the binary does
-# (mangled), and the order keeps them without their build-specific parts (link/order-wrapper).
-# The benchmark's own figures are meaningless under valgrind and are discarded.
-# usage: scripts/orderfile.sh   (make orderfile; needs valgrind)
+# (build.rs). The agent runs under callgrind (valgrind) in two benchmarks (GCS_TEST_WRAPPER):
+# uvm_exec (start, NegotiateProtocol, idle, UVM execs), then container_start (container
+# lifecycles and execs, in a sandbox on cgroup v2 and v1). The order is the functions run up to
+# the first NegotiateProtocol answer, then those run after it, then the containers' others;
+# callgrind names them as the binary does (mangled), and the order keeps them without their
+# build-specific parts (link/order-wrapper). The benchmarks' own figures are meaningless under
+# valgrind and are discarded. Root (the container benchmark), crun and runc installed.
+# usage: scripts/orderfile.sh   (make orderfile; installs valgrind if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || {
@@ -13,27 +15,30 @@ command -v valgrind >/dev/null || {
     apt-get update -q && apt-get install -y -q --no-install-recommends valgrind
 }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-gcs=$PWD/target/x86_64-unknown-linux-gnu/release/gcs
-# The agent exits when its bridge closes, which is when callgrind writes its last part; a
-# background job's stdin would be /dev/null without the explicit redirection.
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+# The agent's own last part is written when it exits (its bridge closed), which a sandboxed
+# agent may not do (its sandbox ends with SIGKILL): callgrind also writes a part every 10^6 basic
+# blocks.
+# Each agent's parts are named by a serial of its own (a sandboxed agent's pid is its sandbox's).
 cat > "$work/agent.sh" <<WRAP
 #!/bin/bash
 exec 3<&0
-valgrind -q --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \\
-    --dump-after='*9negotiate6handle*' --callgrind-out-file="$work/cg.%p" "$gcs" "\$@" <&3 &
-echo \$! >> "$work/pids"
-wait
+export GCS_PROFILE_RUN=\$(date +%s%N)
+echo "\$GCS_PROFILE_RUN" >> "$work/runs"
+exec valgrind -q --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \\
+    --dump-after='*9negotiate6handle*' --dump-every-bb=1000000 \\
+    --callgrind-out-file="$work/cg.%q{GCS_PROFILE_RUN}" "\$@" <&3
 WRAP
 chmod +x "$work/agent.sh"
-GCS_TEST_BINARY=$work/agent.sh cargo bench --bench uvm_exec >/dev/null
-# Each agent ends once the benchmark has gone; callgrind then writes its last part.
-while read -r pid; do
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
-done < "$work/pids"
-part1=$(ls "$work"/cg.*.1)
-final=${part1%.1}
-# Without their build-specific parts (link/order-wrapper), first use first.
-cat "$part1" "$final" | sed -n 's/^fn=//p' | grep -v '^0x' | link/order-wrapper --normalize \
-    | awk '!seen[$0]++' > link/gcs.order
+export GCS_TEST_WRAPPER=$work/agent.sh
+# A benchmark's end closes its agent's bridge; the agent exits and callgrind writes its last part.
+cargo bench --bench uvm_exec
+GCS_BENCH_RUNS=10 cargo bench --bench container_start
+while pgrep -f "callgrind-out-file=$work/" >/dev/null; do sleep 0.2; done
+# Agent by agent in the order they started, each one's parts in the order written.
+while read -r run; do
+    ls "$work" | grep -E "^cg\.$run\.[0-9]+$" | sort -t. -k3,3n | sed "s|^|$work/|"
+    [ -e "$work/cg.$run" ] && echo "$work/cg.$run"
+done < "$work/runs" | xargs cat | sed -n 's/^fn=//p' | grep -v '^0x' \
+    | link/order-wrapper --normalize | awk '!seen[$0]++' > link/gcs.order
 echo "link/gcs.order: $(wc -l < link/gcs.order) functions"

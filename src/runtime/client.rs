@@ -24,6 +24,12 @@ pub struct RuntimeClient {
     state_root: PathBuf,
     reaper: Arc<Reaper>,
     helper: Mutex<Option<Helper>>,
+    /// The agent's own executable (`/proc/self/exe`, O_PATH), opened when the client is made;
+    /// the helper is exec'd through it, so it is this very binary even if the file at the
+    /// agent's path is replaced meanwhile (or, under valgrind, which answers an open of
+    /// `/proc/self/exe` with the client's file, the agent rather than valgrind). `None` if it
+    /// could not be opened: `/proc/self/exe` then.
+    exe: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for RuntimeClient {
@@ -36,7 +42,18 @@ impl std::fmt::Debug for RuntimeClient {
 
 impl RuntimeClient {
     pub fn new(state_root: PathBuf, reaper: Arc<Reaper>) -> Self {
+        let exe = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open("/proc/self/exe")
+        }
+        .map(OwnedFd::from)
+        .map_err(|e| warn!(error = %e, "cannot open /proc/self/exe; the helper is exec'd by path"))
+        .ok();
         Self {
+            exe,
             state_root,
             reaper,
             helper: Mutex::new(None),
@@ -51,8 +68,12 @@ impl RuntimeClient {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(std::io::Error::from)?;
-        let exe = std::ffi::CString::new("/proc/self/exe")
-            .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let path = self.exe.as_ref().map_or_else(
+            || "/proc/self/exe".to_owned(),
+            |fd| format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        );
+        let exe =
+            std::ffi::CString::new(path).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         let argv = [
             HELPER_NAME.to_string(),
             self.state_root.to_string_lossy().into_owned(),

@@ -138,7 +138,14 @@ impl Agent {
                 std::fs::read_to_string(format!("/proc/{}/task/{0}/children", agent.child.id()))
                     .unwrap_or_default();
             if let Some(pid) = children.split_whitespace().next() {
-                if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == gcs) {
+                // Under a GCS_TEST_WRAPPER, whatever replaced the sandbox's own shell
+                // (tests/sandbox.sh's `sh -c`) runs the agent.
+                let running = |exe: PathBuf| {
+                    exe == gcs
+                        || (test_wrapper().is_some()
+                            && std::fs::canonicalize("/bin/sh").is_ok_and(|sh| exe != sh))
+                };
+                if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(running) {
                     ready = true;
                     break;
                 }
@@ -200,6 +207,9 @@ impl Agent {
                     &record,
                     sandbox.cgroup_v2,
                 );
+                if let Some(wrapper) = test_wrapper() {
+                    c.arg(wrapper);
+                }
                 c.arg(GCS).env("GCS_SANDBOX_BLOCKDEVS", sandbox.blockdevs);
                 if sandbox.net {
                     c.env("GCS_SANDBOX_NET", "1");
@@ -208,7 +218,17 @@ impl Agent {
             }
             // GCS_TEST_BINARY runs the unsandboxed tests against another build (the release
             // binary in out/, for the memory figures of tests/robustness.rs).
-            None => Command::new(std::env::var("GCS_TEST_BINARY").unwrap_or_else(|_| GCS.into())),
+            None => {
+                let binary = std::env::var("GCS_TEST_BINARY").unwrap_or_else(|_| GCS.into());
+                match test_wrapper() {
+                    Some(wrapper) => {
+                        let mut c = Command::new(wrapper);
+                        c.arg(binary);
+                        c
+                    }
+                    None => Command::new(binary),
+                }
+            }
         };
         if !over_vsock {
             cmd.arg("-use-inouterr");
@@ -296,6 +316,14 @@ impl Drop for Agent {
             sandbox.remove_cgroups();
         }
     }
+}
+
+/// `GCS_TEST_WRAPPER`: a program every agent the harness starts runs under, given the agent's
+/// path and arguments (scripts/orderfile.sh profiles the agent with it).
+fn test_wrapper() -> Option<String> {
+    std::env::var("GCS_TEST_WRAPPER")
+        .ok()
+        .filter(|w| !w.is_empty())
 }
 
 /// How tests/sandbox.sh isolates an agent.
