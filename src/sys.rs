@@ -254,13 +254,9 @@ fn posix_spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         setup(libc::posix_spawnattr_setsigmask(&mut spawn.attr, &empty))?;
-        // Rust ignores SIGPIPE in its own processes; an ignored disposition survives exec.
-        let mut default: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut default);
-        libc::sigaddset(&mut default, libc::SIGPIPE);
         setup(libc::posix_spawnattr_setsigdefault(
             &mut spawn.attr,
-            &default,
+            spawn_signal_defaults(),
         ))?;
         let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
         setup(libc::posix_spawnattr_setflags(
@@ -308,6 +304,40 @@ fn posix_spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32
         SpawnStage::Exec
     };
     Err((stage, errno, None))
+}
+
+/// The signals a spawned child starts with at their default action (`POSIX_SPAWN_SETSIGDEF`):
+/// every signal but those the agent ignores, and SIGPIPE, which Rust ignores in its own
+/// processes (an ignored disposition survives exec). Worked out once, at the first spawn.
+///
+/// The result is what glibc's child would reach on its own (it resets every handled signal and
+/// keeps ignored ones), but a signal named here costs the child one `rt_sigaction` instead of
+/// a query and a set: the parent waits for 65 system calls fewer per spawn (glibc 2.36,
+/// `spawni.c`).
+fn spawn_signal_defaults() -> &'static libc::sigset_t {
+    struct Set(libc::sigset_t);
+    static SET: std::sync::OnceLock<Set> = std::sync::OnceLock::new();
+    &SET.get_or_init(|| Set(signals_not_ignored())).0
+}
+
+/// Every signal (glibc's internal ones aside) but those ignored now, SIGPIPE excepted.
+fn signals_not_ignored() -> libc::sigset_t {
+    // SAFETY: `set` and `old` are valid, writable values on this frame; sigfillset leaves out
+    // glibc's internal signals; a null new action only reads the current one.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for sig in 1..=libc::SIGRTMAX() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if sig != libc::SIGPIPE
+                && libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                libc::sigdelset(&mut set, sig);
+            }
+        }
+        set
+    }
 }
 
 /// A NULL-terminated array of pointers into `strings`, for `execve`-style calls.
@@ -785,6 +815,57 @@ pub fn fault() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(set: &libc::sigset_t, sig: libc::c_int) -> bool {
+        // SAFETY: `set` is an initialised sigset_t.
+        unsafe { libc::sigismember(set, sig) == 1 }
+    }
+
+    #[test]
+    fn spawned_children_keep_ignored_signals_and_reset_the_rest() {
+        // SIGPIPE (ignored by Rust) goes back to its default; SIGTERM, handled or not, too.
+        let set = signals_not_ignored();
+        assert!(member(&set, libc::SIGPIPE));
+        assert!(member(&set, libc::SIGTERM));
+        assert!(member(&set, libc::SIGRTMAX()));
+        // A signal the agent ignores stays ignored in its children, as with fork+exec.
+        // SAFETY: SIGWINCH's default action is to ignore it; nothing in this test binary
+        // handles it, so setting and restoring its disposition changes nothing else.
+        let previous = unsafe { libc::signal(libc::SIGWINCH, libc::SIG_IGN) };
+        let set = signals_not_ignored();
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGWINCH, previous) };
+        assert!(!member(&set, libc::SIGWINCH));
+        assert!(member(&set, libc::SIGPIPE));
+    }
+
+    #[test]
+    fn a_spawned_child_starts_with_nothing_blocked_and_sigpipe_at_default() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let cstr = |s: &str| std::ffi::CString::new(s).unwrap();
+        let request = SpawnRequest {
+            program: cstr("/bin/sh"),
+            argv: ["sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status"]
+                .map(cstr)
+                .to_vec(),
+            envp: Vec::new(),
+            cwd: None,
+            stdio: [None, Some(write.as_raw_fd()), None],
+            controlling_tty: false,
+        };
+        let pid = spawn(&request).unwrap();
+        drop(write);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let mask = |field: &str| {
+            let line = out.lines().find(|l| l.starts_with(field)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{out}");
+        let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+        assert_eq!(mask("SigIgn:") & sigpipe, 0, "{out}");
+    }
 
     #[test]
     fn thread_count_reads_proc() {

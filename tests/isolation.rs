@@ -146,7 +146,7 @@ async fn device_cgroup_denies_by_default(agent: &Agent, minor: u64) {
     assert!(out.contains("Operation not permitted"), "{out}");
     // runc's default nodes stay usable.
     let out = run(
-        &agent,
+        agent,
         "dev-default",
         layer,
         spec(
