@@ -119,6 +119,7 @@ struct Ours {
     create_to_exit: Duration,
     exec: Duration,
     agent_rss: [u64; 3],
+    agent_rss_idle: [u64; 3],
     helper_rss: [u64; 3],
 }
 
@@ -224,6 +225,9 @@ async fn ours(cgroup_v2: bool) -> Result<Ours, String> {
     }
     let agent_pid = agent.agent_pid();
     let agent_rss = rss(agent_pid);
+    // The bridge gives the heap's free memory back after 1 s with no request in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let agent_rss_idle = rss(agent_pid);
     // The helper is the agent's child (forked from whichever worker thread started it).
     let parent_of = |p: u32| {
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
@@ -248,6 +252,7 @@ async fn ours(cgroup_v2: bool) -> Result<Ours, String> {
         create_to_exit: median(to_exit),
         exec: median(exec_samples),
         agent_rss,
+        agent_rss_idle,
         helper_rss,
     })
 }
@@ -439,6 +444,10 @@ fn main() {
             runs + 1,
             execs + 1,
             rss_text(ours.agent_rss)
+        );
+        println!(
+            "agent RSS 1500 ms later, idle: {}",
+            rss_text(ours.agent_rss_idle)
         );
         println!("runtime helper RSS: {}", rss_text(ours.helper_rss));
     }
