@@ -4,9 +4,10 @@
 # uvm_exec (start, NegotiateProtocol, idle, UVM execs), then container_start (container
 # lifecycles and execs, in a sandbox on cgroup v2 and v1). The order is the functions run up to
 # the first NegotiateProtocol answer, then those run after it, then the containers' others;
-# callgrind names them as the binary does (mangled), and the order keeps them without their
-# build-specific parts (link/order-wrapper). The benchmarks' own figures are meaningless under
-# valgrind and are discarded. Root (the container benchmark), crun and runc installed.
+# callgrind names them as the binary does (mangled); the benchmarks run the release build that
+# `make build` makes, so those are the shipped binary's names (link/order-wrapper maps them to
+# another build's). The benchmarks' own figures are meaningless under valgrind and discarded.
+# Root (the container benchmark), crun and runc installed.
 # usage: scripts/orderfile.sh   (make orderfile; installs valgrind if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,13 +33,13 @@ WRAP
 chmod +x "$work/agent.sh"
 export GCS_TEST_WRAPPER=$work/agent.sh
 # A benchmark's end closes its agent's bridge; the agent exits and callgrind writes its last part.
-cargo bench --bench uvm_exec
-GCS_BENCH_RUNS=10 cargo bench --bench container_start
+cargo bench --profile release --bench uvm_exec
+GCS_BENCH_RUNS=10 cargo bench --profile release --bench container_start
 while pgrep -f "callgrind-out-file=$work/" >/dev/null; do sleep 0.2; done
 # Agent by agent in the order they started, each one's parts in the order written.
 while read -r run; do
     ls "$work" | grep -E "^cg\.$run\.[0-9]+$" | sort -t. -k3,3n | sed "s|^|$work/|"
     [ -e "$work/cg.$run" ] && echo "$work/cg.$run"
-done < "$work/runs" | xargs cat | sed -n 's/^fn=//p' | grep -v '^0x' \
-    | link/order-wrapper --normalize | awk '!seen[$0]++' > link/gcs.order
+done < "$work/runs" | xargs cat | sed -n 's/^fn=//p' | grep -v '^0x' | awk '!seen[$0]++' \
+    > link/gcs.order
 echo "link/gcs.order: $(wc -l < link/gcs.order) functions"
