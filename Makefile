@@ -42,7 +42,7 @@ run-containerd: test-image
 # `ctr run --rm busybox true` through this runtime (a TCG VM per container) against containerd's
 # runc shim in the same run, and where the time goes (issue 18). Root.
 bench-containerd: deps test-image
-	$(CARGO) bench --profile release --bench containerd
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench containerd
 
 # A test initrd: the image plus the kernel modules QEMU's virtio devices need and busybox.
 test-image: build deps qemu-deps
@@ -96,18 +96,18 @@ bench: deps build test-image
 	command -v crun >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q crun)
 	command -v runc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc)
 	command -v veritysetup >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q cryptsetup-bin)
-	$(CARGO) bench --profile release --bench bridge_rtt
-	$(CARGO) bench --profile release --bench container_start
-	$(CARGO) bench --profile release --bench uvm_exec
-	$(CARGO) bench --profile release --bench policy
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench bridge_rtt
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench container_start
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench uvm_exec
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench policy
 
 # The utility VM under TCG: boot milestones, container start, guest RSS, image sizes.
 bench-uvm: image test-image
-	$(CARGO) bench --profile release --bench uvm_boot
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench uvm_boot
 
 # Storage requests: a loop-device VPMem layer on this machine and SCSI hot-add in QEMU. Root.
 bench-storage: test-image
-	$(CARGO) bench --profile release --bench storage
+	GCS_TEST_BINARY=$(CURDIR)/out/gcs $(CARGO) bench --bench storage
 
 clean:
 	rm -rf out

@@ -4,11 +4,11 @@
 # uvm_exec (start, NegotiateProtocol, idle, UVM execs), then container_start (container
 # lifecycles and execs, in a sandbox on cgroup v2 and v1). The order is the functions run up to
 # the first NegotiateProtocol answer, then those run after it, then the containers' others;
-# callgrind names them as the binary does (mangled); the benchmarks run the release build that
-# `make build` makes, so those are the shipped binary's names (link/order-wrapper maps them to
-# another build's). The benchmarks' own figures are meaningless under valgrind and discarded.
+# callgrind names them as the binary does (mangled); the benchmarks run out/gcs, the build that
+# `make build` makes (GCS_TEST_BINARY), so those are the shipped binary's names
+# (link/order-wrapper maps them to another build's). The benchmarks' own figures are meaningless under valgrind and discarded.
 # Root (the container benchmark), crun and runc installed.
-# usage: scripts/orderfile.sh   (make orderfile; installs valgrind if missing)
+# usage: scripts/orderfile.sh   (make orderfile, after make build; installs valgrind if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || {
@@ -31,10 +31,10 @@ exec valgrind -q --tool=callgrind --demangle=no --compress-strings=no --compress
     --callgrind-out-file="$work/cg.%q{GCS_PROFILE_RUN}" "\$@" <&3
 WRAP
 chmod +x "$work/agent.sh"
-export GCS_TEST_WRAPPER=$work/agent.sh
+export GCS_TEST_WRAPPER=$work/agent.sh GCS_TEST_BINARY=$PWD/out/gcs
 # A benchmark's end closes its agent's bridge; the agent exits and callgrind writes its last part.
-cargo bench --profile release --bench uvm_exec
-GCS_BENCH_RUNS=10 cargo bench --profile release --bench container_start
+cargo bench --bench uvm_exec
+GCS_BENCH_RUNS=10 cargo bench --bench container_start
 while pgrep -f "callgrind-out-file=$work/" >/dev/null; do sleep 0.2; done
 # Agent by agent in the order they started, each one's parts in the order written.
 while read -r run; do

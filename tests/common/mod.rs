@@ -131,7 +131,7 @@ impl Agent {
         let record = agent.dir.path().join("cgroups");
         // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
         // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
-        let gcs = std::fs::canonicalize(GCS).unwrap();
+        let gcs = std::fs::canonicalize(agent_binary()).unwrap();
         let mut ready = false;
         for _ in 0..1000 {
             let children =
@@ -210,16 +210,15 @@ impl Agent {
                 if let Some(wrapper) = test_wrapper() {
                     c.arg(wrapper);
                 }
-                c.arg(GCS).env("GCS_SANDBOX_BLOCKDEVS", sandbox.blockdevs);
+                c.arg(agent_binary())
+                    .env("GCS_SANDBOX_BLOCKDEVS", sandbox.blockdevs);
                 if sandbox.net {
                     c.env("GCS_SANDBOX_NET", "1");
                 }
                 c
             }
-            // GCS_TEST_BINARY runs the unsandboxed tests against another build (the release
-            // binary in out/, for the memory figures of tests/robustness.rs).
             None => {
-                let binary = std::env::var("GCS_TEST_BINARY").unwrap_or_else(|_| GCS.into());
+                let binary = agent_binary();
                 match test_wrapper() {
                     Some(wrapper) => {
                         let mut c = Command::new(wrapper);
@@ -316,6 +315,16 @@ impl Drop for Agent {
             sandbox.remove_cgroups();
         }
     }
+}
+
+/// The agent binary the harness runs: `GCS_TEST_BINARY` (the release build in out/, which
+/// `make bench` and tests/robustness.rs's memory figures measure: the shipped binary, with
+/// the code layout of `link/gcs.order` resolved for it), else this build's `gcs`.
+pub fn agent_binary() -> String {
+    std::env::var("GCS_TEST_BINARY")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| GCS.into())
 }
 
 /// `GCS_TEST_WRAPPER`: a program every agent the harness starts runs under, given the agent's
