@@ -21,7 +21,8 @@ build: deps
 	@ls -l out/gcs
 
 # Regenerates link/gcs.order, the order in which release builds lay out the agent's code
-# (build.rs): the agent runs under callgrind through the uvm_exec benchmark. Installs valgrind.
+# (build.rs): out/gcs runs under callgrind through the uvm_exec and container_start benchmarks.
+# Root; installs valgrind.
 orderfile: build
 	./scripts/orderfile.sh
 

@@ -1,11 +1,11 @@
 //! Release builds lay out the agent's code in the order of `link/gcs.order` (lld's
 //! `--symbol-ordering-file`, through gcc's `-wrapper` `link/order-wrapper`, which maps the
-//! order's build-independent names to this build's symbols): the functions an agent runs from
-//! its start to an idle, negotiated bridge come first, then those of UVM execs, so that the
-//! pages they occupy are few and adjacent. The rest of the 7 MB of code (the runtime helper's
-//! libcontainer, the policy engine, storage, networking) follows and stays out of an idle
-//! agent's resident memory (issue 17; README, "Performance"). `make orderfile` regenerates the
-//! order; names a build no longer has are skipped, so a stale order only weakens the effect.
+//! order's names to this build's symbols): the functions an agent runs from its start to an
+//! idle, negotiated bridge come first, then those of UVM execs, then those of container
+//! lifecycles and execs, so that the pages they occupy are few and adjacent. The rest of the
+//! 7 MB of code (the runtime helper's libcontainer, the policy engine, storage, networking)
+//! follows and stays out of the agent's resident memory (issue 17; README, "Performance").
+//! `make orderfile` regenerates the order; a stale order only weakens the effect.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

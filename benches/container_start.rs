@@ -262,22 +262,15 @@ async fn ours(cgroup_v2: bool) -> Result<Ours, String> {
 /// needs CAP_SYS_RESOURCE when the hard limit is lower; some container hosts withhold that
 /// capability even from root. A utility VM's agent has it.
 fn v2_hint() -> String {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let memlock = limits
-        .lines()
-        .find(|l| l.starts_with("Max locked memory"))
-        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_sys_resource = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 24) != 0);
     format!(
-        "libcgroups raises RLIMIT_MEMLOCK to 128 MiB for its device program; here the limit \
-         is {memlock} (soft hard units) and CAP_SYS_RESOURCE is {}",
-        if cap_sys_resource { "held" } else { "missing" }
+        "libcgroups raises RLIMIT_MEMLOCK to 128 MiB for its device program; here the hard \
+         limit is {} bytes and CAP_SYS_RESOURCE is {}",
+        common::memlock::memlock_hard_limit(),
+        if common::memlock::has_cap_sys_resource() {
+            "held"
+        } else {
+            "missing"
+        }
     )
 }
 

@@ -6,7 +6,8 @@
 # the first NegotiateProtocol answer, then those run after it, then the containers' others;
 # callgrind names them as the binary does (mangled); the benchmarks run out/gcs, the build that
 # `make build` makes (GCS_TEST_BINARY), so those are the shipped binary's names
-# (link/order-wrapper maps them to another build's). The benchmarks' own figures are meaningless under valgrind and discarded.
+# (link/order-wrapper maps them to another build's). The benchmarks' own figures are
+# meaningless under valgrind and discarded.
 # Root (the container benchmark), crun and runc installed.
 # usage: scripts/orderfile.sh   (make orderfile, after make build; installs valgrind if missing)
 set -euo pipefail

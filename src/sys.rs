@@ -312,7 +312,7 @@ fn posix_spawn(req: &SpawnRequest) -> Result<i32, (SpawnStage, Errno, Option<i32
 ///
 /// The result is what glibc's child would reach on its own (it resets every handled signal and
 /// keeps ignored ones), but a signal named here costs the child one `rt_sigaction` instead of
-/// a query and a set: the parent waits for 65 system calls fewer per spawn (glibc 2.36,
+/// a query and a set: the parent waits for about 64 system calls fewer per spawn (glibc 2.36,
 /// `spawni.c`).
 fn spawn_signal_defaults() -> &'static libc::sigset_t {
     struct Set(libc::sigset_t);

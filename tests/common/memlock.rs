@@ -24,17 +24,25 @@ const LIBCGROUPS_MEMLOCK: u64 = 128 << 20;
 /// `CAP_SYS_RESOURCE`'s bit in `CapEff` (capability.h).
 const CAP_SYS_RESOURCE: u32 = 24;
 
-/// Whether this process could not raise `RLIMIT_MEMLOCK` to what libcgroups asks for.
-pub fn raise_would_fail() -> bool {
+/// Whether this process holds `CAP_SYS_RESOURCE` (its effective set, /proc/self/status).
+pub fn has_cap_sys_resource() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let has_cap = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0);
-    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
-        .map_or(0, |(_, hard)| hard);
-    !has_cap && hard < LIBCGROUPS_MEMLOCK
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// `RLIMIT_MEMLOCK`'s hard limit, in bytes (0 if it cannot be read).
+pub fn memlock_hard_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+        .map_or(0, |(_, hard)| hard)
+}
+
+/// Whether this process could not raise `RLIMIT_MEMLOCK` to what libcgroups asks for.
+pub fn raise_would_fail() -> bool {
+    !has_cap_sys_resource() && memlock_hard_limit() < LIBCGROUPS_MEMLOCK
 }
 
 /// The filter: `prlimit64(_, RLIMIT_MEMLOCK, new != NULL, _)` and

@@ -132,20 +132,17 @@ impl Agent {
         // Only once the sandbox's PID 1 is the agent itself are its private /run and cgroupfs
         // mounted; before that, paths under /proc/<pid>/root would reach this machine's own.
         let gcs = std::fs::canonicalize(agent_binary()).unwrap();
+        // Under a GCS_TEST_WRAPPER, whatever replaced the sandbox's own shell
+        // (tests/sandbox.sh's `sh -c`) runs the agent.
+        let shell = test_wrapper().and_then(|_| std::fs::canonicalize("/bin/sh").ok());
+        let running = |exe: PathBuf| exe == gcs || shell.as_ref().is_some_and(|sh| exe != *sh);
         let mut ready = false;
         for _ in 0..1000 {
             let children =
                 std::fs::read_to_string(format!("/proc/{}/task/{0}/children", agent.child.id()))
                     .unwrap_or_default();
             if let Some(pid) = children.split_whitespace().next() {
-                // Under a GCS_TEST_WRAPPER, whatever replaced the sandbox's own shell
-                // (tests/sandbox.sh's `sh -c`) runs the agent.
-                let running = |exe: PathBuf| {
-                    exe == gcs
-                        || (test_wrapper().is_some()
-                            && std::fs::canonicalize("/bin/sh").is_ok_and(|sh| exe != sh))
-                };
-                if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(running) {
+                if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(&running) {
                     ready = true;
                     break;
                 }
@@ -207,10 +204,7 @@ impl Agent {
                     &record,
                     sandbox.cgroup_v2,
                 );
-                if let Some(wrapper) = test_wrapper() {
-                    c.arg(wrapper);
-                }
-                c.arg(agent_binary())
+                c.args(agent_command())
                     .env("GCS_SANDBOX_BLOCKDEVS", sandbox.blockdevs);
                 if sandbox.net {
                     c.env("GCS_SANDBOX_NET", "1");
@@ -218,15 +212,12 @@ impl Agent {
                 c
             }
             None => {
-                let binary = agent_binary();
-                match test_wrapper() {
-                    Some(wrapper) => {
-                        let mut c = Command::new(wrapper);
-                        c.arg(binary);
-                        c
-                    }
-                    None => Command::new(binary),
-                }
+                let [program, args @ ..] = &agent_command()[..] else {
+                    unreachable!("agent_command names at least the agent")
+                };
+                let mut c = Command::new(program);
+                c.args(args);
+                c
             }
         };
         if !over_vsock {
@@ -333,6 +324,11 @@ fn test_wrapper() -> Option<String> {
     std::env::var("GCS_TEST_WRAPPER")
         .ok()
         .filter(|w| !w.is_empty())
+}
+
+/// What starts an agent, before its own arguments: the wrapper if any, then the binary.
+fn agent_command() -> Vec<String> {
+    test_wrapper().into_iter().chain([agent_binary()]).collect()
 }
 
 /// How tests/sandbox.sh isolates an agent.
