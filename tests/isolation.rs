@@ -221,6 +221,31 @@ async fn seccomp_profiles_are_enforced_for_init_and_exec() {
     assert_eq!(out.stdout, "Seccomp:\t2\nOperation not permitted\n");
     common::kill_and_destroy(&agent, id, init).await;
 
+    // The same id again, with another profile: an exec gets the new container's profile, not
+    // one the runtime kept from the first (the helper keeps each container's profile).
+    let mut s = spec(id, "exec sleep 1000");
+    s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["rmdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]});
+    common::create_container(&agent, id, layer, s)
+        .await
+        .unwrap();
+    let init = common::start_process(&agent, id, None, false)
+        .await
+        .unwrap();
+    let mut p = spec(
+        id,
+        "mkdir /y && echo made; rmdir /y 2>&1 | sed 's/.*: //'",
+    )["process"]
+        .clone();
+    p["terminal"] = json!(false);
+    let out = common::start_process(&agent, id, Some(p), false)
+        .await
+        .unwrap()
+        .finish(&agent, id)
+        .await;
+    assert_eq!(out.stdout, "made\nOperation not permitted\n");
+    common::kill_and_destroy(&agent, id, init).await;
+
     // A profile that cannot be loaded fails the Create, clearly.
     let bad = "seccomp-bad";
     let mut s = spec(bad, "true");

@@ -890,6 +890,11 @@ impl Guest {
             .launch(terminal, |stdio, console_socket| HelperRequest::Exec {
                 id: c.id.clone(),
                 process: file.to_path_buf(),
+                cwd: process
+                    .get("cwd")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 stdio,
                 console_socket,
             })

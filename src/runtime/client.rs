@@ -17,6 +17,10 @@ use crate::reaper::Reaper;
 struct Helper {
     sock: AsyncFd<OwnedFd>,
     pid: i32,
+    /// Where responses are received, [`MAX_MESSAGE`] bytes, kept for the helper's life: one
+    /// allocation of that size per call is an mmap and munmap each (it is above the
+    /// allocator's mmap threshold). Only the pages a response touches become resident.
+    buf: Vec<u8>,
 }
 
 /// Connection to the runtime helper; requests are serialised.
@@ -109,6 +113,7 @@ impl RuntimeClient {
         Ok(Helper {
             sock: crate::sys::register_async_fd(ours)?,
             pid,
+            buf: vec![0u8; MAX_MESSAGE],
         })
     }
 
@@ -125,7 +130,7 @@ impl RuntimeClient {
             *guard = Some(self.start_helper()?);
         }
         let started = std::time::Instant::now();
-        let result = match guard.as_ref() {
+        let result = match guard.as_mut() {
             Some(helper) => exchange(helper, &payload, &fds).await,
             None => Err(RuntimeError::Protocol("no helper".into())),
         };
@@ -152,7 +157,7 @@ impl RuntimeClient {
 }
 
 async fn exchange(
-    helper: &Helper,
+    helper: &mut Helper,
     payload: &[u8],
     fds: &[OwnedFd],
 ) -> Result<HelperResponse, RuntimeError> {
@@ -168,11 +173,11 @@ async fn exchange(
             Err(_would_block) => continue,
         }
     }
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    let Helper { sock, buf, .. } = helper;
     let n = loop {
-        let mut guard = helper.sock.readable().await?;
+        let mut guard = sock.readable().await?;
         match guard.try_io(|s| {
-            channel::recv(s.get_ref().as_raw_fd(), &mut buf).map_err(std::io::Error::from)
+            channel::recv(s.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from)
         }) {
             Ok(Ok(Some((n, _)))) => break n,
             Ok(Ok(None)) => return Err(RuntimeError::Protocol("runtime helper exited".into())),

@@ -53,6 +53,7 @@ pub fn main(args: &[String]) -> ExitCode {
     // libcontainer changes directory temporarily and needs a cwd that exists meanwhile.
     let _ = std::env::set_current_dir(&root);
     warm_up();
+    let mut state = State::new(root);
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, fds) = match channel::recv(sock.as_raw_fd(), &mut buf) {
@@ -65,7 +66,7 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         };
         let response = match serde_json::from_slice::<HelperRequest>(&buf[..n]) {
-            Ok(request) => handle(&root, request, fds),
+            Ok(request) => state.handle(request, fds),
             Err(e) => error(RuntimeErrorKind::Other, format!("bad request: {e}")),
         };
         if let Err(e) = send_response(sock.as_raw_fd(), &response) {
@@ -199,20 +200,11 @@ fn clean_message(text: &str) -> String {
         .to_string()
 }
 
-/// runc's check of an exec's `cwd`, made before libcontainer is asked (it would report a
-/// missing directory only as "failed to unix syscall"): the path is resolved inside the
-/// container's root (`/proc/<init>/root`, its mount namespace included) without leaving it.
-fn check_exec_cwd(container: &Container, process: &Path) -> Result<(), HelperResponse> {
-    let text = std::fs::read(process).map_err(|e| {
-        error(
-            RuntimeErrorKind::Other,
-            format!("read {}: {e}", process.display()),
-        )
-    })?;
-    let cwd: String = serde_json::from_slice::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|p| p.get("cwd").and_then(|c| c.as_str()).map(str::to_string))
-        .unwrap_or_default();
+/// runc's check of an exec's `cwd` (its process.json's, sent along with the request), made
+/// before libcontainer is asked (it would report a missing directory only as "failed to unix
+/// syscall"): the path is resolved inside the container's root (`/proc/<init>/root`, its mount
+/// namespace included) without leaving it.
+fn check_exec_cwd(container: &Container, cwd: &str) -> Result<(), HelperResponse> {
     if cwd.is_empty() {
         return Ok(());
     }
@@ -243,7 +235,7 @@ fn check_exec_cwd(container: &Container, process: &Path) -> Result<(), HelperRes
         return Ok(());
     };
     let root = pathrs::Root::from_fd(std::os::fd::OwnedFd::from(dir));
-    match root.resolve(&cwd) {
+    match root.resolve(cwd) {
         Ok(handle) => {
             // An fstat of the O_PATH handle (a reopen would go through /proc).
             let is_dir = nix::sys::stat::fstat(handle.as_fd().as_raw_fd())
@@ -332,15 +324,58 @@ fn container_spec(
     })
 }
 
-/// The `linux.seccomp` of a created container's own config.json.
-fn container_seccomp(
-    container: &Container,
-) -> Result<Option<libcontainer::oci_spec::runtime::LinuxSeccomp>, HelperResponse> {
-    let spec = container_spec(container)?;
-    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+type Seccomp = Option<libcontainer::oci_spec::runtime::LinuxSeccomp>;
+
+/// Containers whose seccomp profile the helper keeps at most (each is a few KiB; a host that
+/// creates more without deleting them only costs re-reads).
+const SECCOMP_CACHE_LIMIT: usize = 256;
+
+/// What the helper keeps between requests. Nothing here is needed for correctness: a restarted
+/// helper starts empty and reads what it needs again.
+struct State {
+    root: PathBuf,
+    /// Each container's `linux.seccomp`, read from its config.json at its first exec (which
+    /// every exec's process gets, as runc's exec does); config.json does not change after
+    /// Create. Dropped by Delete and by a Create of the same id.
+    seccomp: std::collections::HashMap<String, Seccomp>,
 }
 
-fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
+impl State {
+    fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            seccomp: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The `linux.seccomp` of a created container's own config.json.
+    fn container_seccomp(&mut self, container: &Container) -> Result<Seccomp, HelperResponse> {
+        let id = container.id();
+        if let Some(profile) = self.seccomp.get(id) {
+            return Ok(profile.clone());
+        }
+        let spec = container_spec(container)?;
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if self.seccomp.len() >= SECCOMP_CACHE_LIMIT {
+            self.seccomp.clear();
+        }
+        self.seccomp.insert(id.to_string(), profile.clone());
+        Ok(profile)
+    }
+
+    fn handle(&mut self, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
+        match &request {
+            HelperRequest::Create { id, .. } | HelperRequest::Delete { id } => {
+                self.seccomp.remove(id);
+            }
+            _ => {}
+        }
+        handle(self, request, fds)
+    }
+}
+
+fn handle(state: &mut State, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
+    let root = &state.root.clone();
     let result = match request {
         HelperRequest::Create {
             id,
@@ -356,9 +391,10 @@ fn handle(root: &Path, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperRespo
         HelperRequest::Exec {
             id,
             process,
+            cwd,
             stdio,
             console_socket,
-        } => exec(root, &id, &process, stdio, console_socket, fds),
+        } => exec(state, &id, &process, &cwd, stdio, console_socket, fds),
         HelperRequest::Delete { id } => load(root, &id).and_then(|mut c| {
             c.delete(true)
                 .map(|()| HelperResponse::Done)
@@ -450,17 +486,22 @@ fn create(
 }
 
 fn exec(
-    root: &Path,
+    state: &mut State,
     id: &str,
     process: &Path,
+    cwd: &str,
     stdio: [bool; 3],
     console_socket: Option<PathBuf>,
     fds: Vec<OwnedFd>,
 ) -> Result<HelperResponse, HelperResponse> {
-    let container = load(root, id)?;
-    check_exec_cwd(&container, process)?;
-    let executor = super::executor::RuncExecutor::for_exec(container_seccomp(&container)?);
-    let b = with_stdio(builder(root, id, console_socket, executor)?, stdio, fds)?;
+    let container = load(&state.root, id)?;
+    check_exec_cwd(&container, cwd)?;
+    let executor = super::executor::RuncExecutor::for_exec(state.container_seccomp(&container)?);
+    let b = with_stdio(
+        builder(&state.root, id, console_socket, executor)?,
+        stdio,
+        fds,
+    )?;
     let pid = b
         .as_tenant()
         .with_process(Some(process))

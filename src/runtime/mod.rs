@@ -40,10 +40,13 @@ pub enum HelperRequest {
     Start {
         id: String,
     },
-    /// Run the OCI process in `<process>` (a process.json) in the running container.
+    /// Run the OCI process in `<process>` (a process.json) in the running container. `cwd` is
+    /// the process's own `cwd` (empty when it has none), checked before libcontainer reads the
+    /// file: the helper need not read it twice.
     Exec {
         id: String,
         process: PathBuf,
+        cwd: String,
         stdio: [bool; 3],
         console_socket: Option<PathBuf>,
     },
