@@ -207,18 +207,24 @@ async fn seccomp_profiles_are_enforced_for_init_and_exec() {
         }
     }
     assert_eq!(seen, "Seccomp:\t2\nOperation not permitted\n");
-    let mut p = spec(
-        id,
-        "grep Seccomp: /proc/self/status; mkdir /y 2>&1 | sed 's/.*: //'",
-    )["process"]
-        .clone();
-    p["terminal"] = json!(false);
-    let out = common::start_process(&agent, id, Some(p), false)
-        .await
-        .unwrap()
-        .finish(&agent, id)
-        .await;
-    assert_eq!(out.stdout, "Seccomp:\t2\nOperation not permitted\n");
+    // An exec's stdout.
+    let exec = |script: &'static str| {
+        let agent = &agent;
+        async move {
+            let mut p = spec(id, script)["process"].clone();
+            p["terminal"] = json!(false);
+            common::start_process(agent, id, Some(p), false)
+                .await
+                .unwrap()
+                .finish(agent, id)
+                .await
+                .stdout
+        }
+    };
+    assert_eq!(
+        exec("grep Seccomp: /proc/self/status; mkdir /y 2>&1 | sed 's/.*: //'").await,
+        "Seccomp:\t2\nOperation not permitted\n"
+    );
     common::kill_and_destroy(&agent, id, init).await;
 
     // The same id again, with another profile: an exec gets the new container's profile, not
@@ -232,18 +238,10 @@ async fn seccomp_profiles_are_enforced_for_init_and_exec() {
     let init = common::start_process(&agent, id, None, false)
         .await
         .unwrap();
-    let mut p = spec(
-        id,
-        "mkdir /y && echo made; rmdir /y 2>&1 | sed 's/.*: //'",
-    )["process"]
-        .clone();
-    p["terminal"] = json!(false);
-    let out = common::start_process(&agent, id, Some(p), false)
-        .await
-        .unwrap()
-        .finish(&agent, id)
-        .await;
-    assert_eq!(out.stdout, "made\nOperation not permitted\n");
+    assert_eq!(
+        exec("mkdir /y && echo made; rmdir /y 2>&1 | sed 's/.*: //'").await,
+        "made\nOperation not permitted\n"
+    );
     common::kill_and_destroy(&agent, id, init).await;
 
     // A profile that cannot be loaded fails the Create, clearly.

@@ -176,9 +176,9 @@ async fn exchange(
     let Helper { sock, buf, .. } = helper;
     let n = loop {
         let mut guard = sock.readable().await?;
-        match guard.try_io(|s| {
-            channel::recv(s.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from)
-        }) {
+        match guard
+            .try_io(|s| channel::recv(s.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from))
+        {
             Ok(Ok(Some((n, _)))) => break n,
             Ok(Ok(None)) => return Err(RuntimeError::Protocol("runtime helper exited".into())),
             Ok(Err(e)) => return Err(e.into()),

@@ -66,7 +66,7 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         };
         let response = match serde_json::from_slice::<HelperRequest>(&buf[..n]) {
-            Ok(request) => state.handle(request, fds),
+            Ok(request) => handle(&mut state, request, fds),
             Err(e) => error(RuntimeErrorKind::Other, format!("bad request: {e}")),
         };
         if let Err(e) = send_response(sock.as_raw_fd(), &response) {
@@ -362,19 +362,12 @@ impl State {
         self.seccomp.insert(id.to_string(), profile.clone());
         Ok(profile)
     }
-
-    fn handle(&mut self, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
-        match &request {
-            HelperRequest::Create { id, .. } | HelperRequest::Delete { id } => {
-                self.seccomp.remove(id);
-            }
-            _ => {}
-        }
-        handle(self, request, fds)
-    }
 }
 
 fn handle(state: &mut State, request: HelperRequest, fds: Vec<OwnedFd>) -> HelperResponse {
+    if let HelperRequest::Create { id, .. } | HelperRequest::Delete { id } = &request {
+        state.seccomp.remove(id);
+    }
     let root = &state.root.clone();
     let result = match request {
         HelperRequest::Create {
