@@ -507,7 +507,10 @@ fn fatal_signals_leave_a_record_and_a_core() {
 }
 
 /// A panic in the bridge writer ends the connection (its answers could not leave); the agent
-/// redials and the response that was waiting goes out on the new connection.
+/// redials and the response that was waiting goes out on the new connection. The injected
+/// panic strikes once the writer has taken the DumpStacks answer, whatever the scheduling (with
+/// one worker, a panic right after the fault's own answer came before the reader had read the
+/// DumpStacks request, which then was never answered: the test's host had sent it).
 #[tokio::test]
 async fn a_writer_panic_ends_the_connection_and_loses_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

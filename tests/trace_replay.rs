@@ -319,7 +319,12 @@ async fn send(
         let params = body["Settings"]["ProcessParameters"].as_str().unwrap_or("");
         let is_container_init = body["ContainerId"] != gcs::protocol::NULL_CONTAINER_ID
             && !params.contains("OciProcess");
-        if is_container_init {
+        // A terminal's first line is its initial size: the recordings show it before the
+        // resize the host sent right after the exec's answer took effect (the original's slower
+        // exec let the process print it first). Waiting for it keeps that order here.
+        let is_tty =
+            params.contains(r#""terminal":true"#) || params.contains(r#""EmulateConsole":true"#);
+        if is_container_init || is_tty {
             first_line = Some(rx);
         }
     }
@@ -336,7 +341,7 @@ async fn send(
         .await
         .unwrap();
     if let Some(rx) = first_line {
-        // The recording's host read the init's first line before it went on.
+        // The recording's host read the init's (or the terminal's) first line before it went on.
         let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
     }
 }

@@ -2,14 +2,16 @@
 //! with `GCS_FAULT_INJECTION=1` in the agent's environment: ModifySettings of ResourceType
 //! `GcsFaultInjection` with `Settings: {"Fault": <kind>}` makes the agent fail on purpose —
 //! `panic` (in the handler), `panic-reader` (in the bridge reader, before dispatch),
-//! `panic-writer` (in the bridge writer, before its next response), `abort`, `segv` (a real
-//! memory fault). Release builds know none of it: the resource type is unknown there.
+//! `panic-writer` (in the bridge writer, once it has taken the next response after the fault
+//! request's own answer, before writing it), `abort`, `segv` (a real memory fault). Release
+//! builds know none of it: the resource type is unknown there.
 
 /// The ResourceType that carries a fault.
 pub const RESOURCE_TYPE: &str = "GcsFaultInjection";
 
+/// The message id of the `panic-writer` request that armed the writer's panic, if any.
 #[cfg(debug_assertions)]
-static WRITER_PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static WRITER_PANIC: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
 
 /// True in a debug build started with `GCS_FAULT_INJECTION=1`.
 pub fn enabled() -> bool {
@@ -27,16 +29,26 @@ pub fn at_dispatch(payload: &[u8]) {
     }
 }
 
-/// Called by the writer before it takes its next response.
-pub fn at_writer() {
+/// Called by the writer with each response it has taken (message id `response_id`), before
+/// writing it. True once, for the first response after the arming request's own answer: the
+/// writer keeps that response for the next connection and panics. Deterministic whatever the
+/// scheduling: the fault's own answer always leaves, the next one never on this connection.
+pub fn writer_should_panic(response_id: u64) -> bool {
     #[cfg(debug_assertions)]
-    if WRITER_PANIC.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        panic!("injected panic in the bridge writer");
+    {
+        let mut armed = WRITER_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+        if armed.is_some_and(|id| id != response_id) {
+            *armed = None;
+            return true;
+        }
     }
+    let _ = response_id;
+    false
 }
 
-/// Carries out `fault` in the handler (only when [`enabled`]). Errors: an unknown kind.
-pub fn inject(fault: &str) -> Result<(), String> {
+/// Carries out `fault` in the handler of request `request_id` (only when [`enabled`]).
+/// Errors: an unknown kind.
+pub fn inject(fault: &str, request_id: u64) -> Result<(), String> {
     if !enabled() {
         return Err(format!("invalid ResourceType '{RESOURCE_TYPE}'"));
     }
@@ -44,7 +56,10 @@ pub fn inject(fault: &str) -> Result<(), String> {
         "panic" => panic!("injected panic in a handler"),
         "panic-writer" => {
             #[cfg(debug_assertions)]
-            WRITER_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
+            {
+                *WRITER_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(request_id);
+            }
+            let _ = request_id;
             Ok(())
         }
         "abort" => std::process::abort(),

@@ -471,11 +471,14 @@ impl Bridge {
             unsent_response,
         } = &mut *outbox;
         loop {
-            fault::at_writer();
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
                 Some(frame) = responses.recv() => {
+                    if fault::writer_should_panic(frame_id(&frame.frame)) {
+                        *unsent_response = Some(frame);
+                        panic!("injected panic in the bridge writer");
+                    }
                     if let Err(e) = writer.write_all(&frame.frame).await {
                         warn!(error = %e, "bridge write failed; response kept for the next connection");
                         *unsent_response = Some(frame);
@@ -523,6 +526,14 @@ async fn write_notification<W: AsyncWrite + Unpin>(
             Err(n)
         }
     }
+}
+
+/// The message id in an encoded frame's header (0 for a frame too short to have one).
+fn frame_id(frame: &[u8]) -> u64 {
+    frame
+        .get(..crate::protocol::header::HEADER_LEN)
+        .and_then(|h| <&[u8; crate::protocol::header::HEADER_LEN]>::try_from(h).ok())
+        .map_or(0, |h| crate::protocol::MessageHeader::decode(h).id)
 }
 
 /// The writer ended before the reader: it failed (the connection is broken) or panicked. Either

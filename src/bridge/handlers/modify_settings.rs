@@ -66,7 +66,7 @@ pub async fn handle(req: &Request<'_>) -> Result<Reply, BridgeError> {
             .and_then(|s| s.get("Fault"))
             .and_then(|f| f.as_str())
             .unwrap_or_default();
-        crate::bridge::fault::inject(fault).map_err(BridgeError::InvalidRequest)?;
+        crate::bridge::fault::inject(fault, req.header.id).map_err(BridgeError::InvalidRequest)?;
         return Reply::new(&ResponseBase::ok(&req.base.activity_id));
     }
     // In a confidential guest the id is checked before anything else, as the original does.
