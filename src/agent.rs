@@ -69,7 +69,7 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .max_blocking_threads(64)
         .thread_name("gcs-worker")
         .enable_all()

@@ -1063,9 +1063,13 @@ impl Guest {
         c.tear_down();
         let mut first_error = None;
         if c.kind == Kind::Sandbox {
-            for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
-                unmount_under(&c.sandbox_root.join(dir));
-            }
+            let sandbox_root = c.sandbox_root.clone();
+            off_the_worker(move || {
+                for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
+                    unmount_under(&sandbox_root.join(dir));
+                }
+            })
+            .await;
         }
         match self
             .runtime
@@ -1076,43 +1080,54 @@ impl Guest {
             Err(e) if e.kind() == crate::runtime::RuntimeErrorKind::NotExist => {}
             Err(e) => first_error = Some(GuestError::from(e)),
         }
-        unmount_under(&c.bundle.join(PINNED));
-        // The bundle bind of a scratch kept outside the bundle (CombinedLayers), if its overlay
-        // is still there. A disk the host mounted at the bundle (a scratch disk at
-        // /run/gcs/c/<id>) is the host's to remove: its SCSI Remove unmounts it, and in a
-        // confidential guest refuses a mount path that no longer exists (SP §4.6).
-        if mount_points().iter().any(|m| m == &c.bundle)
-            && !self.storage.has(crate::storage::Kind::Scsi, &c.bundle)
-        {
-            let _ = nix::mount::umount(&c.bundle);
-        }
-        for path in [PathBuf::from(&c.scratch), c.bundle.clone()] {
-            if !path.as_os_str().is_empty() && path.starts_with("/run") {
-                if let Err(e) = crate::storage::remove_within_filesystem(&path) {
-                    warn!(path = %path.display(), error = %e, "cannot remove container directory");
+        // A disk the host mounted at the bundle (a scratch disk at /run/gcs/c/<id>) is the
+        // host's to remove: its SCSI Remove unmounts it, and in a confidential guest refuses a
+        // mount path that no longer exists (SP §4.6).
+        let bundle_is_host_disk = self.storage.has(crate::storage::Kind::Scsi, &c.bundle);
+        let sandbox_root = match &c.kind {
+            Kind::Sandbox => {
+                self.namespace_remove(&c.network_namespace);
+                Some(self.lock_sandbox_roots().remove(&c.id))
+            }
+            Kind::Standalone => {
+                self.namespace_remove(&c.network_namespace);
+                None
+            }
+            Kind::Workload { .. } => None,
+        };
+        // Unmounts, and removals as long as the container wrote: the blocking pool's, so that
+        // the bridge's worker serves other requests meanwhile.
+        let (id, bundle, scratch) = (c.id.clone(), c.bundle.clone(), PathBuf::from(&c.scratch));
+        off_the_worker(move || {
+            unmount_under(&bundle.join(PINNED));
+            // The bundle bind of a scratch kept outside the bundle (CombinedLayers), if its
+            // overlay is still there.
+            if !bundle_is_host_disk && mount_points().iter().any(|m| m == &bundle) {
+                let _ = nix::mount::umount(&bundle);
+            }
+            for path in [&scratch, &bundle] {
+                if !path.as_os_str().is_empty() && path.starts_with("/run") {
+                    if let Err(e) = crate::storage::remove_within_filesystem(path) {
+                        warn!(path = %path.display(), error = %e, "cannot remove container directory");
+                    }
                 }
             }
-        }
-        match &c.kind {
-            Kind::Sandbox => {
-                let root = self.lock_sandbox_roots().remove(&c.id);
-                remove_pod_cgroup(&c.id);
-                self.namespace_remove(&c.network_namespace);
+            if let Some(root) = sandbox_root {
+                remove_pod_cgroup(&id);
                 // The V2 shim's layout: a virtual pod's root, then the pod directory under
                 // /run/gcs/pods go with their sandbox (once empty).
-                if let Some(root) = root.filter(|r| r != &c.bundle) {
+                if let Some(root) = root.filter(|r| r != &bundle) {
                     let _ = crate::storage::remove_within_filesystem(&root);
                 }
-                if c.bundle.starts_with("/run/gcs/pods") {
-                    if let Some(pod_dir) = c.bundle.parent() {
+                if bundle.starts_with("/run/gcs/pods") {
+                    if let Some(pod_dir) = bundle.parent() {
                         let _ = std::fs::remove_dir(pod_dir.join("virtual-pods"));
                         let _ = std::fs::remove_dir(pod_dir);
                     }
                 }
             }
-            Kind::Standalone => self.namespace_remove(&c.network_namespace),
-            Kind::Workload { .. } => {}
-        }
+        })
+        .await;
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -1272,6 +1287,14 @@ fn helper_pid(r: HelperResponse) -> Result<u32, GuestError> {
         other => Err(GuestError::InvalidRequest(format!(
             "unexpected runtime answer {other:?}"
         ))),
+    }
+}
+
+/// Runs filesystem work that may take long (unmounts, recursive removals) in the blocking pool
+/// and waits for it: the agent's one async worker keeps serving the bridge meanwhile.
+async fn off_the_worker(work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = tokio::task::spawn_blocking(work).await {
+        warn!(error = %e, "container clean-up did not finish");
     }
 }
 

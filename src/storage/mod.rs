@@ -218,6 +218,9 @@ struct Record {
     adds: u32,
     /// `None` while the first Add is still mounting.
     made: Option<Mounted>,
+    /// The last Remove is unmounting (unlocked): further Adds and Removes of the path are
+    /// refused as busy meanwhile.
+    removing: bool,
 }
 
 /// The guest's mounts made for the host, by path.
@@ -244,7 +247,7 @@ impl Storage {
         {
             let mut records = self.lock();
             if let Some(record) = records.get_mut(path) {
-                if record.made.is_none() {
+                if record.made.is_none() || record.removing {
                     return Err(StorageError::Busy(path.into()));
                 }
                 if record.kind == kind && record.identity == identity {
@@ -271,6 +274,7 @@ impl Storage {
                     identity,
                     adds: 1,
                     made: None,
+                    removing: false,
                 },
             );
         }
@@ -291,7 +295,9 @@ impl Storage {
     }
 
     /// Undoes one Add at `path`; the last one unmounts, removes the directory (or link) and
-    /// the device-mapper devices, unless a mounted overlay still reads through `path`.
+    /// the device-mapper devices, unless a mounted overlay still reads through `path`. The
+    /// unmount runs unlocked (it syncs the filesystem's dirty data, and a dead 9p server can
+    /// hold it): other paths' requests, and [`has`](Self::has), are not held up meanwhile.
     pub fn remove(&self, kind: Kind, path: &Path) -> Result<(), StorageError> {
         let mut records = self.lock();
         let record = match records.get_mut(path) {
@@ -303,7 +309,7 @@ impl Storage {
                 })
             }
         };
-        let Some(made) = &record.made else {
+        let Some(made) = record.made.as_ref().filter(|_| !record.removing) else {
             return Err(StorageError::Busy(path.into()));
         };
         if record.adds > 1 {
@@ -326,6 +332,10 @@ impl Storage {
                 user,
             });
         }
+        if let Some(record) = records.get_mut(path) {
+            record.removing = true;
+        }
+        drop(records);
         let undone = if link {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
@@ -338,11 +348,18 @@ impl Storage {
         } else {
             unmount_and_remove(path)
         };
-        // Still mounted: keep the record so that a retry can finish the job.
-        undone?;
+        let mut records = self.lock();
+        if let Err(e) = undone {
+            // Still mounted: keep the record so that a retry can finish the job.
+            if let Some(record) = records.get_mut(path) {
+                record.removing = false;
+            }
+            return Err(e);
+        }
         let Some(record) = records.remove(path) else {
             return Ok(());
         };
+        drop(records);
         let made = record.made.unwrap_or_default();
         for bind in &made.binds {
             if let Err(e) = nix::mount::umount2(bind, nix::mount::MntFlags::MNT_DETACH) {
