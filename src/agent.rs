@@ -68,6 +68,9 @@ pub fn main(args: &[String]) -> ExitCode {
             warn!(error = %e, "cannot set kernel.core_pattern");
         }
     }
+    // One worker: each request's tasks are woken and run where the reader runs, with no
+    // cross-thread wake-up (issue 17: UVM exec+wait 1.31-1.44x -> 1.08-1.10x of a fork+exec
+    // floor). What may block stays off it (crate::worker).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(64)

@@ -28,3 +28,4 @@ pub mod sys;
 pub mod timesync;
 pub mod transport;
 pub mod uevent;
+pub mod worker;

@@ -122,7 +122,8 @@ pub type TeeLog = Option<Arc<std::fs::File>>;
 fn tee(log: &TeeLog, data: &[u8], failed: &mut bool) {
     use std::io::Write;
     if let (Some(file), false) = (log, *failed) {
-        if let Err(e) = (&**file).write_all(data) {
+        // A slow disk throttles page-cache writes (balance_dirty_pages): beside the worker.
+        if let Err(e) = crate::worker::block(|| (&**file).write_all(data)) {
             tracing::warn!(error = %e, "cannot append to the tee log");
             *failed = true;
         }

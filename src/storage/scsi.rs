@@ -154,7 +154,8 @@ pub async fn wait_for_device(
         if !size.trim().parse::<u64>().is_ok_and(|s| s > 0) {
             return Ok(None);
         }
-        match std::fs::File::open(&dev) {
+        // sd's open checks the medium (a command to the disk): beside the worker.
+        match crate::worker::block(|| std::fs::File::open(&dev)) {
             Ok(_) => Ok(Some(dev)),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENXIO)) => Ok(None),
             Err(source) => Err(StorageError::Io {
