@@ -1,14 +1,17 @@
 //! The agent runs its async tasks on one worker thread (`agent::main`: with two, the
 //! cross-worker wake-ups of each request cost a UVM exec a third of its time, issue 17). Work
 //! that may block must therefore never hold that worker: long, known-blocking work goes to the
-//! blocking pool (`tokio::task::spawn_blocking`); a short call that may block only at times
-//! (opening a disk, which sends it a command; a page-cache write a slow disk throttles) runs
-//! through [`block`], which hands the worker's other tasks to another thread meanwhile.
+//! blocking pool (`tokio::task::spawn_blocking`); a call that may block only at times runs
+//! through [`block`], which hands the worker's other tasks to another thread meanwhile: a
+//! SCSI disk's open (a command to the disk), a workload Create's pinning of its pod's shares
+//! (a host 9p server can stop answering), reads of a container's user databases.
 //!
-//! Decoding a large payload (~100 ms for 16 MiB) stays on the worker on purpose: handed off,
-//! the reader took in the next large request while the last one's task was still finishing on
-//! the other thread, and a burst of 10 MiB requests peaked 10 MiB higher (tests/robustness.rs
-//! `hostile_process_strings_cost_only_their_counted_copies`).
+//! Left on the worker on purpose: decoding a large payload (~100 ms for 16 MiB), and a
+//! Create's writes of its bundle and working directory (on the UVM's tmpfs or a scratch disk):
+//! handed off, a burst of 10 MiB requests peaked 10 MiB higher (tests/robustness.rs
+//! `hostile_process_strings_cost_only_their_counted_copies`; the task finishes on the thread
+//! that blocked while the worker's core moves on). Also tee-log appends: a hand-off per relayed
+//! chunk would cost more than the page-cache write it guards.
 
 /// Runs `f` on this thread, first handing this worker's other tasks to another thread when
 /// called from a multi-thread tokio runtime (`tokio::task::block_in_place`); elsewhere (a

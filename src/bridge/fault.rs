@@ -2,16 +2,24 @@
 //! with `GCS_FAULT_INJECTION=1` in the agent's environment: ModifySettings of ResourceType
 //! `GcsFaultInjection` with `Settings: {"Fault": <kind>}` makes the agent fail on purpose —
 //! `panic` (in the handler), `panic-reader` (in the bridge reader, before dispatch),
-//! `panic-writer` (in the bridge writer, once it has taken the next response after the fault
+//! `panic-writer` (in the bridge writer, once it has taken the first response after the fault
 //! request's own answer, before writing it), `abort`, `segv` (a real memory fault). Release
 //! builds know none of it: the resource type is unknown there.
 
 /// The ResourceType that carries a fault.
 pub const RESOURCE_TYPE: &str = "GcsFaultInjection";
 
-/// The message id of the `panic-writer` request that armed the writer's panic, if any.
+/// A `panic-writer` fault: armed by the request of this message id, then primed once the
+/// writer has taken that request's answer.
 #[cfg(debug_assertions)]
-static WRITER_PANIC: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+#[derive(Debug, Clone, Copy)]
+enum WriterFault {
+    Armed(u64),
+    Primed,
+}
+
+#[cfg(debug_assertions)]
+static WRITER_PANIC: std::sync::Mutex<Option<WriterFault>> = std::sync::Mutex::new(None);
 
 /// True in a debug build started with `GCS_FAULT_INJECTION=1`.
 pub fn enabled() -> bool {
@@ -30,16 +38,22 @@ pub fn at_dispatch(payload: &[u8]) {
 }
 
 /// Called by the writer with each response it has taken (message id `response_id`), before
-/// writing it. True once, for the first response after the arming request's own answer: the
-/// writer keeps that response for the next connection and panics. Deterministic whatever the
-/// scheduling: the fault's own answer always leaves, the next one never on this connection.
+/// writing it. True once: for the first response taken after the arming request's own answer
+/// (which is written), whatever else was taken in between; the writer keeps that response for
+/// the next connection and panics.
 pub fn writer_should_panic(response_id: u64) -> bool {
     #[cfg(debug_assertions)]
     {
-        let mut armed = WRITER_PANIC.lock().unwrap_or_else(|e| e.into_inner());
-        if armed.is_some_and(|id| id != response_id) {
-            *armed = None;
-            return true;
+        let mut fault = WRITER_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+        match *fault {
+            Some(WriterFault::Armed(id)) if id == response_id => {
+                *fault = Some(WriterFault::Primed);
+            }
+            Some(WriterFault::Primed) => {
+                *fault = None;
+                return true;
+            }
+            _ => {}
         }
     }
     let _ = response_id;
@@ -57,7 +71,8 @@ pub fn inject(fault: &str, request_id: u64) -> Result<(), String> {
         "panic-writer" => {
             #[cfg(debug_assertions)]
             {
-                *WRITER_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(request_id);
+                *WRITER_PANIC.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(WriterFault::Armed(request_id));
             }
             let _ = request_id;
             Ok(())

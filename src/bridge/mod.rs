@@ -475,7 +475,7 @@ impl Bridge {
                 biased;
                 _ = &mut stop => break,
                 Some(frame) = responses.recv() => {
-                    if fault::writer_should_panic(frame_id(&frame.frame)) {
+                    if cfg!(debug_assertions) && fault::writer_should_panic(frame_id(&frame.frame)) {
                         *unsent_response = Some(frame);
                         panic!("injected panic in the bridge writer");
                     }

@@ -64,6 +64,22 @@ impl Drop for CreatingSlot<'_> {
     }
 }
 
+/// Holds a deleted container's id (`Entry::Deleting`) until its clean-up is over, however the
+/// Delete ends.
+struct DeletingSlot<'a> {
+    guest: &'a Guest,
+    id: &'a str,
+}
+
+impl Drop for DeletingSlot<'_> {
+    fn drop(&mut self) {
+        let mut table = self.guest.lock_containers();
+        if matches!(table.get(self.id), Some(Entry::Deleting)) {
+            table.remove(self.id);
+        }
+    }
+}
+
 /// What a Create made on the way to its decisions (SP §4.9: as in the original, a pod's
 /// directories and network files exist before `create_container` is asked), undone when the
 /// Create fails, so that a refused Create leaves nothing behind.
@@ -468,7 +484,9 @@ impl Guest {
             if !mount_points().iter().any(|m| m.starts_with(&pinned)) {
                 made.mounts.push(pinned.clone());
             }
-            spec::mounts::pin_sources(&mut spec, &root, &pinned, count)?;
+            // The pod's shares may be a host 9p server's, which can stop answering: beside the
+            // agent's one async worker.
+            crate::worker::block(|| spec::mounts::pin_sources(&mut spec, &root, &pinned, count))?;
         }
         spec::enforce_readonly_cgroupfs(&mut spec);
         spec::mounts::prepare_cwd(&spec, &rootfs)?;
@@ -1059,7 +1077,11 @@ impl Guest {
                 c.id
             )));
         }
-        self.lock_containers().remove(&c.id);
+        self.lock_containers().insert(c.id.clone(), Entry::Deleting);
+        let _slot = DeletingSlot {
+            guest: self,
+            id: &c.id,
+        };
         c.tear_down();
         let mut first_error = None;
         if c.kind == Kind::Sandbox {

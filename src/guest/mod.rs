@@ -43,6 +43,9 @@ pub const MAX_UVM_PROCESSES: usize = 1024;
 enum Entry {
     Creating,
     Ready(Arc<Container>),
+    /// DeleteContainerState is cleaning up: the id is not found, and not free yet (a Create
+    /// of it meanwhile would have its bundle and cgroup removed by that clean-up).
+    Deleting,
 }
 
 /// A network namespace the host told us about: its NICs, and where they live once its sandbox
@@ -311,7 +314,7 @@ impl Guest {
         match self.lock_containers().get(id) {
             Some(Entry::Ready(c)) => Ok(Arc::clone(c)),
             Some(Entry::Creating) => Err(GuestError::StillCreating(id.to_string())),
-            None => Err(GuestError::ContainerNotFound(error::shown(id))),
+            Some(Entry::Deleting) | None => Err(GuestError::ContainerNotFound(error::shown(id))),
         }
     }
 

@@ -122,8 +122,7 @@ pub type TeeLog = Option<Arc<std::fs::File>>;
 fn tee(log: &TeeLog, data: &[u8], failed: &mut bool) {
     use std::io::Write;
     if let (Some(file), false) = (log, *failed) {
-        // A slow disk throttles page-cache writes (balance_dirty_pages): beside the worker.
-        if let Err(e) = crate::worker::block(|| (&**file).write_all(data)) {
+        if let Err(e) = (&**file).write_all(data) {
             tracing::warn!(error = %e, "cannot append to the tee log");
             *failed = true;
         }

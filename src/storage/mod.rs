@@ -297,7 +297,15 @@ impl Storage {
     /// Undoes one Add at `path`; the last one unmounts, removes the directory (or link) and
     /// the device-mapper devices, unless a mounted overlay still reads through `path`. The
     /// unmount runs unlocked (it syncs the filesystem's dirty data, and a dead 9p server can
-    /// hold it): other paths' requests, and [`has`](Self::has), are not held up meanwhile.
+    /// hold it): other paths' requests are not held up meanwhile, while the path itself is
+    /// marked removing until everything is undone ([`has`](Self::has) says no; its Adds and
+    /// Removes are `Busy`).
+    ///
+    /// # Errors
+    /// `NotAdded` (no such mount of `kind`), `Busy` (still mounting, or being removed),
+    /// `InUse` (an overlay reads through it), the unmount's or removal's error (the record is
+    /// kept for a retry), or a device-mapper device that would not go (the record is gone by
+    /// then, as in the original).
     pub fn remove(&self, kind: Kind, path: &Path) -> Result<(), StorageError> {
         let mut records = self.lock();
         let record = match records.get_mut(path) {
@@ -356,11 +364,21 @@ impl Storage {
             }
             return Err(e);
         }
-        let Some(record) = records.remove(path) else {
-            return Ok(());
-        };
+        // The record stays (marked removing) until its binds and device-mapper devices are
+        // undone too: an Add of the path meanwhile is busy, not raced by this undo.
+        let made = records
+            .get_mut(path)
+            .and_then(|r| r.made.take())
+            .unwrap_or_default();
         drop(records);
-        let made = record.made.unwrap_or_default();
+        let undone = Self::undo_binds_and_devices(&made);
+        self.lock().remove(path);
+        undone
+    }
+
+    /// Detaches `made`'s bind mounts and removes its device-mapper devices. Errors: the first
+    /// device-mapper device that would not go (the rest are still tried).
+    fn undo_binds_and_devices(made: &Mounted) -> Result<(), StorageError> {
         for bind in &made.binds {
             if let Err(e) = nix::mount::umount2(bind, nix::mount::MntFlags::MNT_DETACH) {
                 tracing::warn!(path = %bind.display(), error = %e, "undoing a bind mount failed");
@@ -384,17 +402,19 @@ impl Storage {
     pub fn on_encrypted_disk(&self, path: &Path) -> bool {
         self.lock().iter().any(|(p, r)| {
             r.kind == Kind::Scsi
+                && r.made.is_some()
+                && !r.removing
                 && path.starts_with(p)
                 && r.identity.contains(" rw")
                 && r.identity.ends_with(" encrypted")
         })
     }
 
-    /// Whether `path` holds a finished mount of `kind`.
+    /// Whether `path` holds a finished mount of `kind` (not one being removed).
     pub fn has(&self, kind: Kind, path: &Path) -> bool {
         self.lock()
             .get(path)
-            .is_some_and(|r| r.kind == kind && r.made.is_some())
+            .is_some_and(|r| r.kind == kind && r.made.is_some() && !r.removing)
     }
 
     /// Paths mounted, with their resource and Add count (for stack dumps and tests).
@@ -499,5 +519,41 @@ mod tests {
             storage.remove(Kind::Pmem, &layer),
             Err(StorageError::NotAdded { .. })
         ));
+    }
+
+    /// A path whose last Remove is unmounting (unlocked) is not mounted for `has` or
+    /// `on_encrypted_disk` (a confidential Create must not take a rootfs going away), and its
+    /// Adds and Removes are busy until the Remove ends.
+    #[test]
+    fn a_path_being_removed_is_busy_and_not_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("scratch");
+        let storage = Storage::default();
+        let identity = "scsi:0:1 rw encrypted".to_string();
+        storage
+            .add(Kind::Scsi, &disk, identity.clone(), || {
+                std::fs::create_dir_all(&disk).unwrap();
+                Ok(Mounted::default())
+            })
+            .unwrap();
+        assert!(storage.has(Kind::Scsi, &disk));
+        assert!(storage.on_encrypted_disk(&disk.join("c")));
+        storage.lock().get_mut(&disk).unwrap().removing = true;
+        assert!(!storage.has(Kind::Scsi, &disk));
+        assert!(!storage.on_encrypted_disk(&disk.join("c")));
+        assert!(matches!(
+            storage.add(Kind::Scsi, &disk, identity.clone(), || panic!(
+                "mounted twice"
+            )),
+            Err(StorageError::Busy(_))
+        ));
+        assert!(matches!(
+            storage.remove(Kind::Scsi, &disk),
+            Err(StorageError::Busy(_))
+        ));
+        storage.lock().get_mut(&disk).unwrap().removing = false;
+        storage.remove(Kind::Scsi, &disk).unwrap();
+        assert!(!disk.exists());
+        assert!(storage.mounts().is_empty());
     }
 }

@@ -54,7 +54,7 @@ pub async fn wait_for_device(
     let name = format!("pmem{number}");
     let dev = Path::new("/dev").join(&name);
     wait_until::<_, StorageError>(&dev.display().to_string(), deadline, || {
-        let size = crate::worker::block(|| device_bytes(&dev));
+        let size = device_bytes(&dev);
         Ok((size > 0).then_some(size))
     })
     .await

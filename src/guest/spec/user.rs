@@ -31,8 +31,13 @@ fn invalid(text: String) -> GuestError {
 }
 
 /// Reads `rel` (e.g. `etc/passwd`) inside `rootfs`, bounded and never blocking on a FIFO;
-/// `None` when it does not exist.
+/// `None` when it does not exist. The root is on a disk: read beside the agent's one async
+/// worker (`crate::worker`).
 fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, GuestError> {
+    crate::worker::block(|| read_in_root_here(rootfs, rel))
+}
+
+fn read_in_root_here(rootfs: &Path, rel: &str) -> Result<Option<String>, GuestError> {
     let io = |source: std::io::Error| GuestError::Io {
         what: format!("read /{rel} of the container"),
         source,
