@@ -1086,12 +1086,15 @@ impl Guest {
         let mut first_error = None;
         if c.kind == Kind::Sandbox {
             let sandbox_root = c.sandbox_root.clone();
-            off_the_worker(move || {
+            if let Err(e) = off_the_worker(move || {
                 for dir in ["sandboxMounts", "sandboxTmpfsMounts", "hugepages"] {
                     unmount_under(&sandbox_root.join(dir));
                 }
             })
-            .await;
+            .await
+            {
+                first_error = Some(e);
+            }
         }
         match self
             .runtime
@@ -1106,10 +1109,13 @@ impl Guest {
         // host's to remove: its SCSI Remove unmounts it, and in a confidential guest refuses a
         // mount path that no longer exists (SP §4.6).
         let bundle_is_host_disk = self.storage.has(crate::storage::Kind::Scsi, &c.bundle);
-        let sandbox_root = match &c.kind {
+        // For a sandbox, what goes with its pod: the pod's cgroup, and its root if registered.
+        let pod: Option<PodLeftovers> = match &c.kind {
             Kind::Sandbox => {
                 self.namespace_remove(&c.network_namespace);
-                Some(self.lock_sandbox_roots().remove(&c.id))
+                Some(PodLeftovers {
+                    root: self.lock_sandbox_roots().remove(&c.id),
+                })
             }
             Kind::Standalone => {
                 self.namespace_remove(&c.network_namespace);
@@ -1120,7 +1126,7 @@ impl Guest {
         // Unmounts, and removals as long as the container wrote: the blocking pool's, so that
         // the bridge's worker serves other requests meanwhile.
         let (id, bundle, scratch) = (c.id.clone(), c.bundle.clone(), PathBuf::from(&c.scratch));
-        off_the_worker(move || {
+        let cleaned = off_the_worker(move || {
             unmount_under(&bundle.join(PINNED));
             // The bundle bind of a scratch kept outside the bundle (CombinedLayers), if its
             // overlay is still there.
@@ -1134,11 +1140,11 @@ impl Guest {
                     }
                 }
             }
-            if let Some(root) = sandbox_root {
+            if let Some(pod) = pod {
                 remove_pod_cgroup(&id);
                 // The V2 shim's layout: a virtual pod's root, then the pod directory under
                 // /run/gcs/pods go with their sandbox (once empty).
-                if let Some(root) = root.filter(|r| r != &bundle) {
+                if let Some(root) = pod.root.filter(|r| r != &bundle) {
                     let _ = crate::storage::remove_within_filesystem(&root);
                 }
                 if bundle.starts_with("/run/gcs/pods") {
@@ -1152,7 +1158,7 @@ impl Guest {
         .await;
         match first_error {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => cleaned,
         }
     }
 
@@ -1312,12 +1318,21 @@ fn helper_pid(r: HelperResponse) -> Result<u32, GuestError> {
     }
 }
 
+/// What a deleted sandbox leaves to remove besides its own bundle.
+struct PodLeftovers {
+    /// The pod's root as its Create registered it (a virtual pod's differs from the bundle).
+    root: Option<PathBuf>,
+}
+
 /// Runs filesystem work that may take long (unmounts, recursive removals) in the blocking pool
 /// and waits for it: the agent's one async worker keeps serving the bridge meanwhile.
-async fn off_the_worker(work: impl FnOnce() + Send + 'static) {
-    if let Err(e) = tokio::task::spawn_blocking(work).await {
+/// Errors: `InvalidState` when the work panicked (the panic hook has logged where), so that
+/// the host is not told a clean-up succeeded that did not finish.
+async fn off_the_worker(work: impl FnOnce() + Send + 'static) -> Result<(), GuestError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
         warn!(error = %e, "container clean-up did not finish");
-    }
+        GuestError::InvalidState(format!("container clean-up did not finish: {e}"))
+    })
 }
 
 /// Mount points of this mount namespace, from /proc/self/mountinfo.
