@@ -531,9 +531,9 @@ async fn write_notification<W: AsyncWrite + Unpin>(
 /// The message id in an encoded frame's header (0 for a frame too short to have one).
 fn frame_id(frame: &[u8]) -> u64 {
     frame
-        .get(..crate::protocol::header::HEADER_LEN)
-        .and_then(|h| <&[u8; crate::protocol::header::HEADER_LEN]>::try_from(h).ok())
-        .map_or(0, |h| crate::protocol::MessageHeader::decode(h).id)
+        .get(..HEADER_LEN)
+        .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+        .map_or(0, |h| MessageHeader::decode(h).id)
 }
 
 /// The writer ended before the reader: it failed (the connection is broken) or panicked. Either
